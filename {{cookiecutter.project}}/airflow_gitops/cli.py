@@ -1,0 +1,45 @@
+"""One command line for the toolkit: ``python -m airflow_gitops <command> [options]``.
+
+Each command lives in its own module, listed in ``COMMANDS``; the module exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen command's module is imported,
+so `validate` does not pay for importing boto3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from airflow_gitops.errors import ToolkitError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_gitops",
+        description="Toolkit of this Airflow-on-EKS GitOps repository.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            importlib.import_module(module_name).add_arguments(command_parser)
+        command_parser.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args)
+    except ToolkitError as exc:
+        print(f"ERROR [{type(exc).__name__}]: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: interrupted", file=sys.stderr)
+        return 130

@@ -14,7 +14,11 @@ import sys
 from airflow_gitops.errors import ToolkitError
 
 # command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "push-dags": ("airflow_gitops.dagsync.push", "upload dags/ to the DAG bucket (only changes)"),
+    "pull-dags": ("airflow_gitops.dagsync.pull", "one sync of the DAG bucket into a local folder"),
+    "sync-agent": ("airflow_gitops.dagsync.agent", "the S3 DAG sync agent (sidecar/init container)"),
+}
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:

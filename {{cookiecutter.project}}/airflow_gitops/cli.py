@@ -18,6 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push-dags": ("airflow_gitops.dagsync.push", "upload dags/ to the DAG bucket (only changes)"),
     "pull-dags": ("airflow_gitops.dagsync.pull", "one sync of the DAG bucket into a local folder"),
     "sync-agent": ("airflow_gitops.dagsync.agent", "the S3 DAG sync agent (sidecar/init container)"),
+    "render": ("airflow_gitops.render", "write build/values.yaml and build/k8s/ for deploy"),
+    "image-tag": ("airflow_gitops.image_tag", "print the s3-sync image tag (digest of its sources)"),
+    "ci-facts": ("airflow_gitops.ci_facts", "stack.yaml facts as GitHub step outputs"),
+    "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
+    "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
+    "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
 }
 
 

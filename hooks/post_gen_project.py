@@ -75,7 +75,7 @@ def copy_schemas() -> None:
 
 
 def record_answers() -> None:
-    answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_") or k == "_template"}
+    answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_")}
     (PROJECT / ANSWERS_FILE).write_text(json.dumps({"cookiecutter": answers}, indent=2) + "\n")
 
 

@@ -1,0 +1,135 @@
+#!/bin/sh
+# DAG sync for the aws-cli image option (stack.yaml: dags.sync_image: aws-cli); docs/dag-sync.md.
+# helm/values.yaml embeds this file when the repository is generated; after editing it, copy it
+# there again (tests/test_dagsync_awscli.py checks that the two are equal).
+#
+# `aws s3 sync --delete` mirrors s3://$BUCKET/$PREFIX/ into a private staging folder. Only after a
+# clean sync is a complete copy published as a new snapshot, and the relative symlink
+# $DEST/current swapped with one rename(2) (mv -T): Airflow never sees half a file, a mix of two
+# versions or a deletion caused by a failed sync. A sync that would cut the number of files by
+# more than MAX_DELETE_PERCENT is not published (a listing that lost most objects).
+#
+# Environment: BUCKET (required), PREFIX, DEST (default /opt/airflow/dags), INTERVAL (seconds,
+# default 30), ONCE=1 (one sync, then exit: init containers), MAX_DELETE_PERCENT (default 50;
+# 100 disables the guard), MAX_AGE (seconds, for `check`, default 300). HOME must be writable
+# (an emptyDir): the root filesystem stays read-only.
+# Usage: dag-sync.sh [check]. Exit codes: 0 synced (or stopped by SIGTERM), 1 sync failed
+# (ONCE=1), 3 refused by the shrink guard (ONCE=1), 4 heartbeat missing or too old (check).
+set -u
+
+dest="${DEST:-/opt/airflow/dags}"
+staging="$dest/.staging"
+
+if [ "${1:-}" = check ]; then  # probe: is the last successful sync recent enough?
+  beat=$(cat "$dest/.heartbeat" 2>/dev/null) || { echo "UNHEALTHY: no heartbeat yet" >&2; exit 4; }
+  last=${beat#*\"last_success_unix\": }
+  last=${last%%[!0-9]*}
+  age=$(( $(date +%s) - ${last:-0} ))
+  [ "$age" -le "${MAX_AGE:-300}" ] && exit 0
+  echo "UNHEALTHY: last successful sync ${age}s ago" >&2
+  exit 4
+fi
+
+prefix="${PREFIX:-}"
+prefix="${prefix#/}"
+prefix="${prefix%/}"
+source="s3://${BUCKET:?BUCKET is required}/${prefix:+$prefix/}"
+interval="${INTERVAL:-30}"
+max_delete_percent="${MAX_DELETE_PERCENT:-50}"
+child=""
+
+log() {  # log LEVEL EVENT [DETAIL]: one JSON line on stderr (quotes and backslashes dropped)
+  detail=$(printf '%s' "${3:-}" | tr -d '\042\134' | tr '\n\t' '  ')
+  printf '{"time": "%s", "level": "%s", "event": "%s", "detail": "%s"}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" "$detail" >&2
+}
+
+count_files() {  # files below $1; plain sh, because the image need not have find
+  n=0
+  for entry in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+    if [ -L "$entry" ] || [ -f "$entry" ]; then
+      n=$((n + 1))
+    elif [ -d "$entry" ]; then
+      n=$((n + $(count_files "$entry")))
+    fi
+  done
+  echo "$n"
+}
+
+publish() {  # copy staging to a new snapshot, swap `current`, keep the previous snapshot only
+  previous=$(readlink "$dest/current" 2>/dev/null || true)
+  snap="snapshots/$(date -u +%Y%m%dT%H%M%S)-$$-$cycle"
+  rm -rf "$dest/$snap.tmp" "$dest/.current.tmp"
+  cp -R "$staging" "$dest/$snap.tmp" &&
+    mv "$dest/$snap.tmp" "$dest/$snap" &&
+    ln -s "$snap" "$dest/.current.tmp" &&
+    mv -T "$dest/.current.tmp" "$dest/current" || return 1
+  for old in "$dest"/snapshots/*; do
+    case "$old" in
+      "$dest/$snap" | "$dest/$previous") ;;
+      *) rm -rf "$old" ;;
+    esac
+  done
+}
+
+heartbeat() {  # the same format the own-image agent writes
+  printf '{"last_success": "%s", "last_success_unix": %s}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(date +%s)" > "$dest/.heartbeat.tmp" &&
+    mv -f "$dest/.heartbeat.tmp" "$dest/.heartbeat"
+}
+
+sync_once() {  # 0 published or unchanged, 1 failed, 3 refused
+  # Staging that differs from the published snapshot is marked .pending: after a failed or
+  # killed sync (.syncing left behind), and after a refused one, so that it is judged again.
+  [ -e "$dest/.syncing" ] && : > "$dest/.pending"
+  : > "$dest/.syncing"
+  aws s3 sync "$source" "$staging/" --delete --no-progress > "$dest/.sync-output" 2>&1 &
+  child=$!
+  wait "$child"
+  rc=$?
+  child=""
+  rm -f "$dest/.syncing"
+  if [ "$rc" -ne 0 ]; then
+    : > "$dest/.pending"
+    log error sync_failed "aws s3 sync exited $rc; published snapshot kept: $(tail -n 3 "$dest/.sync-output")"
+    return 1
+  fi
+  [ -s "$dest/.sync-output" ] && : > "$dest/.pending"
+  if [ -e "$dest/.pending" ] || [ ! -e "$dest/current" ]; then
+    held=0
+    [ -e "$dest/current" ] && held=$(count_files "$dest/current")
+    files=$(count_files "$staging")
+    if [ "$held" -gt 0 ] && [ $(((held - files) * 100)) -gt $((held * max_delete_percent)) ]; then
+      log error refused "$source now has $files files, $held published (limit $max_delete_percent% fewer); raise MAX_DELETE_PERCENT if intended"
+      return 3
+    fi
+    publish || { log error publish_failed "could not publish $snap"; return 1; }
+    rm -f "$dest/.pending"
+    log info published "$files files in $snap"
+  fi
+  heartbeat
+}
+
+stop() {
+  [ -n "$child" ] && kill "$child" 2>/dev/null
+  log info stopped "signal received"
+  exit 0
+}
+trap stop TERM INT
+
+mkdir -p "$staging" "$dest/snapshots" || exit 1
+log info started "$source -> $dest/current every ${interval}s"
+cycle=0
+while :; do
+  cycle=$((cycle + 1))
+  sync_once
+  rc=$?
+  [ "${ONCE:-0}" = 1 ] && exit "$rc"
+  spread=$((interval / 10))  # +/- 10% jitter, so pods do not list in step
+  delay=$interval
+  [ "$spread" -gt 0 ] && delay=$((interval - spread + $(od -An -N2 -tu2 /dev/urandom) % (2 * spread + 1)))
+  sleep "$delay" &
+  child=$!
+  wait "$child"
+  child=""
+done

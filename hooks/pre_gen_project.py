@@ -59,9 +59,12 @@ def schema_problems(answers: dict, schema: dict) -> list[str]:
         return ["jsonschema is not installed: the template needs it to check answers "
                 "(pip install jsonschema)"]
     validator = Draft202012Validator(schema)
-    found = []
+    found, reported = [], set()
     for error in sorted(validator.iter_errors(answers), key=lambda e: list(e.path)):
         field = error.path[0] if error.path else (error.params or {}).get("property", "answers")
+        if field in reported:
+            continue  # one line per question, however many rules it breaks
+        reported.add(field)
         if error.validator == "required":
             missing = error.message.split("'")[1]
             found.append(f"{missing}: missing; the template's cookiecutter.json must define it")

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ci-facts": ("airflow_gitops.ci_facts", "stack.yaml facts as GitHub step outputs"),
     "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
     "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
+    "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
 }
 

@@ -1,0 +1,81 @@
+"""``ci-facts``: the facts of stack.yaml that the workflows need, as GitHub step outputs.
+
+The workflows are plain YAML copied verbatim into this repository, so they cannot hold the
+account, the role or the chart version; their first step runs this command and later steps
+read ``steps.<id>.outputs.<name>``. With ``GITHUB_OUTPUT`` unset it prints the same lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from airflow_gitops.errors import UsageError
+from airflow_gitops.stack import REPO_ROOT, load_stack
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    parser.add_argument("--get", metavar="NAME", help="print one fact's value (for make and shell)")
+
+
+def _get(stack: dict[str, Any], dotted: str) -> Any:
+    node: Any = stack
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UsageError(f"stack.yaml: {dotted} is missing; run `make validate`")
+        node = node[part]
+    return node
+
+
+def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
+    """Name -> value of every fact a workflow reads (all strings, one line each)."""
+    account, region = str(_get(stack, "aws.account_id")), str(_get(stack, "aws.region"))
+    dags = stack.get("dags") or {}
+    facts = {
+        "environment": _get(stack, "github.environment"),
+        "deploy_branch": _get(stack, "github.deploy_branch"),
+        "aws_region": region,
+        "deploy_role_arn": f"arn:aws:iam::{account}:role/{_get(stack, 'aws.deploy_role')}",
+        "cluster_name": _get(stack, "eks.cluster_name"),
+        "namespace": _get(stack, "airflow.namespace"),
+        "release": _get(stack, "airflow.release"),
+        "chart_version": _get(stack, "airflow.chart_version"),
+        "airflow_version": _get(stack, "airflow.version"),
+        "executor": _get(stack, "airflow.executor"),
+        "dag_source": _get(stack, "dags.source"),
+        "sync_image": dags.get("sync_image", ""),
+        "ecr_registry": f"{account}.dkr.ecr.{region}.amazonaws.com",
+        "sync_image_repository": (stack.get("images") or {}).get("s3_sync_repository", ""),
+        "sync_image_tag": "",
+    }
+    if facts["dag_source"] == "s3-sync" and facts["sync_image"] == "own-image":
+        from airflow_gitops.image_tag import sync_image_tag
+
+        facts["sync_image_tag"] = sync_image_tag(root)
+    facts = {name: str(value) for name, value in facts.items()}
+    for name, value in facts.items():
+        # A newline would let a value in stack.yaml write outputs of its own.
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"stack.yaml: the value of {name} spans lines: {value!r}")
+    return facts
+
+
+def run(args) -> int:
+    facts = ci_facts(load_stack(), REPO_ROOT)
+    if args.get:
+        if args.get not in facts:
+            raise UsageError(f"--get {args.get}: unknown fact; known: {', '.join(facts)}")
+        print(facts[args.get])
+        return 0
+    if args.json:
+        print(json.dumps(facts, indent=2, sort_keys=True))
+        return 0
+    lines = "".join(f"{name}={value}\n" for name, value in facts.items())
+    output = os.environ.get("GITHUB_OUTPUT")
+    if output:
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+    print(lines, end="")
+    return 0

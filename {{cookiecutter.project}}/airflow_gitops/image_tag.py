@@ -1,0 +1,124 @@
+"""The tag of the s3-sync image: a digest of exactly the files the image is built from.
+
+One function, ``sync_image_tag``, used by the build workflow (the tag it pushes) and by
+``render`` (the tag the deployment runs), so the two can never disagree and a change to the
+agent rolls out with no hand edit. The sources are read from the Dockerfile itself (its COPY
+and ADD lines, relative to the build context, the repository root), so there is no second list
+to keep in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+from airflow_gitops.errors import ToolkitError
+from airflow_gitops.stack import REPO_ROOT
+
+DOCKERFILE = Path("images/s3-sync/Dockerfile")
+TAG_PREFIX = "src-"
+DIGEST_CHARS = 16
+# Build debris that never reaches the image (and differs between machines).
+IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+IGNORED_SUFFIXES = {".pyc", ".pyo"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--sources", action="store_true", help="list the files the digest covers, then the tag"
+    )
+
+
+def run(args) -> int:
+    if args.sources:
+        for path in image_sources():
+            print(path.as_posix())
+    print(sync_image_tag())
+    return 0
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Dockerfile lines with backslash continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    if current:
+        lines.append(current)
+    return lines
+
+
+def copy_sources(dockerfile_text: str) -> list[str]:
+    """Source paths of every COPY/ADD that reads the build context (not ``--from=`` a stage)."""
+    sources: list[str] = []
+    for line in _logical_lines(dockerfile_text):
+        instruction, _, rest = line.partition(" ")
+        if instruction.upper() not in {"COPY", "ADD"}:
+            continue
+        rest = rest.strip()
+        words: list[str] = []
+        while rest.startswith("--"):
+            flag, _, rest = rest.partition(" ")
+            rest = rest.strip()
+            if flag.startswith("--from"):
+                words = []
+                rest = ""
+                break
+        if not rest:
+            continue
+        if rest.startswith("["):
+            try:
+                words = json.loads(rest)
+            except json.JSONDecodeError:
+                raise ToolkitError(f"{DOCKERFILE}: cannot parse {line!r}") from None
+        else:
+            words = shlex.split(rest)
+        sources.extend(words[:-1])  # the last word is the destination
+    return sources
+
+
+def image_sources(root: Path | str | None = None) -> list[Path]:
+    """Every file (relative to ``root``) whose bytes end up in the image, Dockerfile included."""
+    root = Path(root or REPO_ROOT)
+    dockerfile = root / DOCKERFILE
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ToolkitError(
+            f"{dockerfile}: not found; the s3-sync image is built only with sync_image own-image"
+        ) from None
+    files = {DOCKERFILE}
+    for source in copy_sources(text):
+        if "://" in source:
+            raise ToolkitError(f"{DOCKERFILE}: remote source {source!r}; pin it by digest instead")
+        matches = sorted(root.glob(source)) if any(c in source for c in "*?[") else [root / source]
+        if not matches or not all(m.exists() for m in matches):
+            raise ToolkitError(f"{DOCKERFILE}: COPY source {source!r} does not exist under {root}")
+        for match in matches:
+            candidates = [match] if match.is_file() else sorted(match.rglob("*"))
+            for path in candidates:
+                rel = path.relative_to(root)
+                if path.is_file() and not (
+                    IGNORED_PARTS.intersection(rel.parts) or path.suffix in IGNORED_SUFFIXES
+                ):
+                    files.add(rel)
+    return sorted(files, key=lambda p: p.as_posix())
+
+
+def sync_image_tag(root: Path | str | None = None) -> str:
+    """``src-<digest>``: sha256 over the path and content of every image source file."""
+    root = Path(root or REPO_ROOT)
+    digest = hashlib.sha256()
+    for rel in image_sources(root):
+        content = (root / rel).read_bytes()
+        digest.update(rel.as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(content).hexdigest().encode() + b"\n")
+    return TAG_PREFIX + digest.hexdigest()[:DIGEST_CHARS]

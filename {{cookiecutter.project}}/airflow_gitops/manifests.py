@@ -1,0 +1,104 @@
+"""``manifests``: everything a deploy would apply, as one YAML stream, for review and checks.
+
+The k8s/ manifests and ``helm template`` of the pinned chart (stack.yaml airflow.chart_version
+from https://airflow.apache.org) with the rendered values, sorted by kind, namespace and name so
+that two renders diff cleanly. The validate workflow checks this stream against the Kubernetes
+schemas and writes its diff against the base branch into the job summary. Secret data is
+redacted and ``checksum/`` annotations dropped: the summary is public to readers of the pull
+request, and the chart puts random values there on every render.
+
+``--root`` renders another checkout (the base branch) with this toolkit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow_gitops.errors import ToolkitError, UsageError
+from airflow_gitops.render import render
+from airflow_gitops.stack import REPO_ROOT, load_stack
+
+CHART_REPOSITORY = "https://airflow.apache.org"
+CHART_NAME = "airflow"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--root", default=str(REPO_ROOT), help="repository to render")
+    parser.add_argument("--out", required=True, help="file to write the YAML stream to")
+    parser.add_argument(
+        "--offline", action="store_true", help="no AWS calls (EFS fileSystemId stays empty)"
+    )
+
+
+def helm_template(stack: dict[str, Any], values: Path) -> str:
+    airflow = stack.get("airflow") or {}
+    try:
+        release, namespace = airflow["release"], airflow["namespace"]
+        version = str(airflow["chart_version"])
+    except KeyError as exc:
+        raise UsageError(f"stack.yaml: airflow.{exc.args[0]} is missing") from None
+    helm = os.environ.get("HELM", "helm")
+    command = [
+        helm, "template", release, CHART_NAME,
+        "--repo", CHART_REPOSITORY, "--version", version,
+        "--namespace", namespace, "--values", str(values),
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        raise ToolkitError(f"{helm}: not found; install helm") from None
+    if result.returncode != 0:
+        raise ToolkitError(f"helm template {CHART_NAME} {version}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _for_review(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc.get("kind") == "Secret":
+        for field in ("data", "stringData"):
+            if isinstance(doc.get(field), dict):
+                doc[field] = {key: "<redacted>" for key in doc[field]}
+    template = ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    for holder in (doc.get("metadata") or {}, template):
+        annotations = holder.get("annotations")
+        if isinstance(annotations, dict):
+            for key in [k for k in annotations if str(k).startswith("checksum/")]:
+                del annotations[key]
+    return doc
+
+
+def _sort_key(doc: dict[str, Any]) -> tuple[str, str, str]:
+    meta = doc.get("metadata") or {}
+    return (str(doc.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def manifest_stream(root: Path, offline: bool) -> str:
+    import yaml
+
+    stack = load_stack(root)
+    with tempfile.TemporaryDirectory(prefix="manifests-") as tmp:
+        build = Path(tmp)
+        render(root, build, offline=offline)
+        texts = [p.read_text(encoding="utf-8") for p in sorted((build / "k8s").glob("*.y*ml"))]
+        texts.append(helm_template(stack, build / "values.yaml"))
+    docs = [d for text in texts for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    docs = sorted((_for_review(d) for d in docs), key=_sort_key)
+    return "".join(
+        "---\n" + yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=4096)
+        for d in docs
+    )
+
+
+def run(args) -> int:
+    root = Path(args.root).resolve()
+    text = manifest_stream(root, args.offline)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.tmp")
+    staged.write_text(text, encoding="utf-8")
+    os.replace(staged, out)
+    print(f"{out}: {text.count('---' + chr(10))} documents")
+    return 0

@@ -1,0 +1,205 @@
+"""``render``: the deploy-time copies of helm/values.yaml and k8s/, with the two facts that
+only exist at deploy time filled in.
+
+- build/values.yaml: helm/values.yaml with the tag of the s3-sync image (own-image option)
+  replaced by the digest of its sources (``image_tag.sync_image_tag``), the tag that
+  build-sync-image.yml pushes. Committed values never carry a tag, so nobody edits one by hand.
+- build/k8s/: the manifests of k8s/, with an empty ``parameters.fileSystemId`` of the EFS
+  StorageClass filled from ``elasticfilesystem:DescribeFileSystems`` by the creation token in
+  stack.yaml (efs mode; `make apply` creates that file system).
+
+Everything is rendered in memory first; the outputs are replaced only when all of it worked.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from airflow_gitops.errors import ToolkitError, UsageError
+from airflow_gitops.image_tag import sync_image_tag
+from airflow_gitops.stack import REPO_ROOT, load_stack
+
+EFS_PROVISIONER = "efs.csi.aws.com"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="build", help="output folder (default: build)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="no AWS calls: leave an empty EFS fileSystemId empty (pull request previews)",
+    )
+
+
+def run(args) -> int:
+    root = REPO_ROOT
+    written = render(root, root / args.out, offline=args.offline)
+    for path in written:
+        print(f"rendered {path}")
+    return 0
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round trip: comments, anchors and key order survive
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def sync_image_repository(stack: dict[str, Any]) -> str | None:
+    """``<registry>/<repository>`` of our own s3-sync image, or None when this mode has none."""
+    dags = stack.get("dags") or {}
+    if dags.get("source") != "s3-sync" or dags.get("sync_image") != "own-image":
+        return None
+    aws, images = stack.get("aws") or {}, stack.get("images") or {}
+    try:
+        return (
+            f"{aws['account_id']}.dkr.ecr.{aws['region']}.amazonaws.com/"
+            f"{images['s3_sync_repository']}"
+        )
+    except KeyError as exc:
+        raise UsageError(f"stack.yaml: missing {exc.args[0]!r}; run `make validate`") from None
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every mapping in a YAML tree (an aliased mapping is visited once per reference)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def pin_sync_image(values: Any, repository: str, tag: str) -> int:
+    """Set the tag of every ``image: <repository>:<anything>``; return how many were set."""
+    count = 0
+    for mapping in _walk(values):
+        image = mapping.get("image")
+        if isinstance(image, str) and image.rpartition(":")[0] == repository:
+            mapping["image"] = type(image)(f"{repository}:{tag}")  # keeps the quoting style
+            count += 1
+    return count
+
+
+def render_values(root: Path, stack: dict[str, Any]) -> str:
+    source = root / "helm" / "values.yaml"
+    text = source.read_text(encoding="utf-8")
+    repository = sync_image_repository(stack)
+    if repository is None:
+        return text
+    yaml = _yaml()
+    values = yaml.load(text)
+    if pin_sync_image(values, repository, sync_image_tag(root)) == 0:
+        raise ToolkitError(
+            f"{source}: no container uses image {repository}:<tag>; "
+            "the s3-sync containers must name the repository from stack.yaml"
+        )
+    out = io.StringIO()
+    yaml.dump(values, out)
+    return out.getvalue()
+
+
+def _efs_storage_classes(documents: list[Any]) -> list[dict]:
+    return [
+        doc
+        for doc in documents
+        if isinstance(doc, dict)
+        and doc.get("kind") == "StorageClass"
+        and doc.get("provisioner") == EFS_PROVISIONER
+        and not (doc.get("parameters") or {}).get("fileSystemId")
+    ]
+
+
+def find_file_system_id(stack: dict[str, Any], session=None) -> str:
+    """The id of the EFS file system created with stack.yaml's creation token."""
+    token = ((stack.get("dags") or {}).get("efs") or {}).get("creation_token")
+    if not token:
+        raise UsageError("stack.yaml: dags.efs.creation_token is missing; run `make validate`")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = session or boto3.session.Session(region_name=(stack.get("aws") or {}).get("region"))
+    client = session.client("efs")
+    try:
+        found = client.describe_file_systems(CreationToken=token)["FileSystems"]
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ToolkitError(
+            f"EFS file system {token!r}: DescribeFileSystems failed "
+            f"({error.get('Code')}: {error.get('Message')}); check elasticfilesystem:DescribeFileSystems"
+        ) from None
+    except BotoCoreError as exc:
+        raise ToolkitError(f"EFS file system {token!r}: {exc}") from None
+    if not found:
+        raise ToolkitError(
+            f"EFS file system with creation token {token!r} not found in "
+            f"{client.meta.region_name}; run `make apply` first"
+        )
+    return found[0]["FileSystemId"]
+
+
+def render_manifests(
+    root: Path, stack: dict[str, Any], session=None, offline: bool = False
+) -> dict[str, str]:
+    """File name -> text of every manifest in k8s/, EFS file system id filled in."""
+    rendered: dict[str, str] = {}
+    file_system_id: str | None = None
+    for path in sorted((root / "k8s").glob("*.y*ml")):
+        text = path.read_text(encoding="utf-8")
+        if EFS_PROVISIONER not in text:
+            rendered[path.name] = text
+            continue
+        yaml = _yaml()
+        yaml.explicit_start = text.lstrip().startswith("---")
+        documents = list(yaml.load_all(text))
+        classes = _efs_storage_classes(documents)
+        if not classes or offline:
+            rendered[path.name] = text
+            continue
+        file_system_id = file_system_id or find_file_system_id(stack, session)
+        for storage_class in classes:
+            storage_class["parameters"]["fileSystemId"] = file_system_id
+        out = io.StringIO()
+        yaml.dump_all(documents, out)
+        rendered[path.name] = out.getvalue()
+    return rendered
+
+
+def _replace(target: Path, staged: Path) -> None:
+    """Put ``staged`` where ``target`` is, removing the old one after the swap."""
+    if target.is_dir() and not target.is_symlink():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, target)
+
+
+def render(root: Path, out: Path, session=None, offline: bool = False) -> list[Path]:
+    """Write ``out``/values.yaml and ``out``/k8s/; return what was written."""
+    stack = load_stack(root)
+    values = render_values(root, stack)
+    manifests = render_manifests(root, stack, session, offline)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".render-") as tmp:
+        staged = Path(tmp)
+        (staged / "values.yaml").write_text(values, encoding="utf-8")
+        (staged / "k8s").mkdir()
+        for name, text in manifests.items():
+            (staged / "k8s" / name).write_text(text, encoding="utf-8")
+        _replace(out / "values.yaml", staged / "values.yaml")
+        _replace(out / "k8s", staged / "k8s")
+    written = [out / "values.yaml", *(out / "k8s" / name for name in manifests)]
+    return [p.relative_to(root) if p.is_relative_to(root) else p for p in written]
+

@@ -36,7 +36,7 @@ VOLUME_PATH = "/dags"
 # Runs in the pod as uid 50000: $1 is the snapshot id, $2 the digest of the files, the tar on stdin.
 PUBLISH_SCRIPT = r"""
 set -eu
-root=/dags id="$1" digest="$2"
+root="${DAGS_ROOT:-/dags}" id="$1" digest="$2"
 if [ -f "$root/current/.source-digest" ] && [ "$(cat "$root/current/.source-digest")" = "$digest" ]; then
   cat >/dev/null
   echo "unchanged: current already holds these files"

@@ -96,6 +96,10 @@ def image_sources(root: Path | str | None = None) -> list[Path]:
             f"{dockerfile}: not found; the s3-sync image is built only with sync_image own-image"
         ) from None
     files = {DOCKERFILE}
+    # BuildKit's per-Dockerfile ignore file shapes the context the COPY lines read.
+    dockerignore = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
+    if (root / dockerignore).is_file():
+        files.add(dockerignore)
     for source in copy_sources(text):
         if "://" in source:
             raise ToolkitError(f"{DOCKERFILE}: remote source {source!r}; pin it by digest instead")

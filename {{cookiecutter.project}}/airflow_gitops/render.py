@@ -79,33 +79,43 @@ def _walk(node: Any) -> Iterator[dict]:
             yield from _walk(value)
 
 
-def pin_sync_image(values: Any, repository: str, tag: str) -> int:
-    """Set the tag of every ``image: <repository>:<anything>``; return how many were set."""
-    count = 0
-    for mapping in _walk(values):
-        image = mapping.get("image")
-        if isinstance(image, str) and image.rpartition(":")[0] == repository:
-            mapping["image"] = type(image)(f"{repository}:{tag}")  # keeps the quoting style
-            count += 1
-    return count
+def sync_images_in(values: Any, repository: str) -> set[str]:
+    """Every ``image:`` value of the form ``<repository>:<tag>`` in the values tree."""
+    return {
+        mapping["image"]
+        for mapping in _walk(values)
+        if isinstance(mapping.get("image"), str)
+        and mapping["image"].rpartition(":")[0] == repository
+    }
 
 
 def render_values(root: Path, stack: dict[str, Any]) -> str:
+    """helm/values.yaml with the s3-sync image tag set to the digest of the image's sources.
+
+    The images are found by parsing; the tag is then replaced in the text, so comments,
+    anchors and layout stay byte for byte what the reviewer saw in helm/values.yaml.
+    """
+    import yaml
+
     source = root / "helm" / "values.yaml"
     text = source.read_text(encoding="utf-8")
     repository = sync_image_repository(stack)
     if repository is None:
         return text
-    yaml = _yaml()
-    values = yaml.load(text)
-    if pin_sync_image(values, repository, sync_image_tag(root)) == 0:
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source}: not valid YAML ({exc}); run `make validate`") from None
+    images = sync_images_in(values, repository)
+    if not images:
         raise ToolkitError(
             f"{source}: no container uses image {repository}:<tag>; "
             "the s3-sync containers must name the repository from stack.yaml"
         )
-    out = io.StringIO()
-    yaml.dump(values, out)
-    return out.getvalue()
+    pinned = f"{repository}:{sync_image_tag(root)}"
+    for image in images:
+        text = text.replace(image, pinned)
+    return text
 
 
 def _efs_storage_classes(documents: list[Any]) -> list[dict]:

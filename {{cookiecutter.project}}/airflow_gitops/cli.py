@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
     "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
+    "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
+    "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
+    "bootstrap": ("airflow_gitops.aws.command", "once, as an admin: GitHub OIDC, deploy role, EKS access"),
 }
 
 

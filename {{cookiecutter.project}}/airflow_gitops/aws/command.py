@@ -1,0 +1,137 @@
+"""``plan``, ``apply`` and ``bootstrap``: parse arguments, converge, print.
+
+Exit codes (docs/aws-setup.md): 0 done / nothing to change; 2 ``plan`` found changes; 1 any
+error (AWS, credentials, stack.yaml, iam/ documents). argparse's own usage errors also exit 2,
+before any AWS call.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from airflow_gitops.aws.converge import OK, Result
+from airflow_gitops.aws.errors import AwsError, aws_call
+from airflow_gitops.errors import ToolkitError
+from airflow_gitops.stack import REPO_ROOT, load_stack
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    if parser.prog.endswith(" plan"):
+        parser.add_argument("--bootstrap", action="store_true",
+                            help="plan what `bootstrap` would change instead of `apply`")
+
+
+class ConvergeError(ToolkitError):
+    """A run stopped part way; ``results`` holds what was done before it."""
+
+    def __init__(self, message: str, results: list[Result]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def check_identity(ctx) -> str:
+    """The credentials must belong to stack.yaml's account: a wrong profile stops here."""
+    with aws_call("aws credentials"):
+        identity = ctx.client("sts").get_caller_identity()
+    if identity["Account"] != ctx.account:
+        raise AwsError(f"aws credentials: they are for account {identity['Account']} "
+                       f"({identity['Arn']}), stack.yaml aws.account_id is {ctx.account}; "
+                       "switch AWS_PROFILE or fix stack.yaml")
+    return identity["Arn"]
+
+
+def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=None,
+             bootstrap_set: bool = False, echo: Callable[[Result], None] | None = None,
+             sleep=None) -> list[Result]:
+    """Run ``command`` (plan/apply/bootstrap) and return one Result per resource.
+
+    ``session`` is the boto3 session to use (default: a new one in stack.yaml's region).
+    """
+    from airflow_gitops.aws.iam import check_github_subject
+    from airflow_gitops.aws.resources import (
+        DEPLOY_TRUST,
+        apply_resources,
+        bootstrap_resources,
+    )
+    from airflow_gitops.aws.session import AwsContext, new_session
+
+    bootstrap = command == "bootstrap" or bootstrap_set
+    try:
+        region = stack["aws"]["region"]
+        resources = bootstrap_resources(stack) if bootstrap else apply_resources(stack)
+    except (KeyError, TypeError) as exc:
+        raise ToolkitError(f"stack.yaml: missing or malformed {exc}; run `make validate`") from None
+    kwargs = {"sleep": sleep} if sleep else {}
+    ctx = AwsContext(stack, root, session or new_session(region), dry_run=command == "plan",
+                     **kwargs)
+    results: list[Result] = []
+    try:
+        check_identity(ctx)
+        if bootstrap:
+            check_github_subject(ctx, DEPLOY_TRUST)
+        for resource in resources:
+            with aws_call(resource.label):
+                for result in resource.converge(ctx):
+                    results.append(result)
+                    if echo:
+                        echo(result)
+    except KeyError as exc:
+        raise ConvergeError(f"stack.yaml: missing {exc}; run `make validate`", results) from None
+    except ToolkitError as exc:
+        raise ConvergeError(str(exc), results) from None
+    return results
+
+
+def summary(command: str, results: list[Result]) -> str:
+    counts = {action: sum(r.action == action for r in results)
+              for action in ("create", "update", OK)}
+    if command == "plan":
+        tail = ("; run `make apply`" if counts["create"] or counts["update"] else "")
+        return (f"Plan: {counts['create']} to create, {counts['update']} to update, "
+                f"{counts[OK]} unchanged{tail}.")
+    return (f"{command.capitalize()} complete: {counts['create']} created, "
+            f"{counts['update']} updated, {counts[OK]} unchanged.")
+
+
+def run(args, session=None, root: Path | str | None = None) -> int:
+    command = args.command
+    root = Path(root or REPO_ROOT)
+    as_json = getattr(args, "json", False)
+    bootstrap_set = getattr(args, "bootstrap", False)
+    try:
+        stack = load_stack(root)
+    except ToolkitError as exc:  # a UsageError's exit 2 would read as "plan found changes"
+        print(f"ERROR [{type(exc).__name__}]: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+    def echo(result: Result) -> None:
+        if not as_json:
+            print(result.line(), flush=True)
+
+    error: str | None = None
+    try:
+        results = converge(command, stack, root, session, bootstrap_set, echo)
+    except ConvergeError as exc:
+        results, error = exc.results, str(exc)
+    changes = any(r.action != OK for r in results)
+    if as_json:
+        print(json.dumps({
+            "command": "plan --bootstrap" if bootstrap_set else command,
+            "dag_source": stack.get("dags", {}).get("source"),
+            "resources": [r.as_dict() for r in results],
+            "changes": changes,
+            "error": error,
+        }, indent=2))
+    elif error is None:
+        print(summary(command, results) if results else "Nothing to manage in AWS for "
+              f"dags.source {stack['dags']['source']!r}.")
+    if error is not None:
+        print(f"ERROR [AwsError]: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_CHANGES if command == "plan" and changes else EXIT_OK

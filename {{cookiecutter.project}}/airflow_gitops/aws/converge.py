@@ -1,0 +1,125 @@
+"""What every converger shares: the result line, the read-then-act pattern, IAM documents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from airflow_gitops.aws.errors import AwsError
+from airflow_gitops.errors import ToolkitError
+
+CREATE, UPDATE, OK = "create", "update", "ok"
+
+# IRSA trust documents carry this token where the cluster's issuer goes (unknown when the repo
+# is generated); `apply` replaces it with eks:DescribeCluster's issuer (host/path).
+ISSUER_TOKEN = "EKS_OIDC_ISSUER"
+
+
+@dataclass
+class Result:
+    action: str
+    kind: str
+    name: str
+    details: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        detail = f"  ({'; '.join(self.details)})" if self.details else ""
+        return f"{self.action:<7}{self.kind:<22}{self.name}{detail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "kind": self.kind, "name": self.name,
+                "details": self.details}
+
+
+Step = tuple[str, Callable[[], Any]]
+
+
+class Converger:
+    """One resource: ``converge(ctx)`` reads it, then (unless ``ctx.dry_run``) fixes it.
+
+    Subclasses implement ``steps(ctx) -> (exists, [(description, action), ...])`` with reads
+    only; the base class decides create/update/ok and runs the actions in order. A converger
+    that stands for several resources (mount targets, one per zone) overrides ``converge``.
+    """
+
+    kind = "resource"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def steps(self, ctx) -> tuple[bool, list[Step]]:
+        raise NotImplementedError
+
+    def converge(self, ctx) -> list[Result]:
+        exists, steps = self.steps(ctx)
+        return [self.finish(ctx, exists, steps)]
+
+    def finish(self, ctx, exists: bool, steps: list[Step], name: str | None = None) -> Result:
+        action = OK if not steps else UPDATE if exists else CREATE
+        if not ctx.dry_run:
+            for _, act in steps:
+                act()
+        return Result(action, self.kind, name or self.name, [d for d, _ in steps])
+
+
+def error_code(exc) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def load_document(ctx, filename: str) -> dict:
+    """iam/<filename> as a dict, with the cluster's OIDC issuer substituted when it asks for it."""
+    path = Path(ctx.root) / "iam" / filename
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ToolkitError(f"{path}: not found; it is generated with the repo (mode-specific "
+                           "files are removed for other modes; check dags.source in stack.yaml)")\
+            from None
+    if ISSUER_TOKEN in text:
+        text = text.replace(ISSUER_TOKEN, ctx.oidc_issuer())
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"{path}: not valid JSON ({exc}); fix it and run `make validate`")\
+            from None
+    if not isinstance(document, dict) or "Statement" not in document:
+        raise ToolkitError(f"{path}: not an IAM policy document (no Statement)")
+    return document
+
+
+def as_document(value) -> dict:
+    """A policy document as IAM returns it (dict, JSON text or URL-encoded JSON) -> dict."""
+    from urllib.parse import unquote
+
+    if isinstance(value, dict):
+        return value
+    text = value if value.lstrip().startswith("{") else unquote(value)
+    return json.loads(text)
+
+
+def canonical(value):
+    """A policy document in a form where equal meaning compares equal: keys sorted, and a
+    one-element list the same as its element (IAM accepts both and may return either)."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        items = [canonical(v) for v in value]
+        return items[0] if len(items) == 1 else sorted(items, key=json.dumps)
+    return value
+
+
+def same_document(a, b) -> bool:
+    return canonical(as_document(a)) == canonical(as_document(b))
+
+
+def to_json(document: dict) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+__all__ = ["AwsError", "Converger", "Result", "CREATE", "UPDATE", "OK"]

@@ -1,0 +1,100 @@
+"""EKS pieces moto does not have: the EFS CSI driver add-on and the deploy role's access entry.
+
+(Tests cover these with botocore's Stubber; see docs/aws-setup.md.)
+"""
+
+from __future__ import annotations
+
+from airflow_gitops.aws.converge import Converger, Result, Step, error_code
+from airflow_gitops.aws.errors import AwsError
+
+EFS_CSI_ADDON = "aws-efs-csi-driver"
+# Kubernetes `admin` ClusterRole, bound in the Airflow namespace only: enough for `helm upgrade`
+# of the chart (Deployments, StatefulSets, Services, Secrets, ServiceAccounts, PVCs, and the
+# Roles/RoleBindings the chart makes; `edit` cannot make those), and nothing cluster-wide.
+DEPLOY_ACCESS_POLICY = "AmazonEKSAdminPolicy"
+
+
+def _not_found(exc) -> bool:
+    return error_code(exc) == "ResourceNotFoundException"
+
+
+class EksAddon(Converger):
+    """An EKS managed add-on bound to an IRSA role; EKS picks the add-on version."""
+
+    kind = "eks add-on"
+
+    def __init__(self, addon: str, role_name: str) -> None:
+        super().__init__(addon)
+        self.role_name = role_name
+
+    def steps(self, ctx) -> tuple[bool, list[Step]]:
+        from botocore.exceptions import ClientError
+
+        eks = ctx.client("eks")
+        cluster = ctx.stack["eks"]["cluster_name"]
+        role = ctx.arn("iam", f"role/{self.role_name}")
+        try:
+            addon = eks.describe_addon(clusterName=cluster, addonName=self.name)["addon"]
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            # OVERWRITE: a driver installed earlier by hand (helm) is taken over by EKS.
+            return False, [(f"role {self.role_name}", lambda: eks.create_addon(
+                clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
+                resolveConflicts="OVERWRITE"))]
+        if addon.get("serviceAccountRoleArn") == role:
+            return True, []
+        return True, [(f"role {self.role_name}", lambda: eks.update_addon(
+            clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
+            resolveConflicts="PRESERVE"))]
+
+
+class DeployAccess(Converger):
+    """The deploy role's EKS access entry and its namespace-scoped access policy."""
+
+    kind = "eks access entry"
+
+    def __init__(self, role_name: str) -> None:
+        super().__init__(role_name)
+
+    def converge(self, ctx) -> list[Result]:
+        from botocore.exceptions import ClientError
+
+        eks = ctx.client("eks")
+        cluster = ctx.stack["eks"]["cluster_name"]
+        namespace = ctx.stack["airflow"]["namespace"]
+        principal = ctx.arn("iam", f"role/{self.name}")
+        policy = f"arn:{ctx.partition}:eks::aws:cluster-access-policy/{DEPLOY_ACCESS_POLICY}"
+        mode = (ctx.cluster().get("accessConfig") or {}).get("authenticationMode")
+        if mode == "CONFIG_MAP":
+            raise AwsError(
+                f"eks cluster {cluster}: authentication mode is CONFIG_MAP, which has no access "
+                "entries; run `aws eks update-cluster-config --name "
+                f"{cluster} --access-config authenticationMode=API_AND_CONFIG_MAP` and bootstrap again"
+            )
+        try:
+            eks.describe_access_entry(clusterName=cluster, principalArn=principal)
+            entry_exists = True
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            entry_exists = False
+        entry = self.finish(ctx, entry_exists, [] if entry_exists else [
+            ("STANDARD", lambda: eks.create_access_entry(
+                clusterName=cluster, principalArn=principal, type="STANDARD"))])
+
+        scope = {"type": "namespace", "namespaces": [namespace]}
+        associated = []
+        if entry_exists:
+            associated = eks.list_associated_access_policies(
+                clusterName=cluster, principalArn=principal)["associatedAccessPolicies"]
+        current = next((a for a in associated if a["policyArn"] == policy), None)
+        ok = current is not None and current.get("accessScope", {}).get("type") == "namespace" \
+            and sorted(current["accessScope"].get("namespaces", [])) == [namespace]
+        association = self.finish(ctx, current is not None, [] if ok else [
+            (f"namespace {namespace}", lambda: eks.associate_access_policy(
+                clusterName=cluster, principalArn=principal, policyArn=policy,
+                accessScope=scope))], name=f"{self.name} {DEPLOY_ACCESS_POLICY}")
+        association.kind = "eks access policy"
+        return [entry, association]

@@ -1,0 +1,142 @@
+"""The DAG bucket: private, encrypted, versioned, reachable over TLS only."""
+
+from __future__ import annotations
+
+from airflow_gitops.aws.converge import Converger, Step, canonical, error_code, to_json
+from airflow_gitops.aws.errors import AwsError
+
+PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+TLS_ONLY_SID = "DenyInsecureTransport"
+
+
+def tls_only_statement(bucket_arn: str) -> dict:
+    return {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+class DagBucket(Converger):
+    kind = "s3 bucket"
+
+    def steps(self, ctx) -> tuple[bool, list[Step]]:
+        from botocore.exceptions import ClientError
+
+        s3 = ctx.client("s3")
+        bucket = self.name
+        bucket_arn = f"arn:{ctx.partition}:s3:::{bucket}"
+        exists = self._exists(s3, ctx)
+        steps: list[Step] = []
+        if not exists:
+            steps.append(("new, in " + ctx.region, lambda: self._create(s3, ctx)))
+
+        def read(call, missing_codes, **kwargs):
+            if not exists:
+                return None
+            try:
+                return call(Bucket=bucket, ExpectedBucketOwner=ctx.account, **kwargs)
+            except ClientError as exc:
+                if error_code(exc) in missing_codes:
+                    return None
+                raise
+
+        pab = read(s3.get_public_access_block, {"NoSuchPublicAccessBlockConfiguration"})
+        if not pab or pab["PublicAccessBlockConfiguration"] != PUBLIC_ACCESS_BLOCK:
+            steps.append(("public access block", lambda: s3.put_public_access_block(
+                Bucket=bucket, ExpectedBucketOwner=ctx.account,
+                PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)))
+
+        encryption = read(s3.get_bucket_encryption,
+                          {"ServerSideEncryptionConfigurationNotFoundError"})
+        rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        # Any default encryption is kept (a KMS key someone chose is stronger than SSE-S3).
+        if not any(r.get("ApplyServerSideEncryptionByDefault") for r in rules):
+            steps.append(("default encryption SSE-S3", lambda: s3.put_bucket_encryption(
+                Bucket=bucket, ExpectedBucketOwner=ctx.account,
+                ServerSideEncryptionConfiguration={"Rules": [
+                    {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})))
+
+        versioning = read(s3.get_bucket_versioning, set())
+        if not versioning or versioning.get("Status") != "Enabled":
+            steps.append(("versioning", lambda: s3.put_bucket_versioning(
+                Bucket=bucket, ExpectedBucketOwner=ctx.account,
+                VersioningConfiguration={"Status": "Enabled"})))
+
+        policy = read(s3.get_bucket_policy, {"NoSuchBucketPolicy"})
+        wanted = self._policy_with_tls_only(policy, bucket_arn)
+        if wanted is not None:
+            steps.append(("TLS-only bucket policy", lambda: s3.put_bucket_policy(
+                Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted))))
+        return exists, steps
+
+    def _exists(self, s3, ctx) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            s3.head_bucket(Bucket=self.name, ExpectedBucketOwner=ctx.account)
+            return True
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return False
+            if status == 403:
+                raise AwsError(
+                    f"{self.label}: exists but is not this account's or not readable (403 on "
+                    f"HeadBucket = s3:ListBucket, expected owner {ctx.account}); if another "
+                    "account owns the name, choose another dags.bucket in stack.yaml"
+                ) from None
+            if status == 301:
+                region = exc.response.get("ResponseMetadata", {}).get(
+                    "HTTPHeaders", {}).get("x-amz-bucket-region", "another region")
+                raise AwsError(f"{self.label}: exists in {region}, not {ctx.region}; choose "
+                               "another dags.bucket in stack.yaml") from None
+            raise
+
+    def _create(self, s3, ctx) -> None:
+        from botocore.exceptions import ClientError
+
+        kwargs = {}
+        if ctx.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
+        try:
+            s3.create_bucket(Bucket=self.name, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "BucketAlreadyOwnedByYou":
+                return  # an earlier, interrupted run made it
+            if error_code(exc) == "BucketAlreadyExists":
+                raise AwsError(
+                    f"{self.label}: the name is taken by another AWS account (BucketAlreadyExists;"
+                    " S3 names are global); choose another dags.bucket in stack.yaml and bake "
+                    "or edit iam/ to match"
+                ) from None
+            raise
+
+    @staticmethod
+    def _policy_with_tls_only(current, bucket_arn: str) -> dict | None:
+        """The bucket policy with our TLS-only statement in it, or None when it already is.
+
+        Statements others added are kept; only the one with our Sid is ours to set.
+        """
+        import json
+
+        document = json.loads(current["Policy"]) if current else {"Version": "2012-10-17",
+                                                                   "Statement": []}
+        statements = document.get("Statement", [])
+        statements = statements if isinstance(statements, list) else [statements]
+        ours = tls_only_statement(bucket_arn)
+        # S3 may hand a "*" principal back as {"AWS": "*"}; both mean everyone.
+        mine = [{**s, "Principal": "*"} if s.get("Principal") == {"AWS": "*"} else s
+                for s in statements if s.get("Sid") == TLS_ONLY_SID]
+        if len(mine) == 1 and canonical(mine[0]) == canonical(ours):
+            return None
+        others = [s for s in statements if s.get("Sid") != TLS_ONLY_SID]
+        return {**document, "Statement": [*others, ours]}

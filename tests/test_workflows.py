@@ -1,0 +1,259 @@
+"""The generated GitHub Actions workflows, in every baked mode: real linters (actionlint with
+its shellcheck integration, zizmor offline, the GitHub workflow schema, shellcheck, yamllint on
+every YAML file) and the supply-chain rules of DESIGN.md checked on the parsed files. Then the
+DAG import check, once, with the real apache-airflow release stack.yaml names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PYTHON, TEMPLATE, run_make
+
+BIN = Path(sys.executable).parent
+TOOL_ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+MODES = ["s3-sync", "git-sync", "efs", "git-bundle", "s3-bundle"]
+EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
+COMBOS = (
+    [dict(dag_source=m, executor=e) for m in MODES for e in EXECUTORS]
+    + [dict(dag_source="s3-sync", s3_sync_image="aws-cli", executor=e) for e in EXECUTORS]
+)
+
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\b")
+
+
+def combo_id(answers: dict) -> str:
+    return "-".join(answers.values())
+
+
+@pytest.fixture(params=COMBOS, ids=combo_id, scope="module")
+def repo(request, baked) -> Path:
+    return baked(**request.param)
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{name} is not in the template venv (requirements.txt)"
+    return str(path)
+
+
+def run_tool(repo: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, env=TOOL_ENV)
+
+
+def workflow_files(repo: Path) -> list[Path]:
+    return sorted((repo / ".github" / "workflows").glob("*.yml"))
+
+
+def action_files(repo: Path) -> list[Path]:
+    return sorted((repo / ".github" / "actions").glob("*/action.yml"))
+
+
+# --- real linters ----------------------------------------------------------------------------
+
+
+def test_actionlint_with_shellcheck(repo):
+    files = [str(p) for p in workflow_files(repo)]
+    result = run_tool(repo, tool("actionlint"), "-shellcheck", tool("shellcheck"), *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_really_runs_shellcheck(tmp_path):
+    """Negative control: an unquoted variable in a run: block is reported through shellcheck."""
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: rm -rf $TARGET/*\n"
+    )
+    result = run_tool(tmp_path, tool("actionlint"), "-shellcheck", tool("shellcheck"), str(bad))
+    assert result.returncode != 0 and "shellcheck reported issue" in result.stdout, result.stdout
+
+
+def test_zizmor_offline_finds_nothing(repo):
+    result = run_tool(repo, tool("zizmor"), "--offline", "--no-progress", ".github")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "No findings to report" in output, output
+
+
+def test_workflows_fit_the_github_schemas(repo):
+    for schema, files in (
+        ("vendor.github-workflows", workflow_files(repo)),
+        ("vendor.github-actions", action_files(repo)),
+        ("vendor.dependabot", [repo / ".github" / "dependabot.yml"]),
+    ):
+        assert files
+        result = run_tool(repo, tool("check-jsonschema"), "--builtin-schema", schema,
+                          *map(str, files))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yamllint_every_yaml_file(repo):
+    assert (repo / ".yamllint").is_file()
+    result = run_tool(repo, tool("yamllint"), "--strict", "--format", "parsable", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def shell_scripts(repo: Path) -> list[Path]:
+    scripts = []
+    for path in repo.rglob("*"):
+        if not path.is_file() or ".venv" in path.parts:
+            continue
+        if path.suffix == ".sh":
+            scripts.append(path)
+        elif path.suffix == "" and path.read_bytes()[:64].startswith(b"#!") and b"sh" in path.read_bytes()[:64].split(b"\n")[0]:
+            scripts.append(path)
+    return scripts
+
+
+def test_shellcheck_every_script(repo):
+    scripts = shell_scripts(repo)
+    if not scripts:
+        pytest.skip("no shell scripts in this mode (run: blocks are covered by actionlint)")
+    result = run_tool(repo, tool("shellcheck"), *map(str, scripts))
+    assert result.returncode == 0, result.stdout
+
+
+def test_make_lint_runs_the_same_checks(default_repo):
+    """`make lint` is what the validate workflow and a laptop run; it passes as generated."""
+    run_make(default_repo, "lint", env=TOOL_ENV)
+
+
+# --- supply-chain rules, on the parsed files -------------------------------------------------
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def steps_of(document: dict):
+    if "runs" in document:  # composite action
+        yield "action", document["runs"].get("steps", [])
+        return
+    for name, job in document["jobs"].items():
+        yield name, job.get("steps", [])
+
+
+def test_permissions_timeouts_and_triggers(repo):
+    for path in workflow_files(repo):
+        workflow = load(path)
+        on = workflow.get("on", workflow.get(True))
+        assert workflow["permissions"] == {}, f"{path.name}: top-level permissions must be {{}}"
+        assert not {"pull_request_target", "workflow_run"} & set(on), path.name
+        for name, job in workflow["jobs"].items():
+            where = f"{path.name}: job {name}"
+            assert isinstance(job.get("permissions"), dict), f"{where}: no permissions"
+            assert isinstance(job.get("timeout-minutes"), int), f"{where}: no timeout"
+            assert job.get("runs-on") == "ubuntu-24.04", f"{where}: runner not pinned"
+            if job["permissions"].get("id-token") == "write":
+                assert "environment" in job, f"{where}: OIDC token outside an environment"
+            assert set(job["permissions"].values()) <= {"read", "write", "none"}
+            writes = {k for k, v in job["permissions"].items() if v == "write"}
+            assert writes <= {"id-token"}, f"{where}: writes {writes}"
+
+
+def test_every_action_is_pinned_by_sha_with_a_version_comment(repo):
+    seen = set()
+    for path in workflow_files(repo) + action_files(repo):
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            match = re.match(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$", line)
+            if not match:
+                continue
+            ref, rest = match.groups()
+            if ref.startswith("$/"):
+                seen.add(ref)
+                continue  # this repository's own action, at the workflow's own commit
+            assert SHA_PIN.match(ref), f"{path.name}:{number}: {ref} is not pinned by full SHA"
+            assert VERSION_COMMENT.search(rest), f"{path.name}:{number}: no # vX.Y.Z comment"
+            seen.add(ref.split("@")[0])
+    assert {"actions/checkout", "actions/setup-python", "aws-actions/configure-aws-credentials",
+            "azure/setup-helm"} <= seen
+
+
+def test_one_sha_per_action(repo):
+    pins: dict[str, set[str]] = {}
+    for path in workflow_files(repo) + action_files(repo):
+        for ref in re.findall(r"uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})", path.read_text()):
+            pins.setdefault(ref[0], set()).add(ref[1])
+    assert all(len(shas) == 1 for shas in pins.values()), pins
+
+
+def test_checkouts_do_not_persist_credentials(repo):
+    for path in workflow_files(repo):
+        for job, steps in steps_of(load(path)):
+            for step in steps:
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, f"{path.name}: {job}"
+
+
+def test_no_expression_inside_run(repo):
+    """Every value reaches a script through env:, never pasted into its source."""
+    for path in workflow_files(repo) + action_files(repo):
+        for job, steps in steps_of(load(path)):
+            for step in steps:
+                assert "${{" not in step.get("run", ""), f"{path.name}: {job}: {step.get('name')}"
+
+
+def test_workflows_are_copied_verbatim(repo):
+    """`${{ }}` and `$/` survive generation byte for byte (cookiecutter _copy_without_render)."""
+    source = TEMPLATE / "{{cookiecutter.project}}" / ".github"
+    for path in workflow_files(repo) + action_files(repo):
+        original = source / path.relative_to(repo / ".github")
+        assert path.read_text() == original.read_text(), path.name
+    assert "${{ needs.facts.outputs.environment }}" in (
+        repo / ".github" / "workflows" / "deploy.yml"
+    ).read_text()
+
+
+# --- the DAG import check with real Airflow, once --------------------------------------------
+
+
+def airflow_venv(version: str) -> Path:
+    """A venv with apache-airflow==version, cached across runs (install once per machine)."""
+    override = os.environ.get("AIRFLOW_TEST_VENV")
+    if override:
+        return Path(override)
+    tag = f"{version}-py{sys.version_info[0]}.{sys.version_info[1]}"
+    return TEMPLATE / ".pytest_cache" / f"airflow-{tag}"
+
+
+@pytest.mark.slow
+def test_dag_check_with_real_airflow(default_repo, tmp_path):
+    stack = yaml.safe_load((default_repo / "stack.yaml").read_text())
+    version = stack["airflow"]["version"]
+    venv = airflow_venv(version)
+    start = time.monotonic()
+    # Offline here: PyPI only, so no constraints file (the workflow uses Airflow's).
+    installed = run_make(
+        default_repo, "airflow-venv", f"AIRFLOW_VENV={venv}", "AIRFLOW_CONSTRAINTS=",
+    )
+    install_seconds = time.monotonic() - start
+    print(f"\nairflow-venv: {install_seconds:.1f} s ({installed.stdout.strip()})")
+
+    result = run_make(default_repo, "dag-check", f"AIRFLOW_PYTHON={venv}/bin/python")
+    assert f"Airflow {version}: 1 DAG(s) imported, 0 import error(s)" in result.stdout
+
+    broken = tmp_path / "broken"
+    shutil.copytree(default_repo, broken)
+    (broken / "dags" / "broken_dag.py").write_text("import no_such_module_anywhere\n")
+    env = {**os.environ, "GITHUB_ACTIONS": "true"}
+    result = run_make(
+        broken, "dag-check", f"AIRFLOW_PYTHON={venv}/bin/python", env=env, check=False
+    )
+    assert result.returncode != 0
+    assert "dags/broken_dag.py" in result.stderr
+    assert "::error file=dags/broken_dag.py,title=DAG import error::" in result.stdout
+    assert "1 import error(s)" in result.stdout

@@ -74,9 +74,22 @@ class AwsContext:
         if self._cluster is None:
             from airflow_gitops.aws.errors import aws_call
 
+            from botocore.exceptions import ClientError
+
+            from airflow_gitops.aws.errors import AwsError
+
             name = self.stack["eks"]["cluster_name"]
             with aws_call(f"eks cluster {name}"):
-                self._cluster = self.client("eks").describe_cluster(name=name)["cluster"]
+                try:
+                    self._cluster = self.client("eks").describe_cluster(name=name)["cluster"]
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                        raise
+                    raise AwsError(
+                        f"eks cluster {name}: not found in account {self.account}, region "
+                        f"{self.region} (ResourceNotFoundException); check eks.cluster_name and "
+                        "aws.region in stack.yaml, and that the cluster exists"
+                    ) from None
         return self._cluster
 
     def oidc_issuer(self) -> str:

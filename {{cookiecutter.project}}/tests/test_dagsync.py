@@ -107,7 +107,10 @@ def test_client_honours_aws_endpoint_url(server):
 
 
 def test_first_sync_publishes_a_complete_snapshot(bucket, tmp_path):
-    files = {**dags(5), "sub/helper.py": "X = 1\n", ".airflowignore": "tmp_.*\n"}
+    files = {
+        **dags(5), "sub/helper.py": "X = 1\n", ".airflowignore": "tmp_.*\n",
+        "odd name+é&<x>.py": "Y = 2\n",  # URL-encoded in the listing, XML-escaped: both undone
+    }
     put(bucket, files)
     sync, sent = new_agent(tmp_path / "dest")
     result = sync.sync_once()
@@ -308,12 +311,13 @@ def test_push_uploads_only_changes_and_deletes_last(bucket, tmp_path):
     write_tree(source, {**dags(6), "sub/lib.py": "L\n", "__pycache__/x.pyc": "junk"})
     client, sent = counting_client()
     plan = push.push_dags(source, BUCKET, PREFIX, client=client)
-    assert len(plan.uploads) == 7 and sent["PutObject"] == 7
+    assert len(plan.uploads) == 7 and plan.bundle and sent["PutObject"] == 8
     keys = {o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert "dags/sub/lib.py" in keys and not any("__pycache__" in k for k in keys)
+    assert f"dags/{s3.BUNDLE}" in keys
 
     sent.clear()
-    assert push.push_dags(source, BUCKET, PREFIX, client=client) == ([], [], 7)
+    assert push.push_dags(source, BUCKET, PREFIX, client=client) == ([], [], 7, False)
     assert sent == Counter(ListObjectsV2=1)
 
     (source / "dag_001.py").write_text("# edited\n")
@@ -325,7 +329,7 @@ def test_push_uploads_only_changes_and_deletes_last(bucket, tmp_path):
     )
     plan = push.push_dags(source, BUCKET, PREFIX, client=client)
     assert plan.uploads == ["dag_001.py"] and [o.key for o in plan.deletes] == ["dags/dag_002.py"]
-    assert order == ["ListObjectsV2", "PutObject", "DeleteObjects"]
+    assert order == ["ListObjectsV2", "PutObject", "PutObject", "DeleteObjects"]  # file, bundle
     body = bucket.get_object(Bucket=BUCKET, Key="dags/dag_001.py")["Body"].read()
     assert body == b"# edited\n"
 
@@ -452,3 +456,33 @@ def test_sigterm_during_a_hung_request_still_exits_within_two_seconds(tmp_path):
         finally:
             process.kill()
     assert not (tmp_path / "dest" / "current").exists()
+
+
+def test_cold_start_streams_the_bundle_and_checks_every_member(bucket, tmp_path):
+    source = tmp_path / "dags"
+    write_tree(source, dags(40))
+    push.push_dags(source, BUCKET, PREFIX)
+    # Changed behind push-dags' back: the bundle is stale for these two, so they come by GET.
+    put(bucket, {"dag_005.py": "# edited in S3\n", "extra.py": "E\n"})
+    sync, sent = new_agent(tmp_path / "dest")
+    result = sync.sync_once()
+    assert sent == Counter(ListObjectsV2=1, GetObject=3)  # the bundle + 2 files
+    assert (result.downloaded, result.from_bundle) == (41, 39)
+    expected = {**dags(40), "dag_005.py": "# edited in S3\n", "extra.py": "E\n"}
+    assert read_tree(tmp_path / "dest" / "current") == expected  # no .dagsync/ in the mirror
+
+    plain, sent = new_agent(tmp_path / "plain", use_bundle=False)
+    assert plain.sync_once().from_bundle == 0 and sent["GetObject"] == 41
+
+
+def test_a_broken_bundle_only_costs_more_requests(bucket, tmp_path):
+    put(bucket, dags(30))
+    bucket.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{s3.BUNDLE}", Body=b"not a tar.gz")
+    sync, sent = new_agent(tmp_path / "dest")
+    assert sync.sync_once().from_bundle == 0
+    assert sent["GetObject"] == 31 and read_tree(tmp_path / "dest" / "current") == dags(30)
+
+
+def test_the_bundle_is_reproducible():
+    files = {"b.py": b"B", "a/x.py": b"X"}
+    assert s3.build_bundle(files) == s3.build_bundle(dict(reversed(list(files.items()))))

@@ -65,6 +65,7 @@ def tree(root: Path) -> dict[str, str]:
 def test_script_publishes_snapshots_and_never_publishes_a_failed_or_shrunk_sync(server, bucket, tmp_path):
     for i in range(6):
         bucket.put_object(Bucket=BUCKET, Key=f"dags/dag_{i}.py", Body=f"v{i}\n".encode())
+    bucket.put_object(Bucket=BUCKET, Key="dags/.dagsync/bundle.tar.gz", Body=b"not for Airflow")
     env = script_env(server, tmp_path)
     dest = tmp_path / "dest"
     assert run_script(env).returncode == 0

@@ -11,7 +11,9 @@ A cycle lists the prefix (one ListObjectsV2 request per 1,000 objects) and compa
 size with the manifest held in memory. Nothing changed: the cycle ends there (no GET, no disk
 work beyond the heartbeat). Something changed: a new snapshot is built beside the published
 one, downloading only new or changed objects in parallel and hard-linking the rest from the
-previous snapshot; it is renamed into place, the `current` symlink is replaced by rename(2),
+previous snapshot (when many files are missing, as on a cold start, push-dags' bundle
+PREFIX/.dagsync/bundle.tar.gz is streamed first: one GET instead of hundreds, each member
+checked against the listing's ETag and size); it is renamed into place, the `current` symlink is replaced by rename(2),
 and older snapshots are removed. A reader resolves `current` once per path, so it sees either
 the old snapshot or the new one, never half a file nor a mix of the two.
 
@@ -39,8 +41,10 @@ import random
 import shutil
 import signal
 import sys
+import tarfile
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +64,8 @@ CURRENT = "current"
 MANIFEST = ".dagsync-manifest.json"
 HEARTBEAT = ".heartbeat"
 BUILDING = ".building-"  # prefix of a snapshot still being built (never published)
+# Use push-dags' bundle (one GET) when at least this many files are missing, as on a cold start.
+BUNDLE_MIN_FILES = 20
 
 # After SIGTERM the agent finishes or abandons the request in flight; if that takes longer than
 # this, the process exits anyway (the published snapshot is consistent at every instant).
@@ -86,6 +92,7 @@ class SyncResult:
     snapshot: str | None
     objects: int
     downloaded: int = 0
+    from_bundle: int = 0
     linked: int = 0
     deleted: int = 0
     bytes_downloaded: int = 0
@@ -210,8 +217,10 @@ class SyncAgent:
         workers: int = s3.DEFAULT_WORKERS,
         max_delete_fraction: float = s3.DEFAULT_MAX_DELETE_FRACTION,
         stop: threading.Event | None = None,
+        use_bundle: bool = True,
     ) -> None:
         self.client = client
+        self.use_bundle = use_bundle
         self.bucket = bucket
         self.prefix = s3.normalize_prefix(prefix)
         self.folder = DagFolder(dest)
@@ -226,6 +235,9 @@ class SyncAgent:
         started = time.monotonic()
         listing, skipped = self._list()
         listing.pop(MANIFEST, None)  # a key with our manifest's name must not replace it
+        bundle = listing.pop(s3.BUNDLE, None)
+        for path in [path for path in listing if s3.is_reserved(path)]:
+            del listing[path]
         changed = [
             path
             for path, obj in listing.items()
@@ -246,7 +258,7 @@ class SyncAgent:
                 f"{len(self.manifest)} files (limit {self.max_delete_fraction:.0%}); kept the "
                 "published snapshot. If the deletion is intended, raise --max-delete-fraction."
             )
-        result = self._build_and_publish(listing, changed, removed)
+        result = self._build_and_publish(listing, changed, removed, bundle)
         result.skipped_keys = skipped
         result.seconds = round(time.monotonic() - started, 3)
         self.folder.write_heartbeat(result)
@@ -267,7 +279,7 @@ class SyncAgent:
         except BotoCoreError as exc:
             raise SyncFailed(f"s3://{self.bucket}/{self.prefix}: listing failed: {exc}") from None
 
-    def _build_and_publish(self, listing, changed, removed) -> SyncResult:
+    def _build_and_publish(self, listing, changed, removed, bundle) -> SyncResult:
         from botocore.exceptions import BotoCoreError, ClientError
 
         name = _snapshot_name()
@@ -289,16 +301,21 @@ class SyncAgent:
                 else:  # someone removed it under us: fetch it again
                     changed_set.add(path)
             to_fetch = sorted(changed_set)
+            unbundled = {}
+            if bundle is not None and self._bundle_pays_off(listing, to_fetch):
+                unbundled = self._fetch_from_bundle(bundle, {p: listing[p] for p in to_fetch}, building)
+            to_get = [path for path in to_fetch if path not in unbundled]
             fetched = s3.run_parallel(
                 lambda path: self._download(listing[path], building / path),
-                to_fetch,
+                to_get,
                 self.workers,
                 self.stop,
             )
             # Record what was actually fetched: an object replaced between LIST and GET is then
             # seen as changed again by the next cycle.
             manifest = {path: (obj.etag, obj.size) for path, obj in listing.items()}
-            manifest.update(zip(to_fetch, fetched))
+            manifest.update(unbundled)
+            manifest.update(zip(to_get, fetched))
             (building / MANIFEST).write_text(
                 json.dumps({p: {"etag": e, "size": s} for p, (e, s) in sorted(manifest.items())}),
                 encoding="utf-8",
@@ -322,11 +339,47 @@ class SyncAgent:
             changed=True,
             snapshot=name,
             objects=len(listing),
-            downloaded=len(fetched),
+            downloaded=len(fetched) + len(unbundled),
+            from_bundle=len(unbundled),
             linked=linked,
             deleted=len(removed),
-            bytes_downloaded=sum(size for _, size in fetched),
+            bytes_downloaded=sum(size for _, size in [*fetched, *unbundled.values()]),
         )
+
+    def _bundle_pays_off(self, listing, to_fetch) -> bool:
+        """One GET of the bundle instead of many, unless it would carry mostly unneeded bytes."""
+        if not self.use_bundle or len(to_fetch) < BUNDLE_MIN_FILES:
+            return False
+        wanted = sum(listing[path].size for path in to_fetch)
+        return wanted * 2 >= sum(obj.size for obj in listing.values())
+
+    def _fetch_from_bundle(self, bundle, wanted, building) -> dict[str, tuple[str, int]]:
+        """Stream the bundle (no temporary file) and keep every member that matches the listing.
+
+        A member is written only when its path is one we want and its size and MD5 equal the
+        listed object's; everything else (stale, foreign, multipart ETags) is left to the
+        per-object GETs. Any failure here only means more GETs.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        written: dict[str, tuple[str, int]] = {}
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=bundle.key)
+            with tarfile.open(fileobj=response["Body"], mode="r|gz") as archive:
+                for member in archive:
+                    if self.stop.is_set():
+                        raise s3.Interrupted()
+                    obj = wanted.get(member.name)
+                    if obj is None or not member.isreg() or member.size != obj.size:
+                        continue
+                    data = archive.extractfile(member).read()
+                    if s3.md5_hex(data) != obj.etag:
+                        continue
+                    (building / member.name).write_bytes(data)
+                    written[member.name] = (obj.etag, obj.size)
+        except (BotoCoreError, ClientError, tarfile.TarError, EOFError, zlib.error) as exc:
+            log.warning("bundle_unusable", extra={"fields": {"reason": str(exc), "used": len(written)}})
+        return written
 
     def _download(self, obj: s3.RemoteObject, target: Path) -> tuple[str, int]:
         """GET one object into ``target`` (inside an unpublished snapshot); verify its bytes."""
@@ -351,10 +404,13 @@ def sync_into(
     session: Any = None,
     workers: int = s3.DEFAULT_WORKERS,
     max_delete_fraction: float = s3.DEFAULT_MAX_DELETE_FRACTION,
+    use_bundle: bool = True,
 ) -> SyncResult:
     """One complete sync of s3://bucket/prefix into ``dest`` (what `pull-dags` runs)."""
     client = s3.make_s3_client(session, workers)
-    return SyncAgent(client, bucket, prefix, dest, workers, max_delete_fraction).sync_once()
+    return SyncAgent(
+        client, bucket, prefix, dest, workers, max_delete_fraction, use_bundle=use_bundle
+    ).sync_once()
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -467,6 +523,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.5; 1 disables the guard) [DAGSYNC_MAX_DELETE_FRACTION]",
     )
     parser.add_argument(
+        "--no-bundle", dest="use_bundle", action="store_false",
+        default=_env("BUNDLE", "1") not in ("0", "false"),
+        help="never use push-dags' bundle; one GET per file [DAGSYNC_BUNDLE=0]",
+    )
+    parser.add_argument(
         "--check-heartbeat", action="store_true",
         help="probe mode: exit 0 when the last successful sync is at most --max-age old, else 4",
     )
@@ -509,7 +570,8 @@ def run(args: argparse.Namespace, session: Any = None) -> int:
         install_stop_handlers(stop)
     client = s3.make_s3_client(session, args.workers)
     agent = SyncAgent(
-        client, args.bucket, args.prefix, args.dest, args.workers, args.max_delete_fraction, stop
+        client, args.bucket, args.prefix, args.dest, args.workers, args.max_delete_fraction, stop,
+        use_bundle=args.use_bundle,
     )
     log.info("started", extra={"fields": {
         "bucket": args.bucket, "prefix": agent.prefix, "dest": str(args.dest),

@@ -5,6 +5,9 @@ Order matters to the sync agents reading the prefix: new and changed files are u
 replacement exists. A file is unchanged when its size and MD5 match the object's size and ETag
 (single-part uploads, which this command makes, have the MD5 as ETag; with SSE-KMS they do not,
 and every file is uploaded again, which is correct, only slower).
+
+After the files, and before the deletions, the bundle PREFIX/.dagsync/bundle.tar.gz (every file,
+reproducible bytes) is uploaded when it changed: agents that start cold fetch it with one GET.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class PushPlan(NamedTuple):
     uploads: list[str]  # relpaths, new or changed
     deletes: list[s3.RemoteObject]
     unchanged: int
+    bundle: bool = False  # the bundle is (to be) uploaded
 
 
 def local_files(source: Path) -> dict[str, Path]:
@@ -35,6 +39,8 @@ def local_files(source: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for root, dirs, names in os.walk(source):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        if Path(root) == source and s3.RESERVED_DIR in dirs:
+            dirs.remove(s3.RESERVED_DIR)  # ours, in the bucket; never user files
         for name in names:
             if name.endswith(SKIP_SUFFIXES):
                 continue
@@ -68,6 +74,7 @@ def push_dags(
     max_delete_fraction: float = s3.DEFAULT_MAX_DELETE_FRACTION,
     dry_run: bool = False,
     client: Any = None,
+    bundle: bool = True,
 ) -> PushPlan:
     """Make s3://bucket/prefix equal to ``source``; returns what was (or would be) done."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -80,7 +87,17 @@ def push_dags(
     where = f"s3://{bucket}/{prefix}"
     try:
         remote, _ = s3.list_objects(client, bucket, prefix)
-        plan = plan_push(local_files(source), remote)
+        remote_bundle = remote.get(s3.BUNDLE)
+        remote = {path: obj for path, obj in remote.items() if not s3.is_reserved(path)}
+        files = local_files(source)
+        plan = plan_push(files, remote)
+        bundle_bytes = b""
+        if bundle:
+            bundle_bytes = s3.build_bundle({path: files[path].read_bytes() for path in files})
+            stale = remote_bundle is None or not s3.same_content(
+                remote_bundle.etag, remote_bundle.size, s3.md5_hex(bundle_bytes), len(bundle_bytes)
+            )
+            plan = plan._replace(bundle=stale)
         if s3.deletion_refused(len(remote), len(plan.deletes), max_delete_fraction):
             raise ShrinkRefused(
                 f"{where}: pushing {source} would delete {len(plan.deletes)} of {len(remote)} "
@@ -89,10 +106,9 @@ def push_dags(
             )
         if dry_run:
             return plan
-        files = local_files(source)
 
-        def upload(relpath: str) -> None:
-            data = files[relpath].read_bytes()
+        def upload(relpath: str, data: bytes | None = None) -> None:
+            data = files[relpath].read_bytes() if data is None else data
             client.put_object(
                 Bucket=bucket,
                 Key=s3.key_for(prefix, relpath),
@@ -101,6 +117,8 @@ def push_dags(
             )
 
         s3.run_parallel(upload, plan.uploads, workers)
+        if plan.bundle:
+            upload(s3.BUNDLE, bundle_bytes)
         for start in range(0, len(plan.deletes), 1000):  # DeleteObjects takes up to 1,000 keys
             batch = plan.deletes[start : start + 1000]
             response = client.delete_objects(
@@ -142,6 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", default=None, help="default: dags.bucket of stack.yaml")
     parser.add_argument("--prefix", default=None, help="default: dags.prefix of stack.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    parser.add_argument(
+        "--no-bundle", dest="bundle", action="store_false",
+        help=f"do not upload {s3.RESERVED_DIR}/bundle.tar.gz (agents then GET file by file)",
+    )
     parser.add_argument("--workers", type=int, default=s3.DEFAULT_WORKERS, help="parallel uploads")
     parser.add_argument(
         "--max-delete-fraction", type=float, default=s3.DEFAULT_MAX_DELETE_FRACTION,
@@ -157,12 +179,15 @@ def run(args: argparse.Namespace, session: Any = None) -> int:
     if not 0 <= args.max_delete_fraction <= 1:
         raise UsageError(f"--max-delete-fraction: {args.max_delete_fraction:g} is not allowed; use 0..1")
     plan = push_dags(
-        source, bucket, prefix, session, args.workers, args.max_delete_fraction, args.dry_run
+        source, bucket, prefix, session, args.workers, args.max_delete_fraction, args.dry_run,
+        bundle=args.bundle,
     )
     where = f"s3://{bucket}/{s3.normalize_prefix(prefix)}"
     verb = "would " if args.dry_run else ""
     for relpath in plan.uploads:
         print(f"{verb}upload {relpath}")
+    if plan.bundle:
+        print(f"{verb}upload {s3.BUNDLE}")
     for obj in plan.deletes:
         print(f"{verb}delete {obj.key}")
     print(

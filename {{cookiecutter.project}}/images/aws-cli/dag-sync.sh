@@ -83,7 +83,9 @@ sync_once() {  # 0 published or unchanged, 1 failed, 3 refused
   # killed sync (.syncing left behind), and after a refused one, so that it is judged again.
   [ -e "$dest/.syncing" ] && : > "$dest/.pending"
   : > "$dest/.syncing"
-  aws s3 sync "$source" "$staging/" --delete --no-progress > "$dest/.sync-output" 2>&1 &
+  # .dagsync/ holds push-dags' bundle for the own-image agent; it is not a DAG file.
+  aws s3 sync "$source" "$staging/" --delete --no-progress --exclude '.dagsync/*' \
+    > "$dest/.sync-output" 2>&1 &
   child=$!
   wait "$child"
   rc=$?

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
     "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
     "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
+    "validate": ("airflow_gitops.validate", "check every file against its schema and the cross-file rules"),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),

@@ -1,0 +1,41 @@
+"""``validate``: every file of this repository against its JSON Schema, then the rules across
+files that a schema cannot express. Findings print as ``path:line:col: message [rule-id]``
+(docs/validation.md lists every rule id and its fix); exit 0 when clean, 1 on findings,
+2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from airflow_gitops.errors import UsageError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--root", default=None, help="repository to check (default: this repository)"
+    )
+    parser.add_argument(
+        "--schemas", default=None, help="folder of the JSON Schemas (default: <root>/schemas)"
+    )
+
+
+def run(args) -> int:
+    from airflow_gitops.validate.engine import validate
+
+    root = Path(args.root) if args.root else Path(__file__).resolve().parents[2]
+    if not root.is_dir():
+        raise UsageError(f"--root {args.root}: not a folder")
+    schemas = Path(args.schemas) if args.schemas else root / "schemas"
+    findings, files = validate(root, schemas)
+    annotate = os.environ.get("GITHUB_ACTIONS") == "true"
+    out = sys.stdout
+    for finding in findings:
+        out.write(finding.text() + "\n")
+        if annotate:
+            out.write(finding.annotation() + "\n")
+    count = len(findings)
+    out.write(f"validate: {count} finding{'' if count == 1 else 's'} in {files} files\n")
+    return 1 if findings else 0

@@ -1,0 +1,27 @@
+"""Load the repository, check each file against its schema, then run the cross-file rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow_gitops.errors import UsageError
+from airflow_gitops.validate import rules
+from airflow_gitops.validate.findings import Finding
+from airflow_gitops.validate.repo import load_repo
+from airflow_gitops.validate.schemas import SchemaSet
+
+
+def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
+    """(findings sorted by file and line, number of files read)."""
+    schemas = SchemaSet(schema_folder)
+    missing = schemas.missing()
+    if missing:
+        raise UsageError(f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?")
+    repo = load_repo(root, schemas)
+    if not repo.files:
+        raise UsageError(f"{root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here")
+    findings = list(repo.findings)
+    if repo.stack is None and "stack.yaml" not in repo.broken:
+        findings.append(Finding("stack.yaml", 1, 1, "stack.yaml is missing; every rule reads it", "missing-file"))
+    findings.extend(rules.run_all(repo))
+    return sorted(set(findings)), len(repo.files)

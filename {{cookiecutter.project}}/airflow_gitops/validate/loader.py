@@ -1,0 +1,233 @@
+"""Parse YAML and JSON files into plain Python data plus the line and column of every node.
+
+ruamel.yaml composes the node tree (JSON is parsed as YAML, so it gets positions too); the
+tree is turned into dicts, lists and scalars here rather than by ruamel's constructor, so that
+a duplicate key becomes a finding at its position instead of an exception, and so that every
+key and value keeps its place for the messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_gitops.validate.findings import Finding
+
+Path_ = tuple  # a path into a document: keys and list indexes
+Position = tuple  # (line, col), 1-based
+
+# Plain scalars that YAML 1.2 (ruamel, Airflow) reads as strings but YAML 1.1 (helm's and
+# kubectl's Go parser) reads as booleans: the same file means two things.
+YAML11_BOOLEANS = {"y", "yes", "n", "no", "on", "off"}
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class Document:
+    """One YAML document (or one JSON file): its data and where each part of it is."""
+
+    path: str
+    index: int
+    data: Any
+    positions: dict = field(default_factory=dict)  # path -> (line, col) of the value
+    key_positions: dict = field(default_factory=dict)  # path -> (line, col) of the key
+
+    def pos(self, path: Path_ = ()) -> Position:
+        """The value's position, or the nearest enclosing one that is known."""
+        path = tuple(path)
+        while path and path not in self.positions:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def key_pos(self, path: Path_) -> Position:
+        """Where the key of ``path`` is written (the value's place for list items)."""
+        path = tuple(path)
+        return self.key_positions.get(path) or self.pos(path)
+
+    def finding(self, path: Path_, message: str, rule: str, at_key: bool = False) -> Finding:
+        line, col = self.key_pos(path) if at_key else self.pos(path)
+        return Finding(self.path, line, col, message, rule)
+
+    def get(self, *path: Any, default: Any = None) -> Any:
+        node = self.data
+        for part in path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+                node = node[part]
+            else:
+                return default
+        return node
+
+
+@dataclass
+class ParsedFile:
+    path: str
+    documents: list
+    findings: list
+    broken: bool  # not parseable: cross-file rules cannot trust what is missing from it
+
+
+_yaml = None
+
+
+def _parser():
+    global _yaml
+    if _yaml is None:
+        from ruamel.yaml import YAML
+
+        _yaml = YAML(typ="safe", pure=True)
+    return _yaml
+
+
+def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
+    """Every document of ``text``; syntax errors and duplicate keys become findings."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    documents: list[Document] = []
+    findings: list[Finding] = []
+    broken = False
+    try:
+        for index, node in enumerate(_parser().compose_all(text)):
+            builder = _Builder(path, index, yaml11_checks)
+            data = builder.build(node, ())
+            if data is None and node is None:
+                continue
+            documents.append(
+                Document(path, index, data, builder.positions, builder.key_positions)
+            )
+            findings.extend(builder.findings)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        findings.append(Finding(path, line, col, f"not valid YAML/JSON: {problem}", "syntax"))
+        broken = True
+    except YAMLError as exc:  # e.g. a reader error: bytes that are not text
+        findings.append(Finding(path, 1, 1, f"not valid YAML/JSON: {exc}", "syntax"))
+        broken = True
+    return ParsedFile(path, documents, findings, broken)
+
+
+class _Builder:
+    """Node tree -> plain data, recording positions and duplicate keys on the way."""
+
+    def __init__(self, path: str, index: int, yaml11_checks: bool) -> None:
+        self.path = path
+        self.index = index
+        self.yaml11_checks = yaml11_checks
+        self.positions: dict = {}
+        self.key_positions: dict = {}
+        self.findings: list[Finding] = []
+        self._depth = 0
+
+    @staticmethod
+    def _mark(node) -> Position:
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def build(self, node, path: Path_) -> Any:
+        if node is None:
+            return None
+        self.positions.setdefault(path, self._mark(node))
+        kind = node.id
+        if kind == "scalar":
+            return self._scalar(node, path)
+        self._depth += 1
+        try:
+            if self._depth > 200:  # alias loops / absurd nesting: stop, say where
+                self.findings.append(
+                    Finding(self.path, *self._mark(node), "nesting deeper than 200 levels", "syntax")
+                )
+                return None
+            if kind == "sequence":
+                return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self._depth -= 1
+
+    def _mapping(self, node, path: Path_) -> dict:
+        result: dict = {}
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:  # `<<: *anchor`: the anchored keys, ours win
+                merged = self.build(value_node, path)
+                for source in merged if isinstance(merged, list) else [merged]:
+                    if isinstance(source, dict):
+                        for k, v in source.items():
+                            result.setdefault(k, v)
+                continue
+            key = self._key(key_node)
+            key_path = path + (key,)
+            if key in seen:
+                first_line = seen[key][0]
+                self.findings.append(
+                    Finding(
+                        self.path,
+                        *self._mark(key_node),
+                        f"duplicate key {key!r} (first at line {first_line}); "
+                        "helm and kubectl refuse the file",
+                        "duplicate-key",
+                    )
+                )
+                # The later value wins, as in most parsers; its positions replace the first.
+                for old in [p for p in self.positions if p[: len(key_path)] == key_path]:
+                    del self.positions[old]
+            seen[key] = self._mark(key_node)
+            self.key_positions[key_path] = seen[key]
+            result[key] = self.build(value_node, key_path)
+        return result
+
+    def _key(self, node) -> Any:
+        if node.id == "scalar":
+            value = self._scalar(node, None)
+            return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        # A mapping or list used as a key: legal YAML, never meaningful here.
+        self.findings.append(
+            Finding(self.path, *self._mark(node), "a key must be a plain value", "syntax")
+        )
+        return f"<complex key at line {self._mark(node)[0]}>"
+
+    def _scalar(self, node, path) -> Any:
+        tag, value = node.tag, node.value
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return value.lower() == "true"
+        if tag == _INT:
+            text = value.replace("_", "")
+            try:
+                return int(text, 0) if text.lower().startswith(("0x", "0o", "+0x", "-0x")) else int(text)
+            except ValueError:
+                return value
+        if tag == _FLOAT:
+            text = value.lower().replace("_", "")
+            if text.endswith("inf"):
+                return float("-inf") if text.startswith("-") else float("inf")
+            if text.endswith("nan"):
+                return float("nan")
+            try:
+                return float(text)
+            except ValueError:
+                return value
+        if (
+            self.yaml11_checks
+            and path is not None
+            and node.style is None
+            and value.lower() in YAML11_BOOLEANS
+        ):
+            self.findings.append(
+                Finding(
+                    self.path,
+                    *self._mark(node),
+                    f"unquoted {value!r} is a string here but a boolean to helm/kubectl "
+                    f"(YAML 1.1); write {'true' if value.lower() in ('y', 'yes', 'on') else 'false'} "
+                    f"or quote it",
+                    "yaml-ambiguous-bool",
+                )
+            )
+        return value

@@ -41,7 +41,7 @@ VALUES = f"""\
 dagProcessor:
   extraInitContainers: &init
     - name: s3-sync-init
-      image: "{REGISTRY}/{REPOSITORY}:S3_SYNC_IMAGE_TAG"
+      image: "{REGISTRY}/{REPOSITORY}:placeholder-tag"
   extraContainers:
     - name: s3-sync
       image: "{REGISTRY}/{REPOSITORY}:src-0000000000000000"
@@ -133,7 +133,7 @@ def test_render_pins_every_sync_image_and_keeps_the_rest(repo):
     render.render(repo, repo / "build", offline=True)
     tag = image_tag.sync_image_tag(repo)
     out = (repo / "build" / "values.yaml").read_text()
-    assert out == VALUES.replace("S3_SYNC_IMAGE_TAG", tag).replace("src-0000000000000000", tag)
+    assert out == VALUES.replace("placeholder-tag", tag).replace("src-0000000000000000", tag)
     assert (repo / "build" / "k8s" / "namespace.yaml").read_text() == (
         repo / "k8s" / "namespace.yaml"
     ).read_text()

@@ -65,6 +65,9 @@ def _botocore_session():
     core = botocore.session.get_session()
     if _LOADER is None:
         _LOADER = core.get_component("data_loader")
+    # boto3.Session appends its own data path to the loader each time; keep the list short.
+    paths = _LOADER.search_paths
+    paths[:] = list(dict.fromkeys(paths))
     core.register_component("data_loader", _LOADER)
     return core
 
@@ -226,20 +229,26 @@ def instrument(target: boto3.Session, eks: EksExtras | None = None,
 
 # --- fixtures' building blocks -------------------------------------------------------------
 
-def create_cluster(target: boto3.Session, name: str = CLUSTER) -> dict:
+def _cluster_client():
+    if "eks" not in _OBSERVERS:
+        _OBSERVERS["eks"] = session().client("eks")
+    return _OBSERVERS["eks"]
+
+
+def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> dict:
     """An EKS cluster in moto, with what DescribeCluster shows on AWS: subnets, VPC, cluster SG.
 
     moto keeps resourcesVpcConfig as sent and botocore drops fields that are output-only, so
     clusterSecurityGroupId and vpcId are added to the request body before it is signed.
     """
-    ec2 = target.client("ec2")
+    ec2 = _observer_client(target, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
                                  AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
                for i, zone in enumerate("aba")]
     cluster_sg = ec2.create_security_group(GroupName=f"eks-cluster-sg-{name}",
                                            Description="EKS cluster", VpcId=vpc)["GroupId"]
-    eks = target.client("eks")
+    eks = target.client("eks") if target is not None else _cluster_client()
 
     def add_output_fields(request, **kwargs):
         body = json.loads(request.body)
@@ -247,7 +256,11 @@ def create_cluster(target: boto3.Session, name: str = CLUSTER) -> dict:
         request.data = json.dumps(body).encode()
         request.headers["Content-Length"] = str(len(request.data))
 
-    eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields)
+    eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields,
+                             unique_id="add-output-fields")
+    eks.meta.events.unregister("before-sign.eks.CreateCluster", unique_id="add-output-fields")
+    eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields,
+                             unique_id="add-output-fields")
     eks.create_cluster(name=name, roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks-cluster",
                        resourcesVpcConfig={"subnetIds": subnets})
     return {"vpc": vpc, "subnets": subnets, "cluster_sg": cluster_sg}
@@ -330,10 +343,22 @@ def make_repo(root: Path, stack: dict) -> Path:
 
 # --- end state -----------------------------------------------------------------------------
 
-def snapshot(target: boto3.Session, eks: EksExtras | None = None) -> dict:
+_OBSERVERS: dict = {}
+
+
+def _observer_client(target: boto3.Session | None, service: str):
+    """Clients for reading state back, made once: a snapshot per test iteration adds up."""
+    if target is not None:
+        return target.client(service)
+    if service not in _OBSERVERS:
+        _OBSERVERS[service] = session().client(service)
+    return _OBSERVERS[service]
+
+
+def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict:
     """Everything the toolkit manages in moto, with generated ids replaced by stable names."""
-    s3, iam, ecr = target.client("s3"), target.client("iam"), target.client("ecr")
-    efs, ec2 = target.client("efs"), target.client("ec2")
+    s3, iam, ecr, efs, ec2 = (_observer_client(target, name)
+                              for name in ("s3", "iam", "ecr", "efs", "ec2"))
     state: dict = {"buckets": {}, "policies": {}, "roles": {}, "oidc": [], "ecr": {},
                    "efs": [], "security_groups": {}}
     for bucket in s3.list_buckets()["Buckets"]:

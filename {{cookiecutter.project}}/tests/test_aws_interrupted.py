@@ -1,0 +1,80 @@
+"""Interrupted runs: make the k-th mutating call fail, for every k of a full run, then run
+again; the end state must equal a clean run's (no duplicates, nothing orphaned, nothing
+missing), and a further run must change nothing.
+
+Two ways to fail: "before" (AWS refused the call: throttled, denied, a network cut before the
+request) and "after" (AWS did it, but the answer was lost), the case that makes naive scripts
+create duplicates.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aws_testkit import (
+    EksExtras,
+    Faults,
+    aws,  # noqa: F401  (fixture)
+    create_cluster,
+    instrument,
+    make_repo,
+    moto,  # noqa: F401  (fixture)
+    session,
+    snapshot,
+    stack_for,
+)
+
+from airflow_gitops.aws.command import ConvergeError, converge
+
+# mode -> the commands of a full run. s3-sync+own-image covers bootstrap's resources and the
+# bucket/registry; efs covers the rest of apply's (file system, network, add-on).
+MODES = {
+    "s3-sync+own-image": (("s3-sync", "own-image"), ("bootstrap", "apply")),
+    "efs": (("efs", "own-image"), ("apply",)),
+}
+
+
+def full_run(stack, root, eks, commands, faults=None) -> list[str]:
+    """The commands on one instrumented session; the mutating operations asked for."""
+    target = session()
+    log = instrument(target, eks, faults)
+    for command in commands:
+        converge(command, stack, root, target, sleep=lambda seconds: None)
+    return log.mutating()
+
+
+# Losing the answer to a Put/Update (which sets a whole value) leaves the same state as the
+# call succeeding; the "after" case matters for calls that make something new.
+MAKES_SOMETHING = ("Create", "Attach", "Authorize", "Add", "Associate")
+
+
+def cases(mutating: list[str]) -> list[tuple[str, int]]:
+    return [("before", k) for k in range(1, len(mutating) + 1)] + [
+        ("after", k) for k, op in enumerate(mutating, 1) if op.startswith(MAKES_SOMETHING)]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
+    answers, commands = MODES[mode]
+    stack = stack_for(*answers)
+    root = make_repo(tmp_path, stack)
+
+    create_cluster()
+    clean_eks = EksExtras()
+    mutating = full_run(stack, root, clean_eks, commands)
+    clean = snapshot(None, clean_eks)
+    assert len(mutating) >= 9
+
+    for when, k in cases(mutating):
+        aws.reset()
+        create_cluster()
+        eks = EksExtras()
+        faults = Faults(k, when)
+        with pytest.raises(ConvergeError, match="injected failure"):
+            full_run(stack, root, eks, commands, faults)
+        assert faults.fired, (when, k)
+        full_run(stack, root, eks, commands)
+        assert snapshot(None, eks) == clean, f"{mode}: failing call {k} ({when}) = " \
+            f"{mutating[k - 1]}"
+
+    # And once more, after the last recovery: nothing left to do.
+    assert full_run(stack, root, eks, commands) == []

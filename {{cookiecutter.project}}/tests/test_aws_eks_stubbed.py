@@ -1,0 +1,134 @@
+"""The EKS calls moto 5.2.5 does not implement (it answers 404 for them): add-ons
+(DescribeAddon, CreateAddon, UpdateAddon) and access entries (DescribeAccessEntry,
+CreateAccessEntry, ListAssociatedAccessPolicies, AssociateAccessPolicy). Checked here with
+botocore's Stubber: exact requests, in order, and nothing else. No server needed."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from aws_testkit import CLUSTER, stack_for
+from botocore.stub import Stubber
+
+from airflow_gitops.aws.command import ConvergeError
+from airflow_gitops.aws.eks import DeployAccess, EksAddon
+from airflow_gitops.aws.errors import AwsError
+from airflow_gitops.aws.session import AwsContext
+
+ROLE = "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver"
+DEPLOY = "arn:aws:iam::123456789012:role/airflow-gitops-deploy"
+ADMIN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy"
+SCOPE = {"type": "namespace", "namespaces": ["airflow"]}
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """(ctx, stubber): an AwsContext whose EKS client is stubbed; no endpoint is ever reached."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    target = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x",
+                           region_name="eu-west-1")
+    ctx = AwsContext(stack_for("efs"), ".", target, dry_run=False)
+    client = ctx.client("eks")
+    ctx._cluster = {"name": CLUSTER, "accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}
+    with Stubber(client) as stubber:
+        yield ctx, stubber
+        stubber.assert_no_pending_responses()
+
+
+def not_found(stubber, operation, params):
+    stubber.add_client_error(operation, "ResourceNotFoundException", "not found", 404,
+                             expected_params=params)
+
+
+def addon(role=ROLE):
+    return {"addon": {"addonName": "aws-efs-csi-driver", "clusterName": CLUSTER,
+                      "status": "ACTIVE", "serviceAccountRoleArn": role}}
+
+
+def test_addon_created_with_the_csi_role(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
+    not_found(stub, "describe_addon", key)
+    stub.add_response("create_addon", addon(), {
+        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE"})
+    [result] = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver").converge(ctx)
+    assert (result.action, result.kind) == ("create", "eks add-on")
+
+
+def test_addon_with_another_role_is_updated_and_same_role_is_ok(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
+    stub.add_response("describe_addon", addon("arn:aws:iam::123456789012:role/old"), key)
+    stub.add_response("update_addon", {"update": {"id": "u1", "status": "InProgress"}}, {
+        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "PRESERVE"})
+    stub.add_response("describe_addon", addon(), key)
+    converger = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver")
+    assert converger.converge(ctx)[0].action == "update"
+    assert converger.converge(ctx)[0].action == "ok"
+
+
+def test_addon_plan_makes_no_mutating_call(stubbed):
+    ctx, stub = stubbed
+    ctx.dry_run = True
+    not_found(stub, "describe_addon", {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"})
+    [result] = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver").converge(ctx)
+    assert result.action == "create"  # and the Stubber had no CreateAddon queued
+
+
+def test_access_entry_and_namespace_scoped_admin_policy(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    not_found(stub, "describe_access_entry", key)
+    stub.add_response("create_access_entry", {"accessEntry": {"principalArn": DEPLOY}},
+                      {**key, "type": "STANDARD"})
+    stub.add_response("associate_access_policy", {"clusterName": CLUSTER, "principalArn": DEPLOY},
+                      {**key, "policyArn": ADMIN, "accessScope": SCOPE})
+    entry, association = DeployAccess("airflow-gitops-deploy").converge(ctx)
+    assert (entry.action, association.action) == ("create", "create")
+    assert association.details == ["namespace airflow"]
+
+
+def test_access_policy_with_cluster_scope_is_narrowed(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
+    stub.add_response("list_associated_access_policies", {
+        "clusterName": CLUSTER, "principalArn": DEPLOY,
+        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": {"type": "cluster"}}]},
+        key)
+    stub.add_response("associate_access_policy", {}, {**key, "policyArn": ADMIN,
+                                                      "accessScope": SCOPE})
+    entry, association = DeployAccess("airflow-gitops-deploy").converge(ctx)
+    assert (entry.action, association.action) == ("ok", "update")
+
+
+def test_access_entry_in_place_is_ok(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
+    stub.add_response("list_associated_access_policies", {
+        "clusterName": CLUSTER, "principalArn": DEPLOY,
+        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}]}, key)
+    assert [r.action for r in DeployAccess("airflow-gitops-deploy").converge(ctx)] == ["ok", "ok"]
+
+
+def test_config_map_only_cluster_says_how_to_enable_access_entries(stubbed):
+    ctx, _ = stubbed
+    ctx._cluster["accessConfig"]["authenticationMode"] = "CONFIG_MAP"
+    with pytest.raises(AwsError, match="authenticationMode=API_AND_CONFIG_MAP"):
+        DeployAccess("airflow-gitops-deploy").converge(ctx)
+
+
+def test_access_denied_on_create_addon_names_both_permissions(stubbed):
+    from airflow_gitops.aws.errors import aws_call
+
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
+    not_found(stub, "describe_addon", key)
+    stub.add_client_error("create_addon", "AccessDeniedException", "not authorized", 403)
+    converger = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver")
+    with pytest.raises(AwsError) as caught, aws_call(converger.label):
+        converger.converge(ctx)
+    assert str(caught.value).startswith(
+        "eks add-on aws-efs-csi-driver: access denied for eks:CreateAddon, iam:PassRole")
+    assert not isinstance(caught.value, ConvergeError)

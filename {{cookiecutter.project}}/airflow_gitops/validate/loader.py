@@ -8,6 +8,7 @@ key and value keeps its place for the messages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,8 @@ class Document:
         return self.key_positions.get(path) or self.pos(path)
 
     def finding(self, path: Path_, message: str, rule: str, at_key: bool = False) -> Finding:
+        """A finding at ``path``: a scalar at its value, a mapping or list at its key."""
+        at_key = at_key or isinstance(self.get(*path), (dict, list))
         line, col = self.key_pos(path) if at_key else self.pos(path)
         return Finding(self.path, line, col, message, rule)
 
@@ -73,27 +76,81 @@ class ParsedFile:
     broken: bool  # not parseable: cross-file rules cannot trust what is missing from it
 
 
-_yaml = None
+def _compose_all(text: str):
+    """The node tree of each document in ``text``.
 
-
-def _parser():
-    global _yaml
-    if _yaml is None:
+    libyaml (ruamel.yaml.clib) scans and parses when it is installed, pure Python otherwise.
+    Either way the resolver is ruamel's BaseResolver: plain scalars are typed by ``_plain``
+    below (YAML 1.2 core schema), once, instead of by ruamel's versioned resolver per node.
+    """
+    try:
+        from ruamel.yaml.cyaml import CBaseLoader
+    except ImportError:  # no C extension: ruamel's own parser, same nodes, slower
         from ruamel.yaml import YAML
 
-        _yaml = YAML(typ="safe", pure=True)
-    return _yaml
+        yaml = YAML(typ="safe", pure=True)
+        yaml.Resolver = _tags_only_resolver()
+        yield from yaml.compose_all(text)
+        return
+    loader = CBaseLoader(text)
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
+
+
+def _tags_only_resolver():
+    """ruamel's resolver with implicit typing switched off, like BaseResolver (for the pure parser)."""
+    from ruamel.yaml.resolver import VersionedResolver
+
+    class TagsOnlyResolver(VersionedResolver):
+        @property
+        def versioned_resolver(self):
+            return {}  # no implicit resolvers: every plain scalar is a string, typed by _plain()
+
+    return TagsOnlyResolver
+
+
+_STR = "tag:yaml.org,2002:str"
+_PLAIN_INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
+_PLAIN_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+
+
+def _plain(value: str) -> str:
+    """The YAML 1.2 core schema tag of a plain (unquoted) scalar."""
+    if value in ("", "~", "null", "Null", "NULL"):
+        return _NULL
+    if value in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return _BOOL
+    first = value[0]
+    if first.isdigit() or first in "+-.":
+        if _PLAIN_INT.match(value):
+            return _INT
+        if _PLAIN_FLOAT.match(value):
+            return _FLOAT
+    return _STR
 
 
 def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
     """Every document of ``text``; syntax errors and duplicate keys become findings."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    if path.endswith(".json"):
+        # YAML accepts more than JSON (trailing commas, comments, single quotes); AWS does not.
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            message = f"not valid JSON: {exc.msg}"
+            return ParsedFile(path, [], [Finding(path, exc.lineno, exc.colno, message, "syntax")], True)
+
     documents: list[Document] = []
     findings: list[Finding] = []
     broken = False
     try:
-        for index, node in enumerate(_parser().compose_all(text)):
+        for index, node in enumerate(_compose_all(text)):
             builder = _Builder(path, index, yaml11_checks)
             data = builder.build(node, ())
             if data is None and node is None:
@@ -154,7 +211,7 @@ class _Builder:
         result: dict = {}
         seen: dict = {}
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:  # `<<: *anchor`: the anchored keys, ours win
+            if key_node.tag == _MERGE or (key_node.id == "scalar" and key_node.value == "<<" and not key_node.style):  # `<<: *anchor`: the anchored keys, ours win
                 merged = self.build(value_node, path)
                 for source in merged if isinstance(merged, list) else [merged]:
                     if isinstance(source, dict):
@@ -194,6 +251,8 @@ class _Builder:
 
     def _scalar(self, node, path) -> Any:
         tag, value = node.tag, node.value
+        if tag == _STR and not node.style:  # plain: typed like YAML 1.2 (quoted stays a string)
+            tag = _plain(value)
         if tag == _NULL:
             return None
         if tag == _BOOL:
@@ -201,7 +260,7 @@ class _Builder:
         if tag == _INT:
             text = value.replace("_", "")
             try:
-                return int(text, 0) if text.lower().startswith(("0x", "0o", "+0x", "-0x")) else int(text)
+                return int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text)
             except ValueError:
                 return value
         if tag == _FLOAT:
@@ -217,7 +276,7 @@ class _Builder:
         if (
             self.yaml11_checks
             and path is not None
-            and node.style is None
+            and not node.style  # plain: None (pure Python parser) or "" (libyaml)
             and value.lower() in YAML11_BOOLEANS
         ):
             self.findings.append(

@@ -57,9 +57,25 @@ def _component_anchor(values, component: str) -> tuple:
     return ()
 
 
-def _missing(values, component: str, what: str, rule: str = "dags-not-delivered") -> Finding:
+def _label(component: str) -> str:
+    dotted = ".".join(COMPONENTS[component][0])
+    name = COMPONENT_LABEL[component]
+    return name if name == dotted else f"{name} ({dotted})"
+
+
+def _missing(repo, component: str, what: str, rule: str = "dags-not-delivered") -> Finding:
+    """At the component's key in helm/values.yaml; with no such section, at stack.yaml's dags.source."""
+    values = repo.values
     base = _component_anchor(values, component)
-    return values.finding(base, f"{COMPONENT_LABEL[component]} ({'.'.join(COMPONENTS[component][0])}): {what}", rule, at_key=bool(base))
+    label = _label(component)
+    if not base:
+        return repo.stack.finding(
+            ("dags", "source"),
+            f"dags.source is {repo.fact('dags', 'source')}, but helm/values.yaml has no "
+            f"{'.'.join(COMPONENTS[component][0])} section: {label}: {what}",
+            rule,
+        )
+    return values.finding(base, f"{label}: {what}", rule, at_key=True)
 
 
 def _mounts_volume(container: dict, volume: str, writable: bool) -> bool:
@@ -83,7 +99,7 @@ def _s3_sync(repo) -> Iterator[Finding]:
             (m for m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None
         )
         if dag_mount is None:
-            yield _missing(values, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
+            yield _missing(repo, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
             continue
         volume = dag_mount["name"]
         if not (dags_folder == mount_path or dags_folder.startswith(mount_path.rstrip("/") + "/")):
@@ -91,13 +107,27 @@ def _s3_sync(repo) -> Iterator[Finding]:
         inits = [as_dict(c) for c in as_list(setting(values, component, "extraInitContainers")[0])]
         sidecars = [as_dict(c) for c in as_list(setting(values, component, "extraContainers")[0])]
         if not any(_mounts_volume(c, volume, writable=True) for c in inits):
-            yield _missing(values, component, f"no init container fills the DAG volume {volume!r} before Airflow starts")
+            yield _missing(repo, component, f"no init container fills the DAG volume {volume!r} before Airflow starts")
         syncing_sidecar = any(_mounts_volume(c, volume, writable=True) for c in sidecars)
         if component == "workers.kubernetes":
             if syncing_sidecar:
-                yield _missing(values, component, "a sync sidecar keeps each task pod running after its task ends; use only the init container", "dags-task-pod-sidecar")
+                yield _missing(repo, component, "a sync sidecar keeps each task pod running after its task ends; use only the init container", "dags-task-pod-sidecar")
         elif not syncing_sidecar:
-            yield _missing(values, component, f"no sidecar keeps the DAG volume {volume!r} current (extraContainers)")
+            yield _missing(repo, component, f"no sidecar keeps the DAG volume {volume!r} current (extraContainers)")
+    # Airflow 3's scheduler and api-server never read DAG files; a sync there is the old recipe
+    # (apache/airflow#13735) and gives those pods S3 access and DAG code they should not have.
+    for component in ("scheduler", "apiServer"):
+        for key in ("extraContainers", "extraInitContainers"):
+            for index, container in enumerate(as_list(values.get(component, key))):
+                container = as_dict(container)
+                looks_like_sync = "sync" in as_str(container.get("name")) or "s3-sync" in as_str(container.get("image")) or "aws-cli" in as_str(container.get("image"))
+                if looks_like_sync:
+                    yield values.finding(
+                        (component, key, index),
+                        f"{COMPONENT_LABEL[component]} does not read DAG files in Airflow 3; sync DAGs into "
+                        "the dag-processor, workers/task pods and triggerer instead",
+                        "dags-sync-misplaced",
+                    )
 
 
 def _git_sync(repo) -> Iterator[Finding]:
@@ -151,6 +181,8 @@ def _s3_readers_have_irsa(repo) -> Iterator[Finding]:
     values = repo.values
     existing = k8s_service_accounts(repo)
     for component in dag_readers(repo):
+        if not _component_anchor(values, component):
+            continue  # no section at all: dags-not-delivered already says so
         account = service_account(values, component)
         path = account["path"]
         if account["create"] is False:
@@ -160,13 +192,13 @@ def _s3_readers_have_irsa(repo) -> Iterator[Finding]:
             if IRSA_ANNOTATION not in as_dict(existing[name].get("metadata", "annotations")):
                 yield existing[name].finding(
                     ("metadata", "name"),
-                    f"{COMPONENT_LABEL[component]} read S3 as ServiceAccount {name!r}, which has no {IRSA_ANNOTATION} annotation",
+                    f"{_label(component)}: reads DAGs from S3 as ServiceAccount {name!r}, which has no {IRSA_ANNOTATION} annotation",
                     "s3-reader-irsa",
                 )
         elif IRSA_ANNOTATION not in as_dict(account["annotations"]):
             yield values.finding(
                 path if values.get(*path) is not None else _component_anchor(values, component),
-                f"{COMPONENT_LABEL[component]} read DAGs from S3 but run as a chart-created ServiceAccount "
+                f"{_label(component)}: reads DAGs from S3 but runs as a chart-created ServiceAccount "
                 f"without an IRSA role; set serviceAccount.create: false and name: "
                 f"{repo.fact('dags', 'reader_service_account')!r}",
                 "s3-reader-irsa", at_key=True,

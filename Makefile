@@ -21,6 +21,9 @@ bake: $(VENV)/.installed ## generate a repo with the default answers into ./$(OU
 test: $(VENV)/.installed ## run the template's tests (offline)
 	$(PY) -m pytest
 
+demo: $(VENV)/.installed ## the whole flow offline: generate, validate, AWS on a local moto, DAGs
+	$(PY) tools/demo.py --out $(OUT)
+
 bench: $(VENV)/.installed ## print the benchmark figures
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
 

@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole flow of a generated repository on this machine, offline.
+
+Generates a repo with the default answers into OUT/, runs its `make validate`, starts a moto
+server on 127.0.0.1 as the stand-in for AWS (with an EKS cluster in it), runs `make bootstrap`,
+`make apply`, `make apply` again (which must change nothing), `make push-dags`, and one
+`make pull-dags` into a local folder; then prints what was generated, what was created and
+how long each step took. The generated repo's own Makefile and toolkit do the work; this
+script only drives them and checks what they did.
+
+Nothing can reach real AWS: every AWS_* variable of the caller is dropped, the shared config
+and credentials files are hidden, and the credentials are moto's dummies.
+
+Run with the template's venv interpreter (it has cookiecutter, boto3 and moto):
+    .venv/bin/python tools/demo.py [--out out] [--verbose]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+TEMPLATE = Path(__file__).resolve().parent.parent
+TOOLS = Path(__file__).resolve().parent
+# A one-function fix to moto's bucket-policy evaluation, loaded by the moto server only.
+MOTO_FIX = TOOLS / "demo_moto"
+TAIL_LINES = 25
+# Before moto is up, any AWS call goes to the discard port on 127.0.0.1, never to AWS.
+NOWHERE = "http://127.0.0.1:9"
+SUMMARY_RE = re.compile(r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged\.$",
+                        re.M)
+CHANGE_RE = re.compile(r"^(create|update)\s+(.+?)(?:\s+\(.*\))?$", re.M)
+
+
+class StepFailed(Exception):
+    """A step did not do what it should; ``log`` holds its output."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM/SIGHUP: unwind through every ``finally`` and stop what we started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+class Demo:
+    def __init__(self, out: Path, verbose: bool = False, python: str = sys.executable) -> None:
+        self.out = out.resolve()
+        self.logs = self.out / "demo-logs"
+        self.verbose = verbose
+        self.python = python
+        self.repo: Path | None = None
+        self.stack: dict = {}
+        self.server = None  # airflow_gitops.local_aws.MotoServer, once started
+        self.eks = None  # demo_eks.EksStandIn
+        self.endpoint = NOWHERE
+        self.facts: dict = {"steps": []}
+        self._step_log: Path | None = None
+
+    # --- running things --------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """The environment of the steps' commands: no AWS setting of the caller (see
+        isolate_from_real_aws), moto's dummy credentials, and moto as the only endpoint."""
+        env = dict(os.environ)
+        region = self.stack.get("aws", {}).get("region", "eu-west-1")
+        env.update(
+            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+            AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION=region, AWS_REGION=region,
+            AWS_ENDPOINT_URL=self.endpoint,
+        )
+        if self.server is not None:
+            env.update(self.server.env(region))
+        if self.eks is not None:
+            env["AWS_ENDPOINT_URL_EKS"] = self.eks.endpoint
+        env.pop("MAKEFLAGS", None)  # `make demo -j` must not leak into the generated Makefile
+        env.pop("MAKELEVEL", None)
+        return env
+
+    def run(self, argv: list[str], cwd: Path | None = None) -> str:
+        """Run ``argv``; its output goes to the step's log (and the terminal with --verbose).
+        A non-zero exit is a StepFailed; Ctrl-C/SIGTERM stops the child before unwinding."""
+        assert self._step_log is not None
+        with self._step_log.open("a") as log:
+            log.write(f"$ {' '.join(argv)}\n")
+            log.flush()
+            process = subprocess.Popen(argv, cwd=cwd, env=self.env(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+            lines: list[str] = []
+            try:
+                for line in process.stdout:
+                    lines.append(line)
+                    log.write(line)
+                    if self.verbose:
+                        print(f"      | {line}", end="", flush=True)
+                code = process.wait()
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+        if code != 0:
+            raise StepFailed(f"`{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}`"
+                             f" exited {code}", self._step_log)
+        return "".join(lines)
+
+    def make(self, target: str, *variables: str) -> str:
+        assert self.repo is not None
+        return self.run(["make", "--no-print-directory", "-C", str(self.repo),
+                         f"PYTHON={self.python}", target, *variables])
+
+    # --- the steps -------------------------------------------------------------------------
+
+    def generate(self) -> str:
+        """Bake the template with its default answers, as `make bake` does."""
+        code = ("import sys; from cookiecutter.main import cookiecutter; "
+                "print(cookiecutter(sys.argv[1], no_input=True, output_dir=sys.argv[2], "
+                "overwrite_if_exists=True))")
+        output = self.run([self.python, "-c", code, str(TEMPLATE), str(self.out)])
+        self.repo = Path(output.strip().splitlines()[-1])
+        if not (self.repo / "stack.yaml").is_file():
+            raise StepFailed(f"no stack.yaml in {self.repo}", self._step_log)
+        import yaml
+
+        self.stack = yaml.safe_load((self.repo / "stack.yaml").read_text())
+        files = [p for p in self.repo.rglob("*") if p.is_file() and not _is_cache(p, self.repo)]
+        dags = self.stack["dags"]
+        mode = dags["source"] + (f" + {dags['sync_image']}" if dags.get("sync_image") else "")
+        self.facts["generated"] = {
+            "path": str(self.repo), "files": len(files), "dag_source": dags["source"],
+            "sync_image": dags.get("sync_image"), "executor": self.stack["airflow"]["executor"],
+            "mode": mode,
+        }
+        return f"{_show(self.repo)}: {len(files)} files, dags.source {mode}"
+
+    def validate(self) -> str:
+        output = self.make("validate")
+        last = _last_line(output).removeprefix("validate: ")
+        self.facts["validate"] = last
+        return last
+
+    def start_aws(self) -> str:
+        """moto on 127.0.0.1, the EKS stand-in in front of it, and a cluster to deploy to."""
+        sys.path.insert(0, str(self.repo))  # local_aws comes from the generated repo
+        sys.path.insert(0, str(TOOLS))
+        from airflow_gitops.local_aws import MotoServer
+        from demo_eks import EksStandIn
+
+        self.server = MotoServer()  # assigned before start(): `finally` stops a half start
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MOTO_FIX), saved]))
+        try:  # the server process inherits this environment; nothing else sees MOTO_FIX
+            self.server.start()
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH")
+            else:
+                os.environ["PYTHONPATH"] = saved
+        self.eks = EksStandIn(self.server.endpoint).start()
+        self.endpoint = self.server.endpoint
+        cluster = self.create_cluster()
+        pid = self.server.process.pid
+        self.facts["moto"] = {"endpoint": self.server.endpoint, "port": self.server.port,
+                              "pid": pid, "eks_stand_in": self.eks.endpoint}
+        return f"moto {self.server.endpoint} (pid {pid}); EKS cluster {cluster}"
+
+    def create_cluster(self) -> str:
+        """The cluster `apply` reads (its OIDC issuer, VPC, subnets, cluster security group),
+        made the way EKS reports one: moto keeps resourcesVpcConfig as sent and botocore drops
+        output-only fields, so vpcId and clusterSecurityGroupId are added to the request."""
+        import boto3
+
+        region = self.stack["aws"]["region"]
+        name = self.stack["eks"]["cluster_name"]
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                region_name=region)
+        ec2 = session.client("ec2", endpoint_url=self.server.endpoint)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
+                                     AvailabilityZone=f"{region}{zone}")["Subnet"]["SubnetId"]
+                   for i, zone in enumerate("ab")]
+        group = ec2.create_security_group(GroupName=f"eks-cluster-sg-{name}",
+                                          Description="EKS cluster", VpcId=vpc)["GroupId"]
+        eks = session.client("eks", endpoint_url=self.server.endpoint)
+
+        def add_output_fields(request, **kwargs):
+            body = json.loads(request.body)
+            body["resourcesVpcConfig"].update(clusterSecurityGroupId=group, vpcId=vpc)
+            request.data = json.dumps(body).encode()
+            request.headers["Content-Length"] = str(len(request.data))
+
+        eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields)
+        account = self.stack["aws"]["account_id"]
+        eks.create_cluster(name=name, roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
+                           resourcesVpcConfig={"subnetIds": subnets})
+        return name
+
+    def bootstrap(self) -> str:
+        return self._converge("bootstrap")
+
+    def apply(self) -> str:
+        return self._converge("apply")
+
+    def apply_again(self) -> str:
+        before = self.aws_state()
+        detail = self._converge("apply", key="apply_again")
+        counts = self.facts["apply_again"]
+        after = self.aws_state()
+        self.facts["apply_again"]["state_unchanged"] = before == after
+        if counts["created"] or counts["updated"]:
+            raise StepFailed(f"the second apply changed {counts['created']} created, "
+                             f"{counts['updated']} updated; it must change nothing",
+                             self._step_log)
+        if before != after:
+            raise StepFailed("the second apply reported no change but the resources in moto "
+                             "differ before and after it", self._step_log)
+        return detail + "; resources in moto identical before and after"
+
+    def _converge(self, command: str, key: str | None = None) -> str:
+        output = self.make(command)
+        match = SUMMARY_RE.search(output)
+        if not match:
+            raise StepFailed(f"`make {command}` printed no '{command.capitalize()} complete: "
+                             "...' summary line", self._step_log)
+        created, updated, unchanged = (int(n) for n in match.group(2, 3, 4))
+        self.facts[key or command] = {
+            "created": created, "updated": updated, "unchanged": unchanged,
+            # [kind, name] of each resource created or updated, as the command printed it
+            "changes": [re.split(r"\s{2,}", m.group(2), maxsplit=1)
+                        for m in CHANGE_RE.finditer(output)],
+        }
+        return f"{created} created, {updated} updated, {unchanged} unchanged"
+
+    def push_dags(self) -> str:
+        output = self.make("push-dags")
+        bucket, prefix = self.stack["dags"]["bucket"], self.stack["dags"]["prefix"]
+        objects = [o["Key"] for o in self._s3().list_objects_v2(
+            Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", [])]
+        self.facts["push_dags"] = {"output": _last_line(output), "objects": objects}
+        if not objects:
+            raise StepFailed(f"s3://{bucket}/{prefix} is empty after push-dags", self._step_log)
+        return _last_line(output)
+
+    def pull_dags(self) -> str:
+        dest = self.out / "demo-dags"
+        output = self.make("pull-dags", f"DEST={dest}")
+        source = self.repo / "dags"
+        expected = {p.relative_to(source).as_posix(): p.read_bytes()
+                    for p in source.rglob("*") if p.is_file() and not _is_cache(p, source)}
+        current = dest / "current"
+        arrived = {p.relative_to(current).as_posix(): p.read_bytes()
+                   for p in current.rglob("*") if p.is_file()} if current.is_dir() else {}
+        missing = sorted(name for name, data in expected.items() if arrived.get(name) != data)
+        self.facts["pull_dags"] = {"dest": str(current), "files": sorted(arrived),
+                                   "output": _last_line(output)}
+        if missing:
+            raise StepFailed(f"not in {current} (or different): {', '.join(missing)}",
+                             self._step_log)
+        dags = sorted(name for name in arrived if not name.startswith("."))
+        return f"{_show(current)}/: {', '.join(dags)} (same bytes as dags/)"
+
+    # --- reading AWS back ------------------------------------------------------------------
+
+    def _s3(self):
+        return self._client("s3")
+
+    def _client(self, service: str):
+        import boto3
+
+        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                             region_name=self.stack["aws"]["region"]).client(
+            service, endpoint_url=self.server.endpoint)
+
+    def aws_state(self) -> dict:
+        """What exists in moto now (names, policy versions, trust documents): the summary's
+        list of resources, and the second apply's before/after comparison."""
+        s3, iam, ecr = self._client("s3"), self._client("iam"), self._client("ecr")
+        state: dict = {
+            "s3 bucket": sorted(b["Name"] for b in s3.list_buckets()["Buckets"]),
+            "ecr repository": sorted(r["repositoryName"]
+                                     for r in ecr.describe_repositories()["repositories"]),
+            "iam oidc provider": sorted(
+                p["Arn"].split(":oidc-provider/", 1)[1]
+                for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]),
+            "iam policy": sorted(f"{p['PolicyName']} (version {p['DefaultVersionId']})"
+                                 for p in iam.list_policies(Scope="Local")["Policies"]),
+            "iam role": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
+            "eks access entry": sorted(
+                f"{principal.rsplit('/', 1)[-1]} ("
+                + ", ".join(f"{a['policyArn'].rsplit('/', 1)[-1]} in "
+                            f"{','.join(a['accessScope'].get('namespaces', []))}"
+                            for a in self.eks.policies.get((cluster, principal), {}).values())
+                + ")"
+                for cluster, principal in self.eks.entries),
+            "eks add-on": sorted(name for _, name in self.eks.addons),
+        }
+        state["_trust"] = sorted(json.dumps(r["AssumeRolePolicyDocument"], sort_keys=True)
+                                 for r in iam.list_roles()["Roles"])
+        return state
+
+    # --- the run ---------------------------------------------------------------------------
+
+    STEPS: list[tuple[str, str, Callable[["Demo"], str]]] = [
+        ("generate", "generate a repo with the default answers", generate),
+        ("validate", "make validate", validate),
+        ("aws", "start moto on 127.0.0.1 + an EKS cluster", start_aws),
+        ("bootstrap", "make bootstrap", bootstrap),
+        ("apply", "make apply", apply),
+        ("apply-again", "make apply (again: must change nothing)", apply_again),
+        ("push-dags", "make push-dags", push_dags),
+        ("pull-dags", "make pull-dags DEST=out/demo-dags", pull_dags),
+    ]
+
+    def main(self) -> int:
+        isolate_from_real_aws()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
+            old.unlink()
+        print(f"make demo: {len(self.STEPS)} steps, offline; AWS is a moto server on 127.0.0.1."
+              f"\nOutput in {_show(self.out)}/ (step logs in {_show(self.logs)}/)", flush=True)
+        started = time.monotonic()
+        failed: tuple[int, str, BaseException] | None = None
+        width = max(len(label) for _, label, _ in self.STEPS) + 3
+        try:
+            for index, (name, label, step) in enumerate(self.STEPS, 1):
+                self._step_log = self.logs / f"{index:02d}-{name}.log"
+                self._step_log.write_text("")
+                head = f"[{index}/{len(self.STEPS)}] {label} ".ljust(width + 6, ".")
+                print(head, end="\n" if self.verbose else "", flush=True)
+                t0 = time.monotonic()
+                try:
+                    detail = step(self)
+                except (StepFailed, Interrupted, KeyboardInterrupt, Exception) as exc:
+                    seconds = time.monotonic() - t0
+                    self.facts["steps"].append({"step": name, "seconds": round(seconds, 2),
+                                                "ok": False})
+                    word = "INTERRUPTED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
+                        else "FAILED"
+                    print(f"{'' if self.verbose else ' '}{word} {seconds:5.1f}s "
+                          f"(total {time.monotonic() - started:5.1f}s)", flush=True)
+                    failed = (index, name, exc)
+                    break
+                seconds = time.monotonic() - t0
+                self.facts["steps"].append({"step": name, "seconds": round(seconds, 2),
+                                            "ok": True, "detail": detail})
+                print(f"{'' if self.verbose else ' '}ok {seconds:5.1f}s "
+                      f"(total {time.monotonic() - started:5.1f}s)  {detail}", flush=True)
+            if failed is None:
+                self.facts["aws"] = {k: v for k, v in self.aws_state().items()
+                                     if not k.startswith("_")}
+        except (Interrupted, KeyboardInterrupt) as exc:  # between two steps
+            failed = (index, name, exc)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not
+                signal.signal(signum, signal.SIG_IGN)        # leave moto running
+            self.stop_aws()
+        self.facts["total_seconds"] = round(time.monotonic() - started, 2)
+        self.facts["ok"] = failed is None
+        if failed is not None:
+            self.facts.update(failed_step=failed[1], error=str(failed[2]))
+        (self.out / "demo-summary.json").write_text(json.dumps(self.facts, indent=2) + "\n")
+        if failed is not None:
+            return self.report_failure(*failed)
+        self.print_summary()
+        return 0
+
+    def stop_aws(self) -> None:
+        t0 = time.monotonic()
+        if self.eks is not None:
+            self.eks.stop()
+        if self.server is not None:
+            pid = self.server.process.pid if self.server.process else None
+            self.server.stop()
+            closed = _port_closed(self.server.port)
+            self.facts.setdefault("moto", {}).update(pid=pid, stopped=True, port_closed=closed,
+                                                     stop_seconds=round(time.monotonic() - t0, 2))
+            print(f"moto server (pid {pid}, {self.server.endpoint}) stopped"
+                  f"{'' if closed else ', BUT its port still answers'}.", flush=True)
+
+    def report_failure(self, index: int, name: str, exc: BaseException) -> int:
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"INTERRUPTED during step {index}/{len(self.STEPS)} ({name}) by "
+                  f"{signal.Signals(signum).name}.", file=sys.stderr)
+            return 128 + int(signum)
+        message = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+        print(f"FAILED at step {index}/{len(self.STEPS)} ({name}): {message}", file=sys.stderr)
+        log = exc.log if isinstance(exc, StepFailed) else self._step_log
+        if log and log.is_file():
+            with log.open() as handle:
+                tail = deque(handle, maxlen=TAIL_LINES)
+            if tail:
+                print(f"Last lines of its output (all of it: {_show(log)}):", file=sys.stderr)
+                for line in tail:
+                    print(f"    {line.rstrip()}", file=sys.stderr)
+        return 1
+
+    def print_summary(self) -> None:
+        f = self.facts
+        g, moto = f["generated"], f["moto"]
+        lines = ["", "Summary", "-------",
+                 f"generated    {_show(Path(g['path']))}/: {g['files']} files; dags.source "
+                 f"{g['mode']}, {g['executor']}",
+                 f"validate     {f['validate']}"]
+        for key, label in (("bootstrap", "bootstrap"), ("apply", "apply")):
+            c = f[key]
+            lines.append(f"{label:<12} {c['created']} created, {c['updated']} updated, "
+                         f"{c['unchanged']} unchanged")
+            width = max((len(kind) for kind, *_ in c["changes"]), default=0)
+            lines += [f"               {kind:<{width}}  {' '.join(name)}"
+                      for kind, *name in c["changes"]]
+        again = f["apply_again"]
+        lines.append(f"apply again  {again['created']} created, {again['updated']} updated, "
+                     f"{again['unchanged']} unchanged -> changed nothing"
+                     + (" (moto state identical)" if again["state_unchanged"] else ""))
+        held = [f"{kind} {len(names)}" for kind, names in f["aws"].items() if names]
+        lines.append(f"in moto      {', '.join(held)}")
+        lines.append(f"             {len(f['push_dags']['objects'])} objects under "
+                     f"{self.stack['dags']['prefix']}/; EKS cluster "
+                     f"{self.stack['eks']['cluster_name']} (made by the demo for apply to read)")
+        pull = f["pull_dags"]
+        dags = [name for name in pull["files"] if not name.startswith(".")]
+        lines.append(f"push-dags    {f['push_dags']['output']}")
+        lines.append(f"pull-dags    {_show(Path(pull['dest']))}/: {', '.join(dags)} "
+                     f"(same bytes as dags/)")
+        lines.append("timings      " + ", ".join(f"{s['step']} {s['seconds']:.1f}s"
+                                               for s in f["steps"])
+                     + f", stop {moto['stop_seconds']:.1f}s; total {f['total_seconds']:.1f}s")
+        lines.append(f"moto server  pid {moto['pid']} on {moto['endpoint']}: stopped, "
+                     + ("port closed" if moto["port_closed"] else "PORT STILL OPEN"))
+        answered = sorted(set(self.eks.answered)) if self.eks else []
+        lines.append("stand-ins    moto 5.2.5 has no EKS access entries or add-ons; "
+                     f"tools/demo_eks.py answered {', '.join(answered) or 'none'}")
+        lines.append("             tools/demo_moto/ makes moto apply the bucket's TLS-only "
+                     "policy as AWS does (HTTPS)")
+        print("\n".join(lines), flush=True)
+
+
+def isolate_from_real_aws() -> None:
+    """Drop every AWS_* variable of the caller (profile, keys, endpoints, role to assume) from
+    this process, which every step inherits, and hide the shared config and credentials
+    files: whatever the caller's shell holds, nothing here can reach a real account."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+                      AWS_EC2_METADATA_DISABLED="true")
+
+
+def _is_cache(path: Path, root: Path) -> bool:
+    return any(part in ("__pycache__", ".pytest_cache") for part in path.relative_to(root).parts)
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _show(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="out", type=Path,
+                        help="folder for the generated repo, logs and pulled DAGs (default out)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show every step's output as it runs")
+    args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return Demo(args.out, args.verbose).main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,378 @@
+"""`validate`: the engine (positions, schemas, rules) on small repos built here, and the CLI.
+
+Each test builds its own repository in a tmp folder (stack.yaml, helm/values.yaml, k8s/, iam/)
+with the schemas of this repo, so the tests do not depend on this repo's answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_gitops.validate.engine import validate
+from airflow_gitops.validate.loader import parse_text
+from airflow_gitops.validate.rules.security import image_problem
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO_ROOT / "schemas"
+FINDING = re.compile(r"^(?P<path>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<message>.+) \[(?P<rule>[a-z0-9-]+)\]$")
+
+ACCOUNT, REGION, BUCKET = "123456789012", "eu-west-1", "team-dags-123456789012"
+SYNC_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/s3-sync:src-0123456789abcdef"
+
+
+def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
+    dags: dict = {"source": source, "mount_path": "/opt/airflow/dags", "sync_interval_seconds": 30}
+    if source in ("s3-sync", "s3-bundle"):
+        dags.update(bucket=BUCKET, prefix="dags", reader_service_account="af-dag-reader", reader_role="team-dag-reader")
+    if source == "s3-sync":
+        dags["sync_image"] = "own-image"
+    if source == "git-sync":
+        dags["git"] = {"repo_url": "git@github.com:org/team.git", "branch": "main", "subdir": "dags",
+                       "ssh_key_secret": "af-git-ssh", "known_hosts": "github.com ssh-ed25519 AAAA"}
+    if source == "efs":
+        dags["efs"] = {"creation_token": "team-dags", "throughput_mode": "elastic", "storage_class": "af-efs-dags",
+                       "claim": "af-dags", "volume_size": "5Gi", "csi_driver_role": "team-efs-csi-driver"}
+    return {
+        "project": "team",
+        "github": {"repository": "org/team", "deploy_branch": "main", "environment": "production", "oidc_subject": "classic"},
+        "aws": {"account_id": ACCOUNT, "region": REGION, "deploy_role": "team-deploy"},
+        "eks": {"cluster_name": "platform"},
+        "airflow": {"namespace": "af", "release": "af", "chart_version": "1.22.0", "version": "3.2.2", "executor": executor},
+        "dags": dags,
+        "images": {"airflow": "apache/airflow:3.2.2", **({"s3_sync_repository": "team/s3-sync"} if source == "s3-sync" else {})},
+    }
+
+
+HARDENED = {"runAsNonRoot": True, "runAsUser": 50000, "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
+    reader = {"create": False, "name": "af-dag-reader"}
+    out: dict = {
+        "executor": executor, "airflowVersion": "3.2.2", "defaultAirflowTag": "3.2.2",
+        "securityContexts": {"pod": {"runAsNonRoot": True, "runAsUser": 50000, "fsGroup": 0}},
+        "postgresql": {"enabled": False}, "data": {"metadataSecretName": "af-metadata-db"},
+    }
+    worker = "kubernetes" if executor == "KubernetesExecutor" else "celery"
+    if source == "s3-sync":
+        volume = [{"name": "s3-dags", "emptyDir": {}}]
+        mount = [{"name": "s3-dags", "mountPath": "/opt/airflow/dags", "readOnly": True}]
+
+        def sync(name, once):
+            return {"name": name, "image": SYNC_IMAGE,
+                    "args": ["--bucket", BUCKET, "--prefix", "dags", "--dest", "/opt/airflow/dags"] + (["--once"] if once else []),
+                    "securityContext": dict(HARDENED),
+                    "volumeMounts": [{"name": "s3-dags", "mountPath": "/opt/airflow/dags"}]}
+
+        pod = {"serviceAccount": dict(reader), "extraVolumes": volume, "extraVolumeMounts": mount,
+               "extraInitContainers": [sync("s3-sync-init", True)], "extraContainers": [sync("s3-sync", False)]}
+        out["config"] = {"core": {"dags_folder": "/opt/airflow/dags/current"}}
+        out["dagProcessor"] = copy.deepcopy(pod)
+        out["triggerer"] = copy.deepcopy(pod)
+        task = copy.deepcopy(pod)
+        if worker == "kubernetes":
+            del task["extraContainers"]
+        out["workers"] = {worker: task}
+    elif source == "git-sync":
+        out["dags"] = {"gitSync": {"enabled": True, "repo": "git@github.com:org/team.git", "branch": "main",
+                                   "subPath": "dags", "sshKeySecret": "af-git-ssh", "knownHosts": "github.com ssh-ed25519 AAAA",
+                                   "securityContexts": {"container": dict(HARDENED)}}}
+    elif source == "efs":
+        out["dags"] = {"persistence": {"enabled": True, "existingClaim": "af-dags", "accessMode": "ReadWriteMany"}}
+    elif source == "s3-bundle":
+        out["dagProcessor"] = {"serviceAccount": dict(reader), "dagBundleConfigList": [
+            {"name": "dags", "classpath": "airflow.providers.amazon.aws.bundles.s3.S3DagBundle",
+             "kwargs": {"bucket_name": BUCKET, "prefix": "dags"}}]}
+        out["triggerer"] = {"serviceAccount": dict(reader)}
+        out["workers"] = {worker: {"serviceAccount": dict(reader)}}
+    return out
+
+
+def trust(subject: str, provider: str = "EKS_OIDC_ISSUER") -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{provider}:sub": subject, f"{provider}:aud": "sts.amazonaws.com"}}}]}
+
+
+def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor") -> Path:
+    """A complete, valid repository for ``source`` in ``root``."""
+    (root / "helm").mkdir(parents=True)
+    (root / "k8s").mkdir()
+    (root / "iam").mkdir()
+    (root / "schemas").symlink_to(SCHEMAS)
+    (root / "stack.yaml").write_text(yaml.safe_dump(stack(source, executor), sort_keys=False))
+    (root / "helm" / "values.yaml").write_text(yaml.safe_dump(values(source, executor), sort_keys=False))
+    manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "af"}}]
+    if source in ("s3-sync", "s3-bundle"):
+        manifests.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": "af-dag-reader", "namespace": "af",
+            "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"}}})
+        (root / "iam" / "dag-reader-trust.json").write_text(json.dumps(trust("system:serviceaccount:af:af-dag-reader"), indent=2))
+        (root / "iam" / "dag-read-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}",
+             "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}}},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"}]}, indent=2))
+    if source == "efs":
+        manifests.append({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "af-efs-dags"},
+                          "provisioner": "efs.csi.aws.com", "parameters": {"fileSystemId": ""}})
+        manifests.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "af-dags", "namespace": "af"},
+                          "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "af-efs-dags",
+                                   "resources": {"requests": {"storage": "5Gi"}}}})
+    (root / "k8s" / "all.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    return root
+
+
+def findings(root: Path) -> list:
+    return validate(root, root / "schemas")[0]
+
+
+def rules(root: Path) -> set:
+    return {f.rule for f in findings(root)}
+
+
+def edit(path: Path, old: str, new: str) -> int:
+    """Replace ``old`` once; return the 1-based line where the new text starts."""
+    text = path.read_text()
+    assert old in text, old
+    start = text.index(old)
+    path.write_text(text.replace(old, new, 1))
+    return text.count("\n", 0, start) + 1
+
+
+MODES = [("s3-sync", "CeleryExecutor"), ("s3-sync", "KubernetesExecutor"), ("git-sync", "CeleryExecutor"),
+         ("efs", "KubernetesExecutor"), ("s3-bundle", "CeleryExecutor")]
+
+
+@pytest.mark.parametrize("source,executor", MODES)
+def test_a_correct_repo_has_no_findings(tmp_path, source, executor):
+    assert findings(build(tmp_path, source, executor)) == []
+
+
+def test_this_repository_is_valid():
+    result = subprocess.run([sys.executable, "-m", "airflow_gitops", "validate"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^validate: 0 findings in \d+ files$", result.stdout, re.M)
+
+
+# --- the loader: positions, duplicates, JSON, YAML 1.1 booleans -------------------------------
+
+
+def test_every_key_and_value_has_its_line_and_column():
+    parsed = parse_text("x.yaml", "a: 1\nb:\n  c: [x, {d: 2}]\n  e: |\n    text\n")
+    doc = parsed.documents[0]
+    assert doc.data == {"a": 1, "b": {"c": ["x", {"d": 2}], "e": "text\n"}}
+    assert doc.pos(("a",)) == (1, 4)
+    assert doc.key_pos(("b", "c")) == (3, 3)
+    assert doc.pos(("b", "c", 1, "d")) == (3, 14)
+    assert doc.pos(("b", "e")) == (4, 6)
+    assert doc.pos(("b", "missing", 3)) == doc.pos(("b",))  # nearest known parent
+
+
+def test_duplicate_keys_are_findings_not_exceptions():
+    parsed = parse_text("x.yaml", "a: 1\nb: 2\na: 3\n")
+    assert [(f.line, f.col, f.rule) for f in parsed.findings] == [(3, 1, "duplicate-key")]
+    assert "first at line 1" in parsed.findings[0].message
+    assert parsed.documents[0].data == {"a": 3, "b": 2}
+
+
+def test_json_gets_positions_and_json_rules():
+    parsed = parse_text("p.json", '{\n  "Version": "2012-10-17",\n\t"Version": "x"\n}\n')
+    assert [(f.line, f.rule) for f in parsed.findings] == [(3, "duplicate-key")]
+    broken = parse_text("p.json", '{\n  "a": 1,\n}\n')  # fine for YAML, not for JSON or AWS
+    assert broken.broken and [(f.line, f.rule) for f in broken.findings] == [(3, "syntax")]
+
+
+def test_scalars_are_typed_as_yaml_1_2_and_yaml_1_1_booleans_are_flagged():
+    parsed = parse_text("v.yaml", 'a: 010\nb: 1.5\nc: ~\nd: "3"\ne: true\nf: yes\ng: !!int "7"\nh: 0x1f\n', yaml11_checks=True)
+    assert parsed.documents[0].data == {"a": 10, "b": 1.5, "c": None, "d": "3", "e": True, "f": "yes", "g": 7, "h": 31}
+    assert [(f.line, f.rule) for f in parsed.findings] == [(6, "yaml-ambiguous-bool")]
+
+
+def test_anchors_aliases_and_merge_keys():
+    parsed = parse_text("v.yaml", "x: &a {k: 1}\ny: *a\nz:\n  <<: *a\n  m: 2\n")
+    assert parsed.documents[0].data == {"x": {"k": 1}, "y": {"k": 1}, "z": {"k": 1, "m": 2}}
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2\n", "a: 'x\n", "- a\nb: 1\n", "a:\n\t- 1\n", "\x00\x01", "{{ x }}: 1\n", "a: *missing\n"])
+def test_malformed_yaml_is_a_finding_with_a_position(text):
+    parsed = parse_text("v.yaml", text)
+    assert parsed.findings and all(f.rule in ("syntax",) for f in parsed.findings), parsed.findings
+    assert all(f.line >= 1 and f.col >= 1 for f in parsed.findings)
+
+
+def test_random_damage_never_raises(tmp_path):
+    """Delete or duplicate random characters of values.yaml: always findings, never a traceback."""
+    root = build(tmp_path / "repo")
+    values_file = root / "helm" / "values.yaml"
+    original = values_file.read_text()
+    rng = random.Random(7)
+    for _ in range(60):
+        text = list(original)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(text))
+            if rng.random() < 0.5:
+                del text[i]
+            else:
+                text.insert(i, rng.choice([":", " ", "-", "\n", '"', "[", "{", "&", "*", "\t"]))
+        values_file.write_text("".join(text))
+        for finding in findings(root):
+            assert finding.path and finding.line >= 1 and finding.rule
+
+
+# --- schemas ----------------------------------------------------------------------------------
+
+
+def test_unknown_helm_key_says_did_you_mean(tmp_path):
+    root = build(tmp_path)
+    line = edit(root / "helm" / "values.yaml", "extraVolumeMounts:", "extraVolumeMount:")
+    found = [f for f in findings(root) if f.rule == "unknown-key"]
+    assert found and found[0].line == line and "did you mean 'extraVolumeMounts'" in found[0].message
+
+
+def test_a_legitimate_chart_key_we_do_not_emit_is_accepted(tmp_path):
+    root = build(tmp_path)
+    values_file = root / "helm" / "values.yaml"
+    values_file.write_text(values_file.read_text() + "webserver:\n  replicas: 2\nscheduler:\n  replicas: 2\n")
+    assert findings(root) == []
+
+
+def test_wrong_type_and_missing_key_point_at_the_place(tmp_path):
+    root = build(tmp_path)
+    edit(root / "stack.yaml", "  deploy_role: team-deploy\n", "")
+    line = edit(root / "stack.yaml", "sync_interval_seconds: 30", "sync_interval_seconds: 30s")
+    found = {(f.rule, f.path, f.line) for f in findings(root)}
+    assert ("wrong-type", "stack.yaml", line) in found
+    assert any(rule == "missing-key" and path == "stack.yaml" for rule, path, _ in found)
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+def test_service_account_create_false_without_name(tmp_path):
+    root = build(tmp_path, "s3-bundle")
+    line = edit(root / "helm" / "values.yaml", "    name: af-dag-reader\n", "")
+    found = [f for f in findings(root) if f.rule == "sa-unnamed"]
+    assert [f.line for f in found] == [line - 1]
+
+
+def test_claim_in_values_must_exist(tmp_path):
+    root = build(tmp_path, "efs")
+    line = edit(root / "helm" / "values.yaml", "existingClaim: af-dags", "existingClaim: airflow-dags")
+    assert ("pvc-missing", line) in {(f.rule, f.line) for f in findings(root)}
+
+
+def test_irsa_role_must_be_trusted_for_the_service_account(tmp_path):
+    root = build(tmp_path)
+    line = edit(root / "iam" / "dag-reader-trust.json", "af:af-dag-reader", "af:af-worker")
+    found = {(f.rule, f.path, f.line) for f in findings(root)}
+    assert ("irsa-mismatch", "iam/dag-reader-trust.json", line) in found
+
+
+def test_trust_without_aud_and_wildcard_sub(tmp_path):
+    root = build(tmp_path)
+    path = root / "iam" / "dag-reader-trust.json"
+    document = json.loads(path.read_text())
+    equals = document["Statement"][0]["Condition"]["StringEquals"]
+    del equals["EKS_OIDC_ISSUER:aud"]
+    equals["EKS_OIDC_ISSUER:sub"] = "system:serviceaccount:af:*"
+    path.write_text(json.dumps(document, indent=2))
+    messages = [f.message for f in findings(root) if f.rule == "trust-unpinned"]
+    assert any("aud" in m for m in messages) and any("exact" in m for m in messages)
+
+
+def test_resource_star_only_for_actions_without_resource_level_permissions(tmp_path):
+    root = build(tmp_path)
+    path = root / "iam" / "dag-read-policy.json"
+    document = json.loads(path.read_text())
+    document["Statement"].append({"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"})
+    path.write_text(json.dumps(document, indent=2))
+    assert "iam-wildcard" not in rules(root)
+    document["Statement"].append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"})
+    path.write_text(json.dumps(document, indent=2))
+    assert "iam-wildcard" in rules(root)
+
+
+def test_sync_missing_on_a_reader_and_sidecar_on_task_pods(tmp_path):
+    root = build(tmp_path, "s3-sync", "KubernetesExecutor")
+    data = yaml.safe_load((root / "helm" / "values.yaml").read_text())
+    del data["triggerer"]["extraContainers"]
+    data["workers"]["kubernetes"]["extraContainers"] = data["dagProcessor"]["extraContainers"]
+    (root / "helm" / "values.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    found = {(f.rule, f.message.split(":")[0]) for f in findings(root)}
+    assert ("dags-not-delivered", "triggerer") in found
+    assert any(rule == "dags-task-pod-sidecar" for rule, _ in found)
+
+
+@pytest.mark.parametrize("image,ok", [
+    ("apache/airflow:3.2.2", True), ("registry:5000/team/img:1.0", True), ("img@sha256:" + "a" * 64, True),
+    ("apache/airflow", False), ("apache/airflow:latest", False), ("registry:5000/team/img", False),
+    ("repo/s3-sync:S3_SYNC_IMAGE_TAG", True),
+])
+def test_image_pinning(image, ok):
+    assert (image_problem(image) is None) == ok
+
+
+def test_committed_secrets_are_found_in_any_file(tmp_path):
+    root = build(tmp_path)
+    stack_file = root / "stack.yaml"
+    stack_file.write_text(stack_file.read_text() + "# AKIAIOSFODNN7EXAMPLE\n")
+    found = [f for f in findings(root) if f.rule == "secret-committed"]
+    assert [(f.path, f.col) for f in found] == [("stack.yaml", 3)]
+
+
+def test_git_sync_over_ssh_needs_known_hosts(tmp_path):
+    root = build(tmp_path, "git-sync")
+    line = edit(root / "helm" / "values.yaml", "knownHosts: github.com ssh-ed25519 AAAA", "knownHosts: ''")
+    assert ("gitsync-known-hosts", line) in {(f.rule, f.line) for f in findings(root)}
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_cli(root: Path, *args: str, env: dict | None = None):
+    environment = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "airflow_gitops", "validate", "--root", str(root), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
+
+
+def test_cli_exit_codes_output_format_and_tally(tmp_path):
+    root = build(tmp_path / "repo")
+    clean = run_cli(root)
+    assert clean.returncode == 0 and clean.stdout == "validate: 0 findings in 5 files\n"
+    edit(root / "helm" / "values.yaml", "runAsUser: 50000", "runAsUser: 0")
+    dirty = run_cli(root)
+    assert dirty.returncode == 1 and dirty.stderr == ""
+    *lines, tally = dirty.stdout.splitlines()
+    assert lines and all(FINDING.match(line) for line in lines), dirty.stdout
+    assert tally == f"validate: {len(lines)} finding{'s' if len(lines) > 1 else ''} in 5 files"
+    assert "::error" not in dirty.stdout
+
+
+def test_github_annotations(tmp_path):
+    root = build(tmp_path / "repo")
+    line = edit(root / "helm" / "values.yaml", "runAsUser: 50000", "runAsUser: 0")
+    result = run_cli(root, env={"GITHUB_ACTIONS": "true"})
+    assert f"::error file=helm/values.yaml,line={line},col=" in result.stdout
+    assert "title=container-root::" in result.stdout
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    missing = run_cli(tmp_path / "nowhere")
+    assert missing.returncode == 2 and missing.stderr.startswith("ERROR [UsageError]") and "Traceback" not in missing.stderr
+    (tmp_path / "empty").mkdir()
+    no_schemas = run_cli(tmp_path / "empty")
+    assert no_schemas.returncode == 2 and "schemas" in no_schemas.stderr

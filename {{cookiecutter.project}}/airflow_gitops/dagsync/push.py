@@ -136,6 +136,17 @@ def push_dags(
     return plan
 
 
+def bundle_is_read() -> bool:
+    """Only the own-image sync agent reads the bundle; for other readers it is dead weight."""
+    from airflow_gitops.stack import load_stack
+
+    try:
+        dags = load_stack().get("dags") or {}
+    except UsageError:  # no stack.yaml: flags only, assume the agent
+        return True
+    return dags.get("source", "s3-sync") == "s3-sync" and dags.get("sync_image", "own-image") == "own-image"
+
+
 def bucket_and_prefix(args: argparse.Namespace) -> tuple[str, str]:
     """--bucket/--prefix, else dags.bucket/dags.prefix of stack.yaml."""
     bucket, prefix = args.bucket, args.prefix
@@ -162,7 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     parser.add_argument(
         "--no-bundle", dest="bundle", action="store_false",
-        help=f"do not upload {s3.RESERVED_DIR}/bundle.tar.gz (agents then GET file by file)",
+        help=f"do not upload {s3.RESERVED_DIR}/bundle.tar.gz (only the own-image agent reads it; "
+        "it is skipped anyway for other DAG sources)",
     )
     parser.add_argument("--workers", type=int, default=s3.DEFAULT_WORKERS, help="parallel uploads")
     parser.add_argument(
@@ -180,7 +192,7 @@ def run(args: argparse.Namespace, session: Any = None) -> int:
         raise UsageError(f"--max-delete-fraction: {args.max_delete_fraction:g} is not allowed; use 0..1")
     plan = push_dags(
         source, bucket, prefix, session, args.workers, args.max_delete_fraction, args.dry_run,
-        bundle=args.bundle,
+        bundle=args.bundle and bundle_is_read(),
     )
     where = f"s3://{bucket}/{s3.normalize_prefix(prefix)}"
     verb = "would " if args.dry_run else ""

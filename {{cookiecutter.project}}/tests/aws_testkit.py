@@ -242,9 +242,10 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
     clusterSecurityGroupId and vpcId are added to the request body before it is signed.
     """
     ec2 = _observer_client(target, "ec2")
+    region = ec2.meta.region_name
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
-                                 AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+                                 AvailabilityZone=f"{region}{zone}")["Subnet"]["SubnetId"]
                for i, zone in enumerate("aba")]
     cluster_sg = ec2.create_security_group(GroupName=f"eks-cluster-sg-{name}",
                                            Description="EKS cluster", VpcId=vpc)["GroupId"]

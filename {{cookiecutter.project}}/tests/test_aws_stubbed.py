@@ -1,7 +1,12 @@
-"""The EKS calls moto 5.2.5 does not implement (it answers 404 for them): add-ons
-(DescribeAddon, CreateAddon, UpdateAddon) and access entries (DescribeAccessEntry,
-CreateAccessEntry, ListAssociatedAccessPolicies, AssociateAccessPolicy). Checked here with
-botocore's Stubber: exact requests, in order, and nothing else. No server needed."""
+"""The calls moto 5.2.5 does not implement, checked with botocore's Stubber: exact requests,
+in order, and nothing else. No server needed.
+
+- EKS add-ons: DescribeAddon, CreateAddon, UpdateAddon (moto answers 404)
+- EKS access entries: DescribeAccessEntry, CreateAccessEntry, ListAssociatedAccessPolicies,
+  AssociateAccessPolicy (moto answers 404)
+- IAM AddClientIDToOpenIDConnectProvider and EFS UpdateFileSystem (update paths only: moto has
+  the resources but not these two operations)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from aws_testkit import CLUSTER, stack_for
 from botocore.stub import Stubber
 
 from airflow_gitops.aws.command import ConvergeError
+from airflow_gitops.aws.efs import EfsFileSystem
 from airflow_gitops.aws.eks import DeployAccess, EksAddon
+from airflow_gitops.aws.iam import OidcProvider
 from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.aws.session import AwsContext
 
@@ -132,3 +139,63 @@ def test_access_denied_on_create_addon_names_both_permissions(stubbed):
     assert str(caught.value).startswith(
         "eks add-on aws-efs-csi-driver: access denied for eks:CreateAddon, iam:PassRole")
     assert not isinstance(caught.value, ConvergeError)
+
+
+def stubbed_client(ctx, service):
+    stubber = Stubber(ctx.client(service))
+    stubber.activate()
+    return stubber
+
+
+def test_oidc_provider_without_sts_audience_gets_it_added(stubbed):
+    ctx, _ = stubbed
+    iam = stubbed_client(ctx, "iam")
+    arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    iam.add_response("get_open_id_connect_provider", {
+        "Url": "token.actions.githubusercontent.com", "ClientIDList": ["other"],
+        "ThumbprintList": ["a" * 40]}, {"OpenIDConnectProviderArn": arn})
+    iam.add_response("add_client_id_to_open_id_connect_provider", {}, {
+        "OpenIDConnectProviderArn": arn, "ClientID": "sts.amazonaws.com"})
+    [result] = OidcProvider("token.actions.githubusercontent.com").converge(ctx)
+    assert (result.action, result.details) == ("update", ["add audience sts.amazonaws.com"])
+    iam.assert_no_pending_responses()
+
+
+def test_new_oidc_provider_is_created_without_thumbprint(stubbed):
+    ctx, _ = stubbed
+    iam = stubbed_client(ctx, "iam")
+    iam.add_client_error("get_open_id_connect_provider", "NoSuchEntity", "no", 404)
+    iam.add_response("create_open_id_connect_provider", {"OpenIDConnectProviderArn": "arn:aws:iam::123456789012:oidc-provider/x"}, {
+        "Url": "https://token.actions.githubusercontent.com",
+        "ClientIDList": ["sts.amazonaws.com"]})  # no ThumbprintList: IAM handles it
+    assert OidcProvider("token.actions.githubusercontent.com").converge(ctx)[0].action == "create"
+    iam.assert_no_pending_responses()
+
+
+def file_system(mode, state="available", encrypted=True):
+    return {"FileSystems": [{
+        "OwnerId": "123456789012", "CreationToken": "airflow-gitops-dags", "FileSystemId": "fs-1",
+        "CreationTime": "2026-01-01T00:00:00Z", "LifeCycleState": state,
+        "NumberOfMountTargets": 0, "SizeInBytes": {"Value": 0}, "PerformanceMode":
+        "generalPurpose", "Encrypted": encrypted, "ThroughputMode": mode, "Tags": []}]}
+
+
+def test_efs_throughput_mode_follows_stack(stubbed):
+    ctx, _ = stubbed
+    efs = stubbed_client(ctx, "efs")
+    efs.add_response("describe_file_systems", file_system("bursting"),
+                     {"CreationToken": "airflow-gitops-dags"})
+    efs.add_response("update_file_system", {**file_system("elastic")["FileSystems"][0]},
+                     {"FileSystemId": "fs-1", "ThroughputMode": "elastic"})
+    [result] = EfsFileSystem("airflow-gitops-dags").converge(ctx)
+    assert (result.action, result.details) == ("update", ["throughput mode bursting -> elastic"])
+    efs.assert_no_pending_responses()
+
+
+def test_unencrypted_file_system_is_an_error_with_the_way_out(stubbed):
+    ctx, _ = stubbed
+    efs = stubbed_client(ctx, "efs")
+    efs.add_response("describe_file_systems", file_system("elastic", encrypted=False),
+                     {"CreationToken": "airflow-gitops-dags"})
+    with pytest.raises(AwsError, match="cannot encrypt in place"):
+        EfsFileSystem("airflow-gitops-dags").converge(ctx)

@@ -98,7 +98,10 @@ def _lean_list_objects_v2(response_dict, customized_response_dict, **_):
     if response_dict.get("status_code", 500) >= 300:
         return
     body = response_dict["body"]
-    root = ElementTree.fromstring(body)
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return  # not what we expect: botocore parses it (and raises what it raises)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     customized_response_dict["Contents"] = [
         {

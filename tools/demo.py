@@ -96,14 +96,14 @@ class Demo:
         env.pop("MAKELEVEL", None)
         return env
 
-    def run(self, argv: list[str], cwd: Path | None = None) -> str:
+    def run(self, argv: list[str], shown: str) -> str:
         """Run ``argv``; its output goes to the step's log (and the terminal with --verbose).
         A non-zero exit is a StepFailed; Ctrl-C/SIGTERM stops the child before unwinding."""
         assert self._step_log is not None
         with self._step_log.open("a") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            process = subprocess.Popen(argv, cwd=cwd, env=self.env(), stdout=subprocess.PIPE,
+            process = subprocess.Popen(argv, env=self.env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
             lines: list[str] = []
             try:
@@ -122,14 +122,14 @@ class Demo:
                         process.kill()
                         process.wait()
         if code != 0:
-            raise StepFailed(f"`{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}`"
-                             f" exited {code}", self._step_log)
+            raise StepFailed(f"`{shown}` exited {code}", self._step_log)
         return "".join(lines)
 
     def make(self, target: str, *variables: str) -> str:
         assert self.repo is not None
         return self.run(["make", "--no-print-directory", "-C", str(self.repo),
-                         f"PYTHON={self.python}", target, *variables])
+                         f"PYTHON={self.python}", target, *variables],
+                        shown=" ".join(["make", target, *variables]))
 
     # --- the steps -------------------------------------------------------------------------
 
@@ -138,7 +138,8 @@ class Demo:
         code = ("import sys; from cookiecutter.main import cookiecutter; "
                 "print(cookiecutter(sys.argv[1], no_input=True, output_dir=sys.argv[2], "
                 "overwrite_if_exists=True))")
-        output = self.run([self.python, "-c", code, str(TEMPLATE), str(self.out)])
+        output = self.run([self.python, "-c", code, str(TEMPLATE), str(self.out)],
+                          shown=f"cookiecutter --no-input --overwrite-if-exists {_show(TEMPLATE)}")
         self.repo = Path(output.strip().splitlines()[-1])
         if not (self.repo / "stack.yaml").is_file():
             raise StepFailed(f"no stack.yaml in {self.repo}", self._step_log)
@@ -256,7 +257,7 @@ class Demo:
     def push_dags(self) -> str:
         output = self.make("push-dags")
         bucket, prefix = self.stack["dags"]["bucket"], self.stack["dags"]["prefix"]
-        objects = [o["Key"] for o in self._s3().list_objects_v2(
+        objects = [o["Key"] for o in self._client("s3").list_objects_v2(
             Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", [])]
         self.facts["push_dags"] = {"output": _last_line(output), "objects": objects}
         if not objects:
@@ -282,9 +283,6 @@ class Demo:
         return f"{_show(current)}/: {', '.join(dags)} (same bytes as dags/)"
 
     # --- reading AWS back ------------------------------------------------------------------
-
-    def _s3(self):
-        return self._client("s3")
 
     def _client(self, service: str):
         import boto3
@@ -358,14 +356,14 @@ class Demo:
                                                 "ok": False})
                     word = "INTERRUPTED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
                         else "FAILED"
-                    print(f"{'' if self.verbose else ' '}{word} {seconds:5.1f}s "
+                    print(f"{head if self.verbose else ''} {word} {seconds:5.1f}s "
                           f"(total {time.monotonic() - started:5.1f}s)", flush=True)
                     failed = (index, name, exc)
                     break
                 seconds = time.monotonic() - t0
                 self.facts["steps"].append({"step": name, "seconds": round(seconds, 2),
                                             "ok": True, "detail": detail})
-                print(f"{'' if self.verbose else ' '}ok {seconds:5.1f}s "
+                print(f"{head if self.verbose else ''} ok {seconds:5.1f}s "
                       f"(total {time.monotonic() - started:5.1f}s)  {detail}", flush=True)
             if failed is None:
                 self.facts["aws"] = {k: v for k, v in self.aws_state().items()

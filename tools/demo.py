@@ -489,6 +489,14 @@ def _show(path: Path) -> str:
         return str(path)
 
 
+def missing_modules() -> list[str]:
+    """What the template's requirements.txt provides and this interpreter lacks."""
+    import importlib.util
+
+    return [name for name in ("cookiecutter", "yaml", "boto3", "moto")
+            if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out", type=Path,
@@ -496,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="show every step's output as it runs")
     args = parser.parse_args(argv)
+    missing = missing_modules()
+    if missing:
+        print(f"ERROR: {sys.executable} has no {', '.join(missing)}; run `make demo`, which "
+              "installs requirements.txt into .venv/ first", file=sys.stderr)
+        return 2
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     signal.signal(signal.SIGINT, on_signal)

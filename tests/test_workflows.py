@@ -37,8 +37,21 @@ def combo_id(answers: dict) -> str:
     return "-".join(answers.values())
 
 
+# The workflows are copied verbatim: they differ by mode (pruning), never by executor.
+WORKFLOW_MODES = [dict(dag_source=m) for m in MODES] + [
+    dict(dag_source="s3-sync", s3_sync_image="aws-cli")
+]
+
+
 @pytest.fixture(params=COMBOS, ids=combo_id, scope="module")
+def any_repo(request, baked) -> Path:
+    """Every combination: for the checks of every file (values differ by executor)."""
+    return baked(**request.param)
+
+
+@pytest.fixture(params=WORKFLOW_MODES, ids=combo_id, scope="module")
 def repo(request, baked) -> Path:
+    """One bake per set of workflows."""
     return baked(**request.param)
 
 
@@ -100,7 +113,8 @@ def test_workflows_fit_the_github_schemas(repo):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_yamllint_every_yaml_file(repo):
+def test_yamllint_every_yaml_file(any_repo):
+    repo = any_repo
     assert (repo / ".yamllint").is_file()
     result = run_tool(repo, tool("yamllint"), "--strict", "--format", "parsable", ".")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -113,12 +127,15 @@ def shell_scripts(repo: Path) -> list[Path]:
             continue
         if path.suffix == ".sh":
             scripts.append(path)
-        elif path.suffix == "" and path.read_bytes()[:64].startswith(b"#!") and b"sh" in path.read_bytes()[:64].split(b"\n")[0]:
-            scripts.append(path)
+        elif path.suffix == "":
+            first_line = path.read_bytes()[:128].split(b"\n")[0]
+            if first_line.startswith(b"#!") and first_line.endswith((b"sh", b"bash")):
+                scripts.append(path)
     return scripts
 
 
-def test_shellcheck_every_script(repo):
+def test_shellcheck_every_script(any_repo):
+    repo = any_repo
     scripts = shell_scripts(repo)
     if not scripts:
         pytest.skip("no shell scripts in this mode (run: blocks are covered by actionlint)")
@@ -222,12 +239,14 @@ def test_workflows_are_copied_verbatim(repo):
 
 
 def airflow_venv(version: str) -> Path:
-    """A venv with apache-airflow==version, cached across runs (install once per machine)."""
+    """A venv with apache-airflow==version, cached across runs and clones (install once per
+    machine): $AIRFLOW_TEST_VENV, else under the user's cache folder."""
     override = os.environ.get("AIRFLOW_TEST_VENV")
     if override:
         return Path(override)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     tag = f"{version}-py{sys.version_info[0]}.{sys.version_info[1]}"
-    return TEMPLATE / ".pytest_cache" / f"airflow-{tag}"
+    return cache / "airflow-eks-gitops" / f"airflow-{tag}"
 
 
 @pytest.mark.slow

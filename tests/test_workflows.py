@@ -276,3 +276,49 @@ def test_dag_check_with_real_airflow(default_repo, tmp_path):
     assert "dags/broken_dag.py" in result.stderr
     assert "::error file=dags/broken_dag.py,title=DAG import error::" in result.stdout
     assert "1 import error(s)" in result.stdout
+
+
+PUBLISH_TWICE = """
+import os, subprocess, sys
+from pathlib import Path
+from airflow_gitops import efs_publish
+volume, dags = Path(sys.argv[1]), Path("dags")
+for n in range(2):
+    (dags / "extra.py").write_text(f"# revision {n}\\n")
+    archive, digest = efs_publish.dag_archive(dags)
+    subprocess.run(["sh", "-c", efs_publish.PUBLISH_SCRIPT, "publish", f"snap-{n}", digest],
+                   input=archive, check=True, env={**os.environ, "DAGS_ROOT": str(volume)})
+"""
+
+DAGBAG = """
+import sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1], include_examples=False, safe_mode=False)
+print(sorted(bag.dag_ids), sorted(d.fileloc for d in bag.dags.values()), dict(bag.import_errors))
+"""
+
+
+@pytest.mark.slow
+def test_efs_snapshots_are_invisible_to_airflow(baked, tmp_path):
+    """efs mode: after two publishes the volume holds two snapshots, and Airflow, reading the
+    volume root as the chart mounts it, parses each DAG once, through `current/`."""
+    repo = tmp_path / "efs"
+    shutil.copytree(baked(dag_source="efs"), repo)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run([PYTHON, "-c", PUBLISH_TWICE, str(volume)], cwd=repo, check=True)
+    assert len(list((volume / "snapshots").iterdir())) == 2
+    version = yaml.safe_load((repo / "stack.yaml").read_text())["airflow"]["version"]
+    python = airflow_venv(version) / "bin" / "python"
+    if not python.exists():
+        pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}
+    result = subprocess.run([str(python), "-c", DAGBAG, str(volume)], capture_output=True,
+                            text=True, env=env, check=True)
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("['example_delivery_check'] ['" + str(volume / "current")), last
+    assert last.endswith("{}"), last

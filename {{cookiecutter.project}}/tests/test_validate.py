@@ -339,6 +339,13 @@ def test_git_sync_over_ssh_needs_known_hosts(tmp_path):
     assert ("gitsync-known-hosts", line) in {(f.rule, f.line) for f in findings(root)}
 
 
+def test_every_rule_id_is_documented():
+    from airflow_gitops.validate.findings import RULE_IDS
+
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (REPO_ROOT / "docs" / "validation.md").read_text(), re.M))
+    assert documented == set(RULE_IDS)
+
+
 # --- the command line ------------------------------------------------------------------------
 
 

@@ -5,6 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Every rule id a finding may carry; docs/validation.md documents each (a test keeps them equal).
+RULE_IDS = frozenset({
+    # files and schemas
+    "syntax", "duplicate-key", "yaml-ambiguous-bool", "unknown-key", "wrong-type", "missing-key",
+    "invalid-value", "missing-file",
+    # names across files
+    "namespace-mismatch", "sa-unnamed", "sa-missing", "irsa-mismatch", "pvc-missing", "pvc-access-mode",
+    "storageclass-missing", "bucket-mismatch", "prefix-mismatch", "stack-mismatch",
+    # DAG delivery
+    "dags-not-delivered", "dags-task-pod-sidecar", "dags-sync-misplaced", "bundle-connection-missing",
+    "s3-reader-irsa",
+    # security
+    "image-unpinned", "container-root", "container-privileged", "privilege-escalation",
+    "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",
+    # IAM
+    "trust-unpinned", "iam-wildcard",
+    # workflows
+    "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
+})
+
+
 @dataclass(frozen=True, order=True)
 class Finding:
     path: str  # relative to the repository root, with forward slashes
@@ -12,6 +33,10 @@ class Finding:
     col: int  # 1-based
     message: str
     rule: str
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULE_IDS:  # a programming error, caught by the tests
+            raise ValueError(f"unregistered rule id {self.rule!r}")
 
     def text(self) -> str:
         return f"{self.path}:{self.line}:{self.col}: {self.message} [{self.rule}]"

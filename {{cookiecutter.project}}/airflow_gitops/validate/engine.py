@@ -21,7 +21,8 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
     if not repo.files:
         raise UsageError(f"{root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here")
     findings = list(repo.findings)
-    if repo.stack is None and "stack.yaml" not in repo.broken:
-        findings.append(Finding("stack.yaml", 1, 1, "stack.yaml is missing; every rule reads it", "missing-file"))
+    for path, what in (("stack.yaml", "every rule reads it"), ("helm/values.yaml", "the chart's values")):
+        if path not in repo.files:
+            findings.append(Finding(path, 1, 1, f"{path} is missing ({what})", "missing-file"))
     findings.extend(rules.run_all(repo))
     return sorted(set(findings)), len(repo.files)

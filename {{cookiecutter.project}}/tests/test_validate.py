@@ -281,6 +281,16 @@ def test_irsa_role_must_be_trusted_for_the_service_account(tmp_path):
     assert ("irsa-mismatch", "iam/dag-reader-trust.json", line) in found
 
 
+def test_chart_created_service_account_with_irsa_is_checked_too(tmp_path):
+    root = build(tmp_path, "s3-bundle")
+    arn = f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"
+    line = edit(root / "helm" / "values.yaml", "triggerer:\n  serviceAccount:\n    create: false\n    name: af-dag-reader\n",
+                f"triggerer:\n  serviceAccount:\n    annotations:\n      eks.amazonaws.com/role-arn: {arn}\n    name: af-triggerer\n")
+    found = {(f.rule, f.line) for f in findings(root)}
+    assert ("irsa-mismatch", line + 3) in found  # the trust admits af-dag-reader, not this one
+    assert "s3-reader-irsa" not in {rule for rule, _ in found}
+
+
 def test_trust_without_aud_and_wildcard_sub(tmp_path):
     root = build(tmp_path)
     path = root / "iam" / "dag-reader-trust.json"

@@ -159,6 +159,30 @@ def _irsa(repo) -> Iterator[Finding]:
                 f"role {role!r} is used by ServiceAccount {subject!r} (k8s/), but this trust policy admits {got}",
                 "irsa-mismatch",
             )
+    # ServiceAccounts the chart creates, annotated in values: same role <-> trust checks; the
+    # subject is checked when the name is set (otherwise the chart derives it from the release).
+    values = repo.values
+    for path, node in walk(values.data):
+        if not path or path[-1] != "serviceAccount" or not isinstance(node, dict) or node.get("create") is False:
+            continue
+        arn = as_dict(node.get("annotations")).get(IRSA_ANNOTATION)
+        if arn is None:
+            continue
+        apath = path + ("annotations", IRSA_ANNOTATION)
+        parsed = role_name_from_arn(as_str(arn))
+        if parsed is None:
+            yield values.finding(apath, f"{arn!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", "irsa-mismatch")
+            continue
+        role_account, role = parsed
+        if role_account != account:
+            yield values.finding(apath, f"role account {role_account} is not stack.yaml's aws.account_id {account}", "irsa-mismatch")
+        trust = repo.iam.get(trust_file_for_role(repo, role))
+        if trust is None:
+            yield values.finding(apath, f"role {role!r} has no trust policy {trust_file_for_role(repo, role)} in iam/", "irsa-mismatch")
+        elif node.get("name"):
+            subject = f"{IRSA_SUBJECT}{namespace}:{node['name']}"
+            if not any(value == subject for _, value in trust_subjects(trust)):
+                yield values.finding(apath, f"{trust_file_for_role(repo, role)} does not admit {subject!r}", "irsa-mismatch")
     # Every IRSA subject in Airflow's namespace names a ServiceAccount that exists.
     existing = k8s_service_accounts(repo)
     for path, doc in repo.iam.items():

@@ -329,7 +329,7 @@ def test_sync_missing_on_a_reader_and_sidecar_on_task_pods(tmp_path):
 @pytest.mark.parametrize("image,ok", [
     ("apache/airflow:3.2.2", True), ("registry:5000/team/img:1.0", True), ("img@sha256:" + "a" * 64, True),
     ("apache/airflow", False), ("apache/airflow:latest", False), ("registry:5000/team/img", False),
-    ("repo/s3-sync:S3_SYNC_IMAGE_TAG", True),
+    ("repo/s3-sync:src-0123456789abcdef", True), ("img:", False),
 ])
 def test_image_pinning(image, ok):
     assert (image_problem(image) is None) == ok
@@ -338,7 +338,7 @@ def test_image_pinning(image, ok):
 def test_committed_secrets_are_found_in_any_file(tmp_path):
     root = build(tmp_path)
     stack_file = root / "stack.yaml"
-    stack_file.write_text(stack_file.read_text() + "# AKIAIOSFODNN7EXAMPLE\n")
+    stack_file.write_text(stack_file.read_text() + "# AKIA" + "IOSFODNN7EXAMPLE\n")  # split: no key-like text in this repo
     found = [f for f in findings(root) if f.rule == "secret-committed"]
     assert [(f.path, f.col) for f in found] == [("stack.yaml", 3)]
 

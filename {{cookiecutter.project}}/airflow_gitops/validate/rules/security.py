@@ -8,9 +8,6 @@ from typing import Iterator
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import as_dict, as_list, as_str, is_ssh_url, walk
 
-# Tags filled in at deploy time (`python -m airflow_gitops render`): pinned by construction.
-DEPLOY_TIME_TAGS = {"S3_SYNC_IMAGE_TAG"}
-
 # Values keys that hold a secret; set in a committed file, the secret is public.
 SECRET_VALUES = {
     ("fernetKey",): "fernetKeySecretName",
@@ -150,8 +147,6 @@ def image_problem(image: str) -> str | None:
     if ":" not in last:
         return "has no tag; pin a version (e.g. name:1.2.3)"
     tag = last.rsplit(":", 1)[1]
-    if tag in DEPLOY_TIME_TAGS:
-        return None
     if tag.lower() in ("latest", "stable", "main", "master", "edge", "nightly", ""):
         return f"uses the moving tag {tag!r}; pin a version"
     return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import urllib.request
 from pathlib import Path
 
@@ -230,9 +231,7 @@ def instrument(target: boto3.Session, eks: EksExtras | None = None,
 # --- fixtures' building blocks -------------------------------------------------------------
 
 def _cluster_client():
-    if "eks" not in _OBSERVERS:
-        _OBSERVERS["eks"] = session().client("eks")
-    return _OBSERVERS["eks"]
+    return _observer_client(None, "eks")
 
 
 def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> dict:
@@ -257,8 +256,6 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
         request.data = json.dumps(body).encode()
         request.headers["Content-Length"] = str(len(request.data))
 
-    eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields,
-                             unique_id="add-output-fields")
     eks.meta.events.unregister("before-sign.eks.CreateCluster", unique_id="add-output-fields")
     eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields,
                              unique_id="add-output-fields")
@@ -351,9 +348,10 @@ def _observer_client(target: boto3.Session | None, service: str):
     """Clients for reading state back, made once: a snapshot per test iteration adds up."""
     if target is not None:
         return target.client(service)
-    if service not in _OBSERVERS:
-        _OBSERVERS[service] = session().client(service)
-    return _OBSERVERS[service]
+    key = (service, os.environ.get("AWS_ENDPOINT_URL"))  # one moto server per module
+    if key not in _OBSERVERS:
+        _OBSERVERS[key] = session().client(service)
+    return _OBSERVERS[key]
 
 
 def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict:
@@ -472,8 +470,6 @@ def server_mutating(server) -> list[str]:
 
 
 # --- pytest fixtures (imported by the test modules) ----------------------------------------
-
-import os  # noqa: E402
 
 import pytest  # noqa: E402
 

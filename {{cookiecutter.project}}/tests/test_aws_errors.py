@@ -165,6 +165,20 @@ def test_json_output(aws, tmp_path, capsys):
     assert set(report["resources"][0]) == {"action", "kind", "name", "details"}
 
 
+def test_plan_bootstrap_is_read_only(aws, tmp_path, capsys):
+    stack = stack_for("git-sync")
+    root = make_repo(tmp_path, stack)
+    create_cluster()
+    target = session()
+    log = instrument(target, EksExtras())
+    assert run(argparse.Namespace(command="plan", json=False, bootstrap=True),
+               target, root) == 2
+    assert log.mutating() == []
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["create"] * 5
+    assert "deploy" in lines[2] and lines[-1].startswith("Plan: 5 to create")
+
+
 def cli(repo: Path, server, *argv: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(server.env("eu-west-1"))  # the endpoint reaches boto3 only as AWS_ENDPOINT_URL

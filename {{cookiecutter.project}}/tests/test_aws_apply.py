@@ -122,7 +122,7 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     root = make_repo(tmp_path, stack)
     create_cluster(session())  # three subnets: two in eu-west-1a, one in eu-west-1b
     eks = EksExtras()
-    converge("apply", stack, root, session() if False else _instrumented(eks))
+    converge("apply", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
     [fs] = state["efs"]
     assert fs["encrypted"] and fs["token"] == "airflow-gitops-dags"

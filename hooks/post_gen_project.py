@@ -35,6 +35,10 @@ MODE_SPECIFIC_FILES = {
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
     "images/s3-sync": uses_own_sync_image,
+    # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
+    "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
+    "tests/test_dagsync_awscli.py": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
+    "docs/dag-sync.md": lambda a: a["dag_source"] == "s3-sync",
     ".github/workflows/build-sync-image.yml": uses_own_sync_image,
     ".github/workflows/sync-dags.yml": lambda a: a["dag_source"] in S3_MODES | {"efs"},
 }

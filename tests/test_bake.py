@@ -125,7 +125,9 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
     for name, wanted in expect.items():
         assert (name in present) == wanted, f"{name} {'missing' if wanted else 'left over'} in {mode}"
     own_image = mode == "s3-sync" and stack["dags"].get("sync_image") == "own-image"
-    assert any(p.startswith("images/") for p in present) == own_image
+    assert any(p.startswith("images/s3-sync/") for p in present) == own_image
+    aws_cli = mode == "s3-sync" and stack["dags"].get("sync_image") == "aws-cli"
+    assert any(p.startswith("images/aws-cli/") for p in present) == aws_cli
     empty = [p for p in repo.rglob("*") if p.is_dir() and not any(p.iterdir())]
     assert not empty, f"empty folders left: {empty}"
 

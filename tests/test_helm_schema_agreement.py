@@ -14,13 +14,16 @@ from functools import lru_cache
 import pytest
 
 from conftest import TEMPLATE
+from helm_chart import chart_schema
 
-CHART_SCHEMA = TEMPLATE.parent / "shared" / "reference" / "airflow-chart-1.22.0" / "values.schema.json"
+CHART_SCHEMA = "chart"  # the chart package's values.schema.json (tests/chart/)
 OURS = TEMPLATE / "schemas" / "helm-values.schema.json"
 
 
 @lru_cache(maxsize=None)
 def _load(path):
+    if path == CHART_SCHEMA:
+        return chart_schema()
     return json.loads(path.read_text())
 
 

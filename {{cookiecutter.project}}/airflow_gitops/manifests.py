@@ -13,17 +13,13 @@ request, and the chart puts random values there on every render.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_gitops.errors import ToolkitError, UsageError
+from airflow_gitops.helm import call, template_command
 from airflow_gitops.render import render
 from airflow_gitops.stack import REPO_ROOT, load_stack
-
-CHART_REPOSITORY = "https://airflow.apache.org"
-CHART_NAME = "airflow"
 
 
 def add_arguments(parser) -> None:
@@ -32,28 +28,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="no AWS calls (EFS fileSystemId stays empty)"
     )
+    parser.add_argument("--chart", help="a local chart package instead of the chart repository")
 
 
-def helm_template(stack: dict[str, Any], values: Path) -> str:
-    airflow = stack.get("airflow") or {}
-    try:
-        release, namespace = airflow["release"], airflow["namespace"]
-        version = str(airflow["chart_version"])
-    except KeyError as exc:
-        raise UsageError(f"stack.yaml: airflow.{exc.args[0]} is missing") from None
-    helm = os.environ.get("HELM", "helm")
-    command = [
-        helm, "template", release, CHART_NAME,
-        "--repo", CHART_REPOSITORY, "--version", version,
-        "--namespace", namespace, "--values", str(values),
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except FileNotFoundError:
-        raise ToolkitError(f"{helm}: not found; install helm") from None
-    if result.returncode != 0:
-        raise ToolkitError(f"helm template {CHART_NAME} {version}: {result.stderr.strip()}")
-    return result.stdout
+def helm_template(stack: dict[str, Any], values: Path, chart: str | None = None) -> str:
+    """``helm template`` with exactly the release arguments ``deploy-chart`` upgrades with."""
+    return call(template_command(stack, values, chart), capture=True)
 
 
 def _for_review(doc: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +55,7 @@ def _sort_key(doc: dict[str, Any]) -> tuple[str, str, str]:
     return (str(doc.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
-def manifest_stream(root: Path, offline: bool) -> str:
+def manifest_stream(root: Path, offline: bool, chart: str | None = None) -> str:
     import yaml
 
     stack = load_stack(root)
@@ -83,7 +63,7 @@ def manifest_stream(root: Path, offline: bool) -> str:
         build = Path(tmp)
         render(root, build, offline=offline)
         texts = [p.read_text(encoding="utf-8") for p in sorted((build / "k8s").glob("*.y*ml"))]
-        texts.append(helm_template(stack, build / "values.yaml"))
+        texts.append(helm_template(stack, build / "values.yaml", chart))
     docs = [d for text in texts for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     docs = sorted((_for_review(d) for d in docs), key=_sort_key)
     return "".join(
@@ -94,7 +74,8 @@ def manifest_stream(root: Path, offline: bool) -> str:
 
 def run(args) -> int:
     root = Path(args.root).resolve()
-    text = manifest_stream(root, args.offline)
+    chart = str(Path(args.chart).resolve()) if args.chart else None
+    text = manifest_stream(root, args.offline, chart)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")

@@ -32,6 +32,8 @@ MODE_SPECIFIC_FILES = {
     "iam/dag-reader-trust.json": lambda a: a["dag_source"] in S3_MODES,
     "k8s/efs-storageclass.yaml": lambda a: a["dag_source"] == "efs",
     "k8s/efs-pvc.yaml": lambda a: a["dag_source"] == "efs",
+    "k8s/git-known-hosts.yaml": lambda a: a["dag_source"] == "git-bundle"
+    and a["git_repo_url"].startswith(("git@", "ssh://")),
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
     "images/s3-sync": uses_own_sync_image,

@@ -107,14 +107,15 @@ def interval_problems(answers: dict) -> list[str]:
 
 
 def known_hosts_problems(answers: dict) -> list[str]:
-    """git-sync over SSH must pin the host key; otherwise a spoofed host gets the DAGs."""
+    """Git over SSH must pin the host key; otherwise a spoofed host gets the DAGs."""
     url = answers["git_repo_url"]
-    if answers["dag_source"] != "git-sync" or not str(url).startswith(("git@", "ssh://")):
+    git_modes = ("git-sync", "git-bundle")
+    if answers["dag_source"] not in git_modes or not str(url).startswith(("git@", "ssh://")):
         return []
     lines = [line for line in str(answers["git_known_hosts"]).splitlines() if line.strip()]
     if not lines:
         return [problem("git_known_hosts", answers["git_known_hosts"],
-                        "required for git-sync over SSH: the host's known_hosts line(s), "
+                        "required for git over SSH: the host's known_hosts line(s), "
                         "e.g. from ssh-keyscan checked against the host's published keys")]
     for line in lines:
         parts = line.split()

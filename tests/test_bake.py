@@ -13,8 +13,8 @@ import yaml
 from jsonschema import Draft7Validator
 
 from conftest import TEMPLATE
+from helm_chart import chart_defaults, chart_schema
 
-CHART_REFERENCE = TEMPLATE.parent / "shared" / "reference" / "airflow-chart-1.22.0"
 
 MODES = ["s3-sync", "git-sync", "efs", "git-bundle", "s3-bundle"]
 EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
@@ -54,8 +54,7 @@ def load_all(repo: Path) -> dict[str, list]:
 
 @lru_cache(maxsize=1)
 def chart_contract():
-    schema = json.loads((CHART_REFERENCE / "values.schema.json").read_text())
-    defaults = yaml.safe_load((CHART_REFERENCE / "values.yaml").read_text())
+    schema, defaults = chart_schema(), chart_defaults()
     return Draft7Validator(schema), defaults
 
 
@@ -169,8 +168,12 @@ def test_dags_reach_every_component_that_reads_them(case):
         if git["repo"].startswith(("git@", "ssh://")):
             assert git["knownHosts"].strip() and git["sshKeySecret"]
     elif mode == "efs":
-        persistence = values["dags"]["persistence"]
-        assert persistence["enabled"] is True and persistence["accessMode"] == "ReadWriteMany"
+        # Mounted read-only by every reader; the chart's dags.persistence would mount it writable.
+        assert "persistence" not in values.get("dags", {})
+        for name, section in readers.items():
+            volume = section["extraVolumes"][0]["persistentVolumeClaim"]
+            assert volume == {"claimName": stack["dags"]["efs"]["claim"], "readOnly": True}, name
+            assert section["extraVolumeMounts"][0]["readOnly"] is True, name
     else:
         bundles = values["dagProcessor"]["dagBundleConfigList"]
         classpath = {
@@ -203,12 +206,15 @@ def test_names_agree_across_files(case):
     if mode in S3_MODES:
         account = stack["aws"]["account_id"]
         bucket, prefix = stack["dags"]["bucket"], stack["dags"]["prefix"]
-        reader = service_accounts[stack["dags"]["reader_service_account"]]
         role_arn = f"arn:aws:iam::{account}:role/{stack['dags']['reader_role']}"
-        assert reader["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role_arn
+        readers = [stack["dags"][k] for k in ("reader_service_account", "parser_service_account")]
+        for name in readers:
+            annotations = service_accounts[name]["metadata"]["annotations"]
+            assert annotations["eks.amazonaws.com/role-arn"] == role_arn
         trust = json.loads((repo / "iam" / "dag-reader-trust.json").read_text())
         condition = trust["Statement"][0]["Condition"]["StringEquals"]
-        assert condition["EKS_OIDC_ISSUER:sub"] == f"system:serviceaccount:{namespace}:{reader['metadata']['name']}"
+        # Exactly the two ServiceAccounts of k8s/, by name: no wildcard, no other namespace.
+        assert condition["EKS_OIDC_ISSUER:sub"] == [f"system:serviceaccount:{namespace}:{n}" for n in readers]
         assert condition["EKS_OIDC_ISSUER:aud"] == "sts.amazonaws.com"
         policy = json.loads((repo / "iam" / "dag-read-policy.json").read_text())
         resources = {r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
@@ -221,7 +227,8 @@ def test_names_agree_across_files(case):
             kwargs = values["dagProcessor"]["dagBundleConfigList"][0]["kwargs"]
             assert (kwargs["bucket_name"], kwargs["prefix"]) == (bucket, prefix)
     if mode == "efs":
-        claim = values["dags"]["persistence"]["existingClaim"]
+        claim = values["dagProcessor"]["extraVolumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert claim == stack["dags"]["efs"]["claim"]
         pvc = by_kind["PersistentVolumeClaim"][claim]
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
         assert pvc["spec"]["storageClassName"] in by_kind["StorageClass"]

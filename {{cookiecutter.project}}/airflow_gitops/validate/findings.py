@@ -14,7 +14,7 @@ RULE_IDS = frozenset({
     "namespace-mismatch", "sa-unnamed", "sa-missing", "irsa-mismatch", "pvc-missing", "pvc-access-mode",
     "storageclass-missing", "bucket-mismatch", "prefix-mismatch", "stack-mismatch",
     # DAG delivery
-    "dags-not-delivered", "dags-task-pod-sidecar", "dags-sync-misplaced", "bundle-connection-missing",
+    "dags-not-delivered", "dags-volume-writable", "dags-task-pod-sidecar", "dags-sync-misplaced", "bundle-connection-missing",
     "s3-reader-irsa",
     # security
     "image-unpinned", "container-root", "container-privileged", "privilege-escalation",

@@ -141,18 +141,30 @@ def _git_sync(repo) -> Iterator[Finding]:
 
 
 def _efs(repo) -> Iterator[Finding]:
+    """Every DAG reader mounts the EFS claim of k8s/ read-only; only `efs-publish` writes."""
     values = repo.values
-    persistence = values.get("dags", "persistence")
-    if as_dict(persistence).get("enabled") is not True:
-        path = ("dags", "persistence", "enabled") if "enabled" in as_dict(persistence) else (("dags", "persistence") if persistence else ())
-        yield values.finding(path, "stack.yaml says efs, but dags.persistence.enabled is not true: no pod mounts the DAG volume", "dags-not-delivered", at_key=bool(path))
-    elif not as_dict(persistence).get("existingClaim"):
+    claim = as_str(repo.fact("dags", "efs", "claim"))
+    mount_path = as_str(repo.fact("dags", "mount_path")) or DEFAULT_DAGS_FOLDER
+    if as_dict(values.get("dags", "persistence")).get("enabled") is True:
         yield values.finding(
-            ("dags", "persistence"),
-            "dags.persistence.existingClaim is not set: the chart would create its own claim with "
-            "the cluster's default storage class instead of the EFS claim in k8s/",
-            "dags-not-delivered", at_key=True,
+            ("dags", "persistence", "enabled"),
+            "the chart mounts dags.persistence read-write into every Airflow container (read-only "
+            "only with git-sync); mount the EFS claim through extraVolumes with readOnly instead",
+            "dags-volume-writable",
         )
+    for component in dag_readers(repo):
+        volumes = {as_dict(v).get("name"): as_dict(v) for v in as_list(setting(values, component, "extraVolumes")[0])}
+        mounts = [as_dict(m) for m in as_list(setting(values, component, "extraVolumeMounts")[0])]
+        dag_mount = next((m for m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None)
+        if dag_mount is None:
+            yield _missing(repo, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
+            continue
+        pvc = as_dict(volumes[dag_mount["name"]].get("persistentVolumeClaim"))
+        if pvc.get("claimName") != claim:
+            yield _missing(repo, component, f"the volume at {mount_path} is not the EFS claim {claim!r} of k8s/")
+        elif dag_mount.get("readOnly") is not True or pvc.get("readOnly") is not True:
+            yield _missing(repo, component, "mounts the DAG volume writable: set readOnly: true on the volume's "
+                           "persistentVolumeClaim and on the mount (only efs-publish writes DAGs)", "dags-volume-writable")
 
 
 def _bundle(repo, source: str) -> Iterator[Finding]:

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
     "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
     "deploy-chart": ("airflow_gitops.helm", "helm upgrade --install the pinned chart (what deploy runs)"),
+    "admin-user": ("airflow_gitops.login", "create the first Airflow admin (random password in a Secret)"),
+    "ui": ("airflow_gitops.login", "forward the Airflow UI to localhost (kubectl port-forward)"),
     "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
     "validate": ("airflow_gitops.validate", "check every file against its schema and the cross-file rules"),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),

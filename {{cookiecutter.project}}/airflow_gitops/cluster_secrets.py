@@ -48,7 +48,8 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     raise ToolkitError(f"Secret {namespace}/{name}: kubectl get failed: {result.stderr.strip()}")
 
 
-def create_secret(namespace: str, name: str, key: str, value: str) -> str:
+def create_secret(namespace: str, name: str, key: str, value: str, extra: dict[str, str] | None = None,
+                  note: str = "random value, created once by deploy") -> str:
     """Create the Secret from stdin (not argv); 'created', or 'ok' if another run won the race."""
     manifest = {
         "apiVersion": "v1",
@@ -58,9 +59,9 @@ def create_secret(namespace: str, name: str, key: str, value: str) -> str:
             "name": name,
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "airflow-gitops"},
-            "annotations": {"airflow-gitops/generated": "random value, created once by deploy"},
+            "annotations": {"airflow-gitops/generated": note},
         },
-        "stringData": {key: value},
+        "stringData": {**(extra or {}), key: value},
     }
     result = kubectl("create", "--filename", "-", stdin=json.dumps(manifest))
     if result.returncode == 0:

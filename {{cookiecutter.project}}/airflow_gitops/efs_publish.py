@@ -30,6 +30,10 @@ from airflow_gitops.kube import kubectl
 from airflow_gitops.stack import REPO_ROOT, load_stack
 
 KEEP_SNAPSHOTS = 3
+# On a repository's first push, sync-dags.yml starts while deploy.yml is still creating the file
+# system and the claim (make apply, then k8s/); the publisher waits for the claim that long.
+CLAIM_TIMEOUT_SECONDS = 1800
+CLAIM_POLL_SECONDS = 15
 POD_DEADLINE_SECONDS = 900
 VOLUME_PATH = "/dags"
 
@@ -63,6 +67,9 @@ echo "published snapshots/$id"
 def add_arguments(parser) -> None:
     parser.add_argument("--dags", default="dags", help="DAG folder (default: dags)")
     parser.add_argument("--timeout", default="300s", help="how long to wait for the pod")
+    parser.add_argument("--claim-timeout", type=int, default=CLAIM_TIMEOUT_SECONDS,
+                        help="seconds to wait for the DAGs claim to exist (default: "
+                        f"{CLAIM_TIMEOUT_SECONDS}; the first deploy creates it)")
 
 
 def dag_archive(dag_folder: Path) -> tuple[bytes, str]:
@@ -131,7 +138,27 @@ def _check(result, what: str) -> str:
     return result.stdout
 
 
-def publish(stack: dict[str, Any], dag_folder: Path, timeout: str, out=print) -> None:
+def wait_for_claim(namespace: str, claim: str, timeout: float, out=print, sleep=time.sleep) -> None:
+    """Until the claim exists: `kubectl wait` fails at once on one that is not there yet."""
+    waited = 0.0
+    while True:
+        result = kubectl("get", "pvc", claim, "--namespace", namespace, "--output", "name")
+        if result.returncode == 0:
+            return
+        if "NotFound" not in result.stderr and "not found" not in result.stderr:
+            _check(result, f"PVC {namespace}/{claim}")
+        if waited >= timeout:
+            raise ToolkitError(
+                f"PVC {namespace}/{claim} does not exist after {int(waited)} s: deploy.yml creates "
+                "it from k8s/efs-pvc.yaml; run the deploy, then re-run this workflow")
+        if waited == 0:
+            out(f"waiting for PVC {namespace}/{claim} (the first deploy creates it)")
+        sleep(CLAIM_POLL_SECONDS)
+        waited += CLAIM_POLL_SECONDS
+
+
+def publish(stack: dict[str, Any], dag_folder: Path, timeout: str, out=print,
+            claim_timeout: float = CLAIM_TIMEOUT_SECONDS, sleep=time.sleep) -> None:
     try:
         namespace = stack["airflow"]["namespace"]
         release = stack["airflow"]["release"]
@@ -143,6 +170,7 @@ def publish(stack: dict[str, Any], dag_folder: Path, timeout: str, out=print) ->
     suffix = os.environ.get("GITHUB_RUN_ID") or secrets.token_hex(4)
     name = f"{release}-dag-publisher-{suffix}"[:63].rstrip("-")
     snapshot = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:12]
+    wait_for_claim(namespace, claim, claim_timeout, out, sleep)
     _check(
         kubectl("wait", "--namespace", namespace, "--for=jsonpath={.status.phase}=Bound",
                 f"pvc/{claim}", f"--timeout={timeout}"),
@@ -171,5 +199,5 @@ def run(args) -> int:
     dag_folder = (REPO_ROOT / args.dags).resolve()
     if not dag_folder.is_dir():
         raise UsageError(f"{args.dags}: no such folder")
-    publish(load_stack(), dag_folder, args.timeout)
+    publish(load_stack(), dag_folder, args.timeout, claim_timeout=args.claim_timeout)
     return 0

@@ -231,6 +231,14 @@ elif args[:2] == ["create", "--filename"]:
         data = {k: "eA==" for k in doc.get("stringData", {})}
         json.dump({**doc, "data": data}, open(os.path.join(secrets, doc["metadata"]["name"] + ".json"), "w"))
         open(os.path.join(state, "values.txt"), "a").write(json.dumps(doc["stringData"]) + "\n")
+elif args[:2] == ["get", "pvc"]:
+    polls = os.path.join(state, "pvc-polls")
+    n = int(open(polls).read()) if os.path.exists(polls) else 0
+    open(polls, "w").write(str(n + 1))
+    if n < int(os.environ.get("FAKE_PVC_MISSING_POLLS", "0")):
+        sys.stderr.write('Error from server (NotFound): persistentvolumeclaims "%s" not found\n' % args[2])
+        sys.exit(1)
+    print("persistentvolumeclaim/" + args[2])
 elif args[0] == "exec":
     script_args = args[args.index("--") + 1:]
     env = {**os.environ, "DAGS_ROOT": os.path.join(state, "volume")}
@@ -309,9 +317,25 @@ def test_efs_publish_swaps_a_complete_snapshot(repo, kube):
     assert (current / "sub" / "b.py").read_text() == "B = 1\n"
     assert (volume / ".airflowignore").read_text().splitlines() == ["snapshots/", ".current-*"]
     names = [c[0] for c in calls(kube)]
-    assert names == ["wait", "create", "wait", "exec", "delete"]
-    pod = calls(kube)[1]
+    assert names == ["get", "wait", "create", "wait", "exec", "delete"]
+    pod = calls(kube)[2]
     assert pod[:2] == ["create", "--filename"]
+
+
+def test_efs_publish_waits_for_the_claim_the_first_deploy_creates(repo, kube, monkeypatch):
+    monkeypatch.setenv("FAKE_PVC_MISSING_POLLS", "3")
+    slept, messages = [], []
+    efs_publish.publish(efs_stack(), repo / "dags", "10s", out=messages.append, sleep=slept.append)
+    assert len(slept) == 3 and messages[0].startswith("waiting for PVC airflow/airflow-dags")
+    assert ((kube / "volume" / "current") / "a.py").read_text() == "A = 1\n"
+
+
+def test_efs_publish_gives_up_on_a_claim_that_never_appears(repo, kube, monkeypatch):
+    monkeypatch.setenv("FAKE_PVC_MISSING_POLLS", "1000")
+    with pytest.raises(ToolkitError, match=r"PVC airflow/airflow-dags does not exist after 60 s"):
+        efs_publish.publish(efs_stack(), repo / "dags", "10s", out=lambda _: None,
+                            claim_timeout=60, sleep=lambda _: None)
+    assert [c[0] for c in calls(kube)] == ["get"] * 5  # never a pod for a missing volume
 
 
 def test_efs_publish_unchanged_files_publish_nothing_and_old_snapshots_are_pruned(repo, kube):

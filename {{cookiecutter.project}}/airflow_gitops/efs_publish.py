@@ -32,7 +32,7 @@ from airflow_gitops.stack import REPO_ROOT, load_stack
 KEEP_SNAPSHOTS = 3
 # On a repository's first push, sync-dags.yml starts while deploy.yml is still creating the file
 # system and the claim (make apply, then k8s/); the publisher waits for the claim that long.
-CLAIM_TIMEOUT_SECONDS = 1800
+CLAIM_TIMEOUT_SECONDS = 900  # inside sync-dags.yml's 20-minute job timeout
 CLAIM_POLL_SECONDS = 15
 POD_DEADLINE_SECONDS = 900
 VOLUME_PATH = "/dags"

@@ -199,6 +199,14 @@ def test_git_bundle_pins_the_host_key(rendered, answers):
         host, key_type, _key = config_maps[source]["data"]["known_hosts"].split()[:3]
         assert (host, key_type) == ("github.com", "ssh-ed25519")
         assert mount["readOnly"] is True and mount["mountPath"] == "/opt/airflow/git-known-hosts"
+        # Every reader fetches the bundle itself, so each one resolves the git connection.
+        env = {e["name"]: e for e in airflow_container(spec).get("env", [])}
+        connection = env["AIRFLOW_CONN_GIT_DAGS"]["valueFrom"]["secretKeyRef"]
+        release = answers.get("airflow_release", "airflow")
+        assert (connection["name"], connection["key"]) == (
+            f"{release}-git-connection",
+            "connection",
+        )
 
 
 # --- read-only DAGs, storage, identities -----------------------------------------------------------

@@ -39,7 +39,9 @@ def make_targets(repo) -> set[str]:
 def toolkit_commands(repo) -> set[str]:
     sys.path.insert(0, str(repo))
     try:
-        for name in [m for m in sys.modules if m == "airflow_gitops" or m.startswith("airflow_gitops.")]:
+        for name in [
+            m for m in sys.modules if m == "airflow_gitops" or m.startswith("airflow_gitops.")
+        ]:
             del sys.modules[name]  # another bake's toolkit may be loaded
         from airflow_gitops.cli import COMMANDS
 
@@ -61,12 +63,16 @@ def test_every_command_the_docs_name_exists(baked, mode):
                 seen_make.add(word)
                 assert word in targets, f"{name}: `make {word}` is not a target of the Makefile"
         for command in TOOLKIT.findall(text):
-            assert command in commands, f"{name}: `python -m airflow_gitops {command}` does not exist"
+            assert command in commands, (
+                f"{name}: `python -m airflow_gitops {command}` does not exist"
+            )
         for match in APPLIED.finditer(text):
             for path in re.findall(r"-f (\S+)", match.group(0)):
                 if path.startswith("build/"):
                     assert (repo / path.replace("build/", "", 1)).exists(), f"{name}: {path}"
                 else:
-                    assert (repo / path).exists(), f"{name}: `kubectl apply -f {path}`: no such file"
+                    assert (repo / path).exists(), (
+                        f"{name}: `kubectl apply -f {path}`: no such file"
+                    )
     # The first-login path is documented in every mode.
     assert {"admin-user", "ui", "bootstrap", "validate"} <= seen_make

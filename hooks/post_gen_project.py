@@ -39,7 +39,9 @@ MODE_SPECIFIC_FILES = {
     "images/s3-sync": uses_own_sync_image,
     # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
     "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
-    "tests/test_dagsync_awscli.py": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
+    "tests/test_dagsync_awscli.py": lambda a: (
+        a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli"
+    ),
     "docs/dag-sync.md": lambda a: a["dag_source"] == "s3-sync",
     ".github/workflows/build-sync-image.yml": uses_own_sync_image,
     ".github/workflows/sync-dags.yml": lambda a: a["dag_source"] in S3_MODES | {"efs"},
@@ -73,7 +75,17 @@ def remove_unused_files() -> None:
         if keep(ANSWERS) or not path.exists():
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    remove_other_airflow_constraints()
     remove_empty_folders()
+
+
+def remove_other_airflow_constraints() -> None:
+    """constraints/ holds the pins of the Airflow release the template defaults to; a repo for
+    another release keeps none (`make airflow-venv` then resolves from PyPI and says so)."""
+    wanted = f"airflow-{ANSWERS['airflow_version']}.txt"
+    for path in (PROJECT / "constraints").glob("airflow-*.txt"):
+        if path.name != wanted:
+            path.unlink()
 
 
 def remove_empty_folders() -> None:
@@ -106,10 +118,14 @@ def self_check() -> str | None:
     """Run the generated repo's own validation, when it and its dependencies are present."""
     if '"validate"' not in (PROJECT / "airflow_gitops" / "cli.py").read_text():
         return None  # a repo without the validate command has nothing to self-check
-    missing = [m for m in ("yaml", "ruamel.yaml", "jsonschema") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("yaml", "ruamel.yaml", "jsonschema") if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        print(f"NOTE: self-check skipped ({', '.join(missing)} not installed here); "
-              "run `make install validate` in the new repo.")
+        print(
+            f"NOTE: self-check skipped ({', '.join(missing)} not installed here); "
+            "run `make install validate` in the new repo."
+        )
         return None
     code, stdout, stderr = toolkit("validate")
     if code != 0:
@@ -124,11 +140,13 @@ def next_steps() -> str:
     except ValueError:  # another drive on Windows
         shown = str(PROJECT)
     shown = shown if not shown.startswith("..") else str(PROJECT)
-    return (f"Created {shown}/ ({ANSWERS['dag_source']}, {ANSWERS['executor']}). Next:\n"
-            f"  cd {shown}\n"
-            "  make install      # .venv with the toolkit, its tests and the linters\n"
-            "  make validate     # every file against its schema and the cross-file rules\n"
-            "Then README.md, \"Bootstrap (once)\"; to take template updates later: cruft update.")
+    return (
+        f"Created {shown}/ ({ANSWERS['dag_source']}, {ANSWERS['executor']}). Next:\n"
+        f"  cd {shown}\n"
+        "  make install      # .venv with the toolkit, its tests and the linters\n"
+        "  make validate     # every file against its schema and the cross-file rules\n"
+        'Then README.md, "Bootstrap (once)"; to take template updates later: cruft update.'
+    )
 
 
 def main() -> int:
@@ -138,8 +156,10 @@ def main() -> int:
         error = step()
         if error:
             print(f"ERROR: {error}", file=sys.stderr)
-            print("ERROR: this is a bug in the template; please report it with your answers.",
-                  file=sys.stderr)
+            print(
+                "ERROR: this is a bug in the template; please report it with your answers.",
+                file=sys.stderr,
+            )
             return 1
     print(next_steps())
     return 0

@@ -51,7 +51,10 @@ def parent_cwd() -> Path | None:
     try:  # macOS and the BSDs: lsof is part of the base system
         listing = subprocess.run(
             ["lsof", "-a", "-p", str(os.getppid()), "-d", "cwd", "-Fn"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -72,10 +75,15 @@ def template_dir() -> Path | None:
         value = ANSWERS.get(key)
         if isinstance(value, str) and value and "://" not in value and not value.startswith("git@"):
             path = Path(value).expanduser()
-            candidates.append(path if path.is_absolute() else Path(os.environ.get("PWD", ".")) / path)
+            candidates.append(
+                path if path.is_absolute() else Path(os.environ.get("PWD", ".")) / path
+            )
     for candidate in candidates:
-        if candidate and (candidate / "cookiecutter.json").is_file() \
-                and (candidate / SCHEMA).is_file():
+        if (
+            candidate
+            and (candidate / "cookiecutter.json").is_file()
+            and (candidate / SCHEMA).is_file()
+        ):
             return candidate
     return None
 
@@ -91,8 +99,13 @@ def schema_problems(answers: dict, schema: dict) -> list[tuple[str, str]]:
     try:
         from jsonschema import Draft202012Validator
     except ImportError:
-        return [("jsonschema", "jsonschema is not installed: the template needs it to check "
-                 "answers (pip install jsonschema)")]
+        return [
+            (
+                "jsonschema",
+                "jsonschema is not installed: the template needs it to check "
+                "answers (pip install jsonschema)",
+            )
+        ]
     found: dict[str, str] = {}
     errors = Draft202012Validator(schema).iter_errors(answers)
     for error in sorted(errors, key=lambda e: [str(p) for p in e.path]):
@@ -113,15 +126,23 @@ def describe(error, answers: dict, schema: dict) -> list[tuple[str, str]]:
         allowed = prop.get("x-allowed") or one_line(error.message)
         return [(field, problem(field, answers.get(field), allowed))]
     if error.validator == "required" and isinstance(error.instance, dict):
-        return [(name, f"{name}: missing; cookiecutter.json (or the replay file) must define it")
-                for name in error.validator_value if name not in error.instance]
+        return [
+            (name, f"{name}: missing; cookiecutter.json (or the replay file) must define it")
+            for name in error.validator_value
+            if name not in error.instance
+        ]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = set(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
-        extra = [name for name in error.instance if name not in known
-                 and not any(re.search(pattern, name) for pattern in patterns)]
-        return [(name, problem(name, error.instance[name], "not a question of this template"))
-                for name in extra] or [("answers", one_line(error.message))]
+        extra = [
+            name
+            for name in error.instance
+            if name not in known and not any(re.search(pattern, name) for pattern in patterns)
+        ]
+        return [
+            (name, problem(name, error.instance[name], "not a question of this template"))
+            for name in extra
+        ] or [("answers", one_line(error.message))]
     return [("answers", f"answers: {one_line(error.message)}")]
 
 
@@ -149,7 +170,11 @@ def bucket_problems(answers: dict) -> list[str]:
         reasons.append("not ending with " + ", ".join(BUCKET_FORBIDDEN_SUFFIXES))
     if "." in name:
         reasons.append("no dots (virtual-hosted TLS requests fail on dotted names)")
-    return [problem("dag_bucket", name, "an S3 bucket name with " + "; ".join(reasons))] if reasons else []
+    return (
+        [problem("dag_bucket", name, "an S3 bucket name with " + "; ".join(reasons))]
+        if reasons
+        else []
+    )
 
 
 def interval_problems(answers: dict) -> list[str]:
@@ -166,15 +191,29 @@ def known_hosts_problems(answers: dict) -> list[str]:
         return []
     lines = [line for line in str(answers["git_known_hosts"]).splitlines() if line.strip()]
     if not lines:
-        return [problem("git_known_hosts", answers["git_known_hosts"],
-                        "required for git-sync over SSH: the host's known_hosts line(s), "
-                        "e.g. from ssh-keyscan checked against the host's published keys")]
+        return [
+            problem(
+                "git_known_hosts",
+                answers["git_known_hosts"],
+                "required for git-sync over SSH: the host's known_hosts line(s), "
+                "e.g. from ssh-keyscan checked against the host's published keys",
+            )
+        ]
     for line in lines:
         parts = line.split()
-        if len(parts) < 3 or parts[1] not in KNOWN_HOST_KEY_TYPES or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[2]):
-            return [problem("git_known_hosts", line,
-                            "known_hosts lines 'host keytype base64key' with keytype one of "
-                            + ", ".join(KNOWN_HOST_KEY_TYPES))]
+        if (
+            len(parts) < 3
+            or parts[1] not in KNOWN_HOST_KEY_TYPES
+            or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[2])
+        ):
+            return [
+                problem(
+                    "git_known_hosts",
+                    line,
+                    "known_hosts lines 'host keytype base64key' with keytype one of "
+                    + ", ".join(KNOWN_HOST_KEY_TYPES),
+                )
+            ]
     return []
 
 
@@ -182,7 +221,11 @@ def oidc_subject_problems(answers: dict) -> list[str]:
     if answers["github_oidc_subject"] != "immutable":
         return []
     return [
-        problem(field, answers[field], "required with the immutable subject format: the numeric id from the GitHub API")
+        problem(
+            field,
+            answers[field],
+            "required with the immutable subject format: the numeric id from the GitHub API",
+        )
         for field in ("github_owner_id", "github_repository_id")
         if not str(answers[field]).isdigit()
     ]
@@ -192,20 +235,35 @@ def name_length_problems(answers: dict) -> list[str]:
     """Derived Kubernetes names must stay DNS-1123 labels (63 characters)."""
     release = answers["airflow_release"]
     if isinstance(release, str) and len(release) + len("-api-secret-key") > 63:
-        return [problem("airflow_release", release, "at most 48 characters (names such as <release>-api-secret-key must fit 63)")]
+        return [
+            problem(
+                "airflow_release",
+                release,
+                "at most 48 characters (names such as <release>-api-secret-key must fit 63)",
+            )
+        ]
     return []
 
 
-RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems)
+RULES = (
+    bucket_problems,
+    interval_problems,
+    known_hosts_problems,
+    oidc_subject_problems,
+    name_length_problems,
+)
 
 
 def main() -> int:
     answers = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
     schema = load_schema()
     if schema is None:
-        print(f"ERROR: cannot find the template's {SCHEMA.as_posix()} (looked in the folder "
-              "cookiecutter or cruft runs this hook from, and in _repo_dir); please report "
-              "it with the command you ran.", file=sys.stderr)
+        print(
+            f"ERROR: cannot find the template's {SCHEMA.as_posix()} (looked in the folder "
+            "cookiecutter or cruft runs this hook from, and in _repo_dir); please report "
+            "it with the command you ran.",
+            file=sys.stderr,
+        )
         return 1
     found = schema_problems(answers, schema)
     bad_fields = {field for field, _ in found}

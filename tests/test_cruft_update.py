@@ -20,15 +20,24 @@ from conftest import TEMPLATE
 
 CRUFT = [sys.executable, "-m", "cruft"]
 # What a template clone holds: the working tree (uncommitted work included), never build output.
-NOT_TEMPLATE = shutil.ignore_patterns(".git", ".venv*", "out", "__pycache__", ".pytest_cache",
-                                      ".ruff_cache", "build")
+NOT_TEMPLATE = shutil.ignore_patterns(
+    ".git", ".venv*", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
+)
 TEMPLATE_CHANGE = "# template change B: arrives through cruft update\n"
 USER_DAG = "# the team's own DAG\nfrom datetime import datetime\n"
 
 
 def git(cwd: Path, *args: str) -> str:
-    env_args = ["-c", "user.name=test", "-c", "user.email=test@example.invalid",
-                "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+    env_args = [
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.invalid",
+        "-c",
+        "init.defaultBranch=main",
+        "-c",
+        "commit.gpgsign=false",
+    ]
     result = subprocess.run(["git", *env_args, *args], cwd=cwd, capture_output=True, text=True)
     assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
     return result.stdout.strip()
@@ -37,10 +46,12 @@ def git(cwd: Path, *args: str) -> str:
 def run(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
     """Run ``argv`` in ``cwd`` as a shell there would (PWD names it)."""
     env = {**os.environ, "PWD": str(cwd)}
-    result = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env=env)
-    assert result.returncode == 0, f"{' '.join(argv)} exited {result.returncode}\n" \
-                                   f"{result.stdout}\n{result.stderr}"
+    result = subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     return result
 
 

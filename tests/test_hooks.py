@@ -15,19 +15,26 @@ import pytest
 
 from conftest import TEMPLATE
 
-NOT_TEMPLATE = shutil.ignore_patterns(".git", ".venv*", "out", "__pycache__", ".pytest_cache",
-                                      ".ruff_cache", "build")
+NOT_TEMPLATE = shutil.ignore_patterns(
+    ".git", ".venv*", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
+)
 
 
 def run(argv: list[str], cwd: Path, pwd: Path) -> subprocess.CompletedProcess:
     """Run ``argv`` in ``cwd`` while PWD says ``pwd``: a caller that changed directory
     without its shell knowing (``make -C``, ``os.chdir``, an IDE)."""
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PWD": str(pwd)})
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PWD": str(pwd)},
+    )
 
 
 def errors(stderr: str) -> list[str]:
-    return [line[len("ERROR: "):] for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    return [line[len("ERROR: ") :] for line in stderr.splitlines() if line.startswith("ERROR: ")]
 
 
 @pytest.mark.parametrize("pwd_is", ["elsewhere", "cwd"])
@@ -36,8 +43,11 @@ def test_relative_template_path_from_another_directory(tmp_path, pwd_is):
     here = tmp_path / "somewhere" / "else"
     here.mkdir(parents=True)
     relative = os.path.relpath(TEMPLATE, here)
-    result = run([sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", relative],
-                 cwd=here, pwd=tmp_path if pwd_is == "elsewhere" else here)
+    result = run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", relative],
+        cwd=here,
+        pwd=tmp_path if pwd_is == "elsewhere" else here,
+    )
     assert result.returncode == 0, result.stderr
     repo = here / "out" / "airflow-gitops"
     assert (repo / "schemas" / "answers.schema.json").is_file()
@@ -48,22 +58,30 @@ def test_relative_template_path_from_another_directory(tmp_path, pwd_is):
 def test_api_call_after_chdir_with_relative_path(tmp_path):
     """The Python API with a relative template path after os.chdir: `_repo_dir` is relative
     to a directory PWD does not name."""
-    code = ("import os, sys; from cookiecutter.main import cookiecutter; os.chdir(sys.argv[1]); "
-            "print(cookiecutter(sys.argv[2], no_input=True, output_dir=sys.argv[3]))")
-    result = run([sys.executable, "-c", code, str(TEMPLATE.parent), TEMPLATE.name,
-                  str(tmp_path / "out")], cwd=tmp_path, pwd=tmp_path)
+    code = (
+        "import os, sys; from cookiecutter.main import cookiecutter; os.chdir(sys.argv[1]); "
+        "print(cookiecutter(sys.argv[2], no_input=True, output_dir=sys.argv[3]))"
+    )
+    result = run(
+        [sys.executable, "-c", code, str(TEMPLATE.parent), TEMPLATE.name, str(tmp_path / "out")],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "airflow-gitops" / "schemas").is_dir()
 
 
 def test_generation_says_where_the_repo_went_and_what_to_run(tmp_path):
-    result = run([sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out",
-                  str(TEMPLATE)], cwd=tmp_path, pwd=tmp_path)
+    result = run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", str(TEMPLATE)],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Created "))
     assert lines[start].startswith("Created out/airflow-gitops/ ")
-    commands = [line.split("#")[0].strip() for line in lines[start + 1:start + 4]]
+    commands = [line.split("#")[0].strip() for line in lines[start + 1 : start + 4]]
     assert commands == ["cd out/airflow-gitops", "make install", "make validate"]
     makefile = (tmp_path / "out" / "airflow-gitops" / "Makefile").read_text()
     assert "\ninstall:" in makefile and "\nvalidate:" in makefile
@@ -86,8 +104,10 @@ def with_schema(template: Path, **changes) -> None:
 def replay(tmp_path: Path, template: Path, **extra: str) -> Path:
     """A replay file: answers reach the hook verbatim (also unknown ones)."""
     answers = json.loads((template / "cookiecutter.json").read_text())
-    answers = {k: (v[0] if isinstance(v, list) and not k.startswith("_") else v)
-               for k, v in answers.items()}
+    answers = {
+        k: (v[0] if isinstance(v, list) and not k.startswith("_") else v)
+        for k, v in answers.items()
+    }
     answers["dag_bucket"] = "airflow-gitops-dags-123456789012-eu-west-1"
     answers["git_repo_url"] = "git@github.com:example-org/airflow-gitops.git"
     path = tmp_path / "replay.json"
@@ -97,8 +117,20 @@ def replay(tmp_path: Path, template: Path, **extra: str) -> Path:
 
 def bake_with_replay(tmp_path: Path, template: Path, answers: Path):
     out = tmp_path / "out"
-    result = run([sys.executable, "-m", "cookiecutter", "-o", str(out), "--replay-file",
-                  str(answers), str(template)], cwd=tmp_path, pwd=tmp_path)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "-o",
+            str(out),
+            "--replay-file",
+            str(answers),
+            str(template),
+        ],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr.split("Stopping generation")[0], result.stderr
     assert not out.exists() or list(out.iterdir()) == [], "a refused answer left files behind"
@@ -111,15 +143,18 @@ def test_missing_answer_is_one_line(tmp_path, template_copy):
     original = json.loads((TEMPLATE / "schemas" / "answers.schema.json").read_text())
     with_schema(template_copy, required=[*original["required"], "team"])
     lines = bake_with_replay(tmp_path, template_copy, replay(tmp_path, template_copy))
-    assert lines == ["team: missing; cookiecutter.json (or the replay file) must define it",
-                     "1 answer(s) rejected; nothing was generated."]
+    assert lines == [
+        "team: missing; cookiecutter.json (or the replay file) must define it",
+        "1 answer(s) rejected; nothing was generated.",
+    ]
 
 
 def test_unknown_answer_is_one_line(tmp_path, template_copy):
     """Top-level `additionalProperties`: no path, the extra names only in the instance."""
     with_schema(template_copy, additionalProperties=False)
-    lines = bake_with_replay(tmp_path, template_copy,
-                             replay(tmp_path, template_copy, colour="blue"))
+    lines = bake_with_replay(
+        tmp_path, template_copy, replay(tmp_path, template_copy, colour="blue")
+    )
     assert lines[:-1] == ['colour = "blue": not a question of this template']
 
 

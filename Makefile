@@ -3,23 +3,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: help bake test demo bench clean
+.PHONY: help bake test test-slow demo bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's|$$(OUT)|$(OUT)|g' \
+	  | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt
+	@echo "==> $(VENV): installing requirements.txt (a few minutes the first time)"
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	touch $@
 
 bake: $(VENV)/.installed ## generate a repo with the default answers into ./$(OUT)/
 	$(PY) -m cookiecutter --no-input --overwrite-if-exists --output-dir $(OUT) .
-	@echo "Generated: $(OUT)/$$($(PY) -c 'import json;print(json.load(open("cookiecutter.json"))["project"])')"
 
-test: $(VENV)/.installed ## run the template's tests (offline)
-	$(PY) -m pytest
+test: $(VENV)/.installed ## the template's tests, without the slow ones (offline)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, interruptions, generated suite
+	$(PY) -m pytest -m slow
 
 demo: $(VENV)/.installed ## the whole flow offline: generate, validate, AWS on a local moto, DAGs
 	$(PY) tools/demo.py --out $(OUT)

@@ -29,7 +29,17 @@ def make_trivial_template(root: Path) -> Path:
 
 
 def bake_seconds(template: Path, out: Path, *answers: str) -> float:
-    command = [sys.executable, "-m", "cookiecutter", "--no-input", "-f", "-o", str(out), str(template), *answers]
+    command = [
+        sys.executable,
+        "-m",
+        "cookiecutter",
+        "--no-input",
+        "-f",
+        "-o",
+        str(out),
+        str(template),
+        *answers,
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -58,7 +68,9 @@ def main() -> int:
         ratio = seconds / base
         worst = max(worst, ratio)
         print(f"{name:32} {seconds:8.3f} {ratio:10.2f}")
-    print(f"worst ratio {worst:.2f}x: {'within' if worst <= TARGET_RATIO else 'OVER'} the {TARGET_RATIO}x target")
+    print(
+        f"worst ratio {worst:.2f}x: {'within' if worst <= TARGET_RATIO else 'OVER'} the {TARGET_RATIO}x target"
+    )
     return 0
 
 

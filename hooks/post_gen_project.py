@@ -1,7 +1,9 @@
-"""Finish a generated repository: drop what the chosen options don't use, carry in the
-schemas, record the answers, pin the sync image tag, and run the repo's own validation.
+"""Finish a generated repository: drop what the chosen options don't use, record the answers,
+pin the sync image tag, run the repo's own validation, and say where it went and what's next.
 
-Runs inside the new project folder. The generated repo's own CLI is called through `toolkit()`.
+Runs inside the new project folder (pre_gen has put schemas/ there). It never reads the
+template's folder, so it runs the same under cookiecutter and cruft. The generated repo's own
+CLI is called through `toolkit()`.
 """
 
 from __future__ import annotations
@@ -39,21 +41,18 @@ MODE_SPECIFIC_FILES = {
     "images/s3-sync": uses_own_sync_image,
     # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
     "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
-    "tests/test_dagsync_awscli.py": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
+    "tests/test_dagsync_awscli.py": lambda a: (
+        a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli"
+    ),
     "docs/dag-sync.md": lambda a: a["dag_source"] == "s3-sync",
     ".github/workflows/build-sync-image.yml": uses_own_sync_image,
     ".github/workflows/sync-dags.yml": lambda a: a["dag_source"] in S3_MODES | {"efs"},
 }
 
-# The answers a later `cookiecutter --replay-file .cookiecutter.json` (or cruft) needs.
+# The answers, for a repo made by plain cookiecutter; cruft records them (with the template and
+# its commit) in .cruft.json itself, so a repo made by cruft gets no second copy.
 ANSWERS_FILE = ".cookiecutter.json"
 SYNC_TAG_PLACEHOLDER = "S3_SYNC_IMAGE_TAG"
-
-
-def template_dir() -> Path:
-    """The template's folder; a relative `_repo_dir` is relative to the caller's directory."""
-    repo = Path(ANSWERS["_repo_dir"])
-    return repo if repo.is_absolute() else Path(os.environ.get("PWD", ".")) / repo
 
 
 def toolkit(*args: str) -> tuple[int, str, str]:
@@ -78,7 +77,17 @@ def remove_unused_files() -> None:
         if keep(ANSWERS) or not path.exists():
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    remove_other_airflow_constraints()
     remove_empty_folders()
+
+
+def remove_other_airflow_constraints() -> None:
+    """constraints/ holds the pins of the Airflow release the template defaults to; a repo for
+    another release keeps none (`make airflow-venv` then resolves from PyPI and says so)."""
+    wanted = f"airflow-{ANSWERS['airflow_version']}.txt"
+    for path in (PROJECT / "constraints").glob("airflow-*.txt"):
+        if path.name != wanted:
+            path.unlink()
 
 
 def remove_empty_folders() -> None:
@@ -87,13 +96,9 @@ def remove_empty_folders() -> None:
             folder.rmdir()
 
 
-def copy_schemas() -> None:
-    """schemas/ has one copy, in the template; each generated repo carries it for `validate`."""
-    target = PROJECT / "schemas"
-    shutil.copytree(template_dir() / "schemas", target, dirs_exist_ok=True)
-
-
 def record_answers() -> None:
+    if "_commit" in ANSWERS:  # made by cruft: .cruft.json holds them
+        return
     answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_")}
     (PROJECT / ANSWERS_FILE).write_text(json.dumps({"cookiecutter": answers}, indent=2) + "\n")
 
@@ -115,10 +120,14 @@ def self_check() -> str | None:
     """Run the generated repo's own validation, when it and its dependencies are present."""
     if '"validate"' not in (PROJECT / "airflow_gitops" / "cli.py").read_text():
         return None  # a repo without the validate command has nothing to self-check
-    missing = [m for m in ("yaml", "ruamel.yaml", "jsonschema") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("yaml", "ruamel.yaml", "jsonschema") if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        print(f"NOTE: self-check skipped ({', '.join(missing)} not installed here); "
-              "run `make install validate` in the new repo.")
+        print(
+            f"NOTE: self-check skipped ({', '.join(missing)} not installed here); "
+            "run `make install validate` in the new repo."
+        )
         return None
     code, stdout, stderr = toolkit("validate")
     if code != 0:
@@ -126,17 +135,35 @@ def self_check() -> str | None:
     return None
 
 
+def next_steps() -> str:
+    """Where the repo went and the first three commands, relative to where the user is."""
+    try:
+        shown = os.path.relpath(PROJECT, os.environ.get("PWD") or os.getcwd())
+    except ValueError:  # another drive on Windows
+        shown = str(PROJECT)
+    shown = shown if not shown.startswith("..") else str(PROJECT)
+    return (
+        f"Created {shown}/ ({ANSWERS['dag_source']}, {ANSWERS['executor']}). Next:\n"
+        f"  cd {shown}\n"
+        "  make install      # .venv with the toolkit, its tests and the linters\n"
+        "  make validate     # every file against its schema and the cross-file rules\n"
+        'Then README.md, "Bootstrap (once)"; to take template updates later: cruft update.'
+    )
+
+
 def main() -> int:
     remove_unused_files()
-    copy_schemas()
     record_answers()
     for step in (pin_sync_image_tag, self_check):
         error = step()
         if error:
             print(f"ERROR: {error}", file=sys.stderr)
-            print("ERROR: this is a bug in the template; please report it with your answers.",
-                  file=sys.stderr)
+            print(
+                "ERROR: this is a bug in the template; please report it with your answers.",
+                file=sys.stderr,
+            )
             return 1
+    print(next_steps())
     return 0
 
 

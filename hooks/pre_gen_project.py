@@ -1,4 +1,4 @@
-"""Check every answer before anything is generated.
+"""Check every answer before anything is generated, then carry the schemas into the new repo.
 
 Answers are read as data (the context as JSON), never pasted into this file as source. Each
 problem is printed as one line naming the question, the value given and what is allowed; all
@@ -11,6 +11,8 @@ import ipaddress
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +30,7 @@ KNOWN_HOST_KEY_TYPES = (
 # S3's naming rules beyond the character set (AWS docs: "General purpose bucket naming rules").
 BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 BUCKET_FORBIDDEN_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+SCHEMA = Path("schemas") / "answers.schema.json"
 
 
 def show(value: object) -> str:
@@ -39,41 +42,112 @@ def problem(field: str, value: object, allowed: str) -> str:
     return f"{field} = {show(value)}: {allowed}"
 
 
-def template_dir() -> Path:
-    """The template's folder. Hooks run inside the new project folder, so a relative
-    `_repo_dir` (`cookiecutter .`) is resolved against the caller's working directory."""
-    repo = Path(ANSWERS["_repo_dir"])
-    return repo if repo.is_absolute() else Path(os.environ.get("PWD", ".")) / repo
+def parent_cwd() -> Path | None:
+    """The working directory of the process that runs this hook, where the OS tells it."""
+    try:
+        return Path(os.readlink(f"/proc/{os.getppid()}/cwd"))  # Linux
+    except OSError:
+        pass
+    try:  # macOS and the BSDs: lsof is part of the base system
+        listing = subprocess.run(
+            ["lsof", "-a", "-p", str(os.getppid()), "-d", "cwd", "-Fn"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return next((Path(line[1:]) for line in listing.splitlines() if line.startswith("n/")), None)
 
 
-def load_schema() -> dict:
-    path = template_dir() / "schemas" / "answers.schema.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+def template_dir() -> Path | None:
+    """The template checkout being rendered, or None.
+
+    cookiecutter and cruft run a hook as a rendered temporary copy (so ``__file__`` is not in
+    the template) with the new project as its working directory, while they themselves sit in
+    the template checkout (``work_in(repo_dir)``). Under cruft that checkout is a temporary
+    clone at the recorded commit, which no context key names (cruft sets only ``_template``
+    and ``_commit``), so the parent's working directory comes first. ``_repo_dir`` (cookiecutter
+    only, relative to the caller's directory when the template path was) is the fallback."""
+    candidates = [parent_cwd()]
+    for key in ("_repo_dir", "_template"):
+        value = ANSWERS.get(key)
+        if isinstance(value, str) and value and "://" not in value and not value.startswith("git@"):
+            path = Path(value).expanduser()
+            candidates.append(
+                path if path.is_absolute() else Path(os.environ.get("PWD", ".")) / path
+            )
+    for candidate in candidates:
+        if (
+            candidate
+            and (candidate / "cookiecutter.json").is_file()
+            and (candidate / SCHEMA).is_file()
+        ):
+            return candidate
+    return None
 
 
-def schema_problems(answers: dict, schema: dict) -> list[str]:
-    """Problems the JSON Schema finds, worded with each property's `x-allowed`."""
+def load_schema() -> dict | None:
+    folder = template_dir()
+    return json.loads((folder / SCHEMA).read_text(encoding="utf-8")) if folder else None
+
+
+def schema_problems(answers: dict, schema: dict) -> list[tuple[str, str]]:
+    """(question, problem line) for what the JSON Schema finds, worded with each property's
+    `x-allowed`; one line per question, however many rules it breaks."""
     try:
         from jsonschema import Draft202012Validator
     except ImportError:
-        return ["jsonschema is not installed: the template needs it to check answers "
-                "(pip install jsonschema)"]
-    validator = Draft202012Validator(schema)
-    found, reported = [], set()
-    for error in sorted(validator.iter_errors(answers), key=lambda e: list(e.path)):
-        field = error.path[0] if error.path else (error.params or {}).get("property", "answers")
-        if field in reported:
-            continue  # one line per question, however many rules it breaks
-        reported.add(field)
-        if error.validator == "required":
-            missing = error.message.split("'")[1]
-            found.append(f"{missing}: missing; the template's cookiecutter.json must define it")
-            continue
-        prop = schema["properties"].get(field, {})
+        return [
+            (
+                "jsonschema",
+                "jsonschema is not installed: the template needs it to check "
+                "answers (pip install jsonschema)",
+            )
+        ]
+    found: dict[str, str] = {}
+    errors = Draft202012Validator(schema).iter_errors(answers)
+    for error in sorted(errors, key=lambda e: [str(p) for p in e.path]):
+        for field, line in describe(error, answers, schema):
+            found.setdefault(field, line)
+    return sorted(found.items())
+
+
+def describe(error, answers: dict, schema: dict) -> list[tuple[str, str]]:
+    """Every shape of jsonschema error as (question, one line). Errors about one answer have a
+    `path`; errors about the answers as a whole (`required`, `additionalProperties`, a wrong
+    top-level type) have none and name the questions through the rule instead."""
+    if error.path:
+        field = str(error.path[0])
+        prop = schema.get("properties", {}).get(field, {})
         if "$ref" in prop:
-            prop = schema["$defs"][prop["$ref"].rsplit("/", 1)[1]]
-        found.append(problem(field, answers.get(field), prop.get("x-allowed", error.message)))
-    return found
+            prop = schema.get("$defs", {}).get(prop["$ref"].rsplit("/", 1)[1], {})
+        allowed = prop.get("x-allowed") or one_line(error.message)
+        return [(field, problem(field, answers.get(field), allowed))]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        return [
+            (name, f"{name}: missing; cookiecutter.json (or the replay file) must define it")
+            for name in error.validator_value
+            if name not in error.instance
+        ]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        extra = [
+            name
+            for name in error.instance
+            if name not in known and not any(re.search(pattern, name) for pattern in patterns)
+        ]
+        return [
+            (name, problem(name, error.instance[name], "not a question of this template"))
+            for name in extra
+        ] or [("answers", one_line(error.message))]
+    return [("answers", f"answers: {one_line(error.message)}")]
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def bucket_problems(answers: dict) -> list[str]:
@@ -96,7 +170,11 @@ def bucket_problems(answers: dict) -> list[str]:
         reasons.append("not ending with " + ", ".join(BUCKET_FORBIDDEN_SUFFIXES))
     if "." in name:
         reasons.append("no dots (virtual-hosted TLS requests fail on dotted names)")
-    return [problem("dag_bucket", name, "an S3 bucket name with " + "; ".join(reasons))] if reasons else []
+    return (
+        [problem("dag_bucket", name, "an S3 bucket name with " + "; ".join(reasons))]
+        if reasons
+        else []
+    )
 
 
 def interval_problems(answers: dict) -> list[str]:
@@ -114,15 +192,29 @@ def known_hosts_problems(answers: dict) -> list[str]:
         return []
     lines = [line for line in str(answers["git_known_hosts"]).splitlines() if line.strip()]
     if not lines:
-        return [problem("git_known_hosts", answers["git_known_hosts"],
-                        "required for git over SSH: the host's known_hosts line(s), "
-                        "e.g. from ssh-keyscan checked against the host's published keys")]
+        return [
+            problem(
+                "git_known_hosts",
+                answers["git_known_hosts"],
+                "required for git over SSH: the host's known_hosts line(s), "
+                "e.g. from ssh-keyscan checked against the host's published keys",
+            )
+        ]
     for line in lines:
         parts = line.split()
-        if len(parts) < 3 or parts[1] not in KNOWN_HOST_KEY_TYPES or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[2]):
-            return [problem("git_known_hosts", line,
-                            "known_hosts lines 'host keytype base64key' with keytype one of "
-                            + ", ".join(KNOWN_HOST_KEY_TYPES))]
+        if (
+            len(parts) < 3
+            or parts[1] not in KNOWN_HOST_KEY_TYPES
+            or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[2])
+        ):
+            return [
+                problem(
+                    "git_known_hosts",
+                    line,
+                    "known_hosts lines 'host keytype base64key' with keytype one of "
+                    + ", ".join(KNOWN_HOST_KEY_TYPES),
+                )
+            ]
     return []
 
 
@@ -130,7 +222,11 @@ def oidc_subject_problems(answers: dict) -> list[str]:
     if answers["github_oidc_subject"] != "immutable":
         return []
     return [
-        problem(field, answers[field], "required with the immutable subject format: the numeric id from the GitHub API")
+        problem(
+            field,
+            answers[field],
+            "required with the immutable subject format: the numeric id from the GitHub API",
+        )
         for field in ("github_owner_id", "github_repository_id")
         if not str(answers[field]).isdigit()
     ]
@@ -140,28 +236,58 @@ def name_length_problems(answers: dict) -> list[str]:
     """Derived Kubernetes names must stay DNS-1123 labels (63 characters)."""
     release = answers["airflow_release"]
     if isinstance(release, str) and len(release) + len("-api-secret-key") > 63:
-        return [problem("airflow_release", release, "at most 48 characters (names such as <release>-api-secret-key must fit 63)")]
+        return [
+            problem(
+                "airflow_release",
+                release,
+                "at most 48 characters (names such as <release>-api-secret-key must fit 63)",
+            )
+        ]
     return []
 
 
-RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems)
+RULES = (
+    bucket_problems,
+    interval_problems,
+    known_hosts_problems,
+    oidc_subject_problems,
+    name_length_problems,
+)
 
 
 def main() -> int:
     answers = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
-    found = schema_problems(answers, load_schema())
-    bad_fields = {line.split(" ", 1)[0] for line in found}
+    schema = load_schema()
+    if schema is None:
+        print(
+            f"ERROR: cannot find the template's {SCHEMA.as_posix()} (looked in the folder "
+            "cookiecutter or cruft runs this hook from, and in _repo_dir); please report "
+            "it with the command you ran.",
+            file=sys.stderr,
+        )
+        return 1
+    found = schema_problems(answers, schema)
+    bad_fields = {field for field, _ in found}
+    lines = [line for _, line in found]
     for rule in RULES:
         try:
-            found += [p for p in rule(answers) if p.split(" ", 1)[0] not in bad_fields]
-        except (KeyError, TypeError, AttributeError):
+            lines += [p for p in rule(answers) if p.split(" ", 1)[0] not in bad_fields]
+        except (KeyError, TypeError, AttributeError, ValueError):
             continue  # the schema already reported the missing or mistyped answer
-    for line in found:
+    for line in lines:
         print(f"ERROR: {line}", file=sys.stderr)
-    if found:
-        print(f"ERROR: {len(found)} answer(s) rejected; nothing was generated.", file=sys.stderr)
+    if lines:
+        print(f"ERROR: {len(lines)} answer(s) rejected; nothing was generated.", file=sys.stderr)
         return 1
+    carry_schemas(template_dir())
     return 0
+
+
+def carry_schemas(template: Path) -> None:
+    """schemas/ has one copy, in the template; each generated repo carries it for `validate`.
+    Copied here, where the template checkout is known, into the new (still empty) project
+    folder that is this hook's working directory; post_gen then never needs the template."""
+    shutil.copytree(template / "schemas", Path.cwd() / "schemas", dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

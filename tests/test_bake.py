@@ -12,7 +12,6 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from conftest import TEMPLATE
 from helm_chart import chart_defaults, chart_schema
 
 
@@ -25,9 +24,22 @@ SUPPORTED = (
     [dict(dag_source=m, executor=e) for m in MODES for e in EXECUTORS]
     + [dict(dag_source="s3-sync", executor=e, s3_sync_image="aws-cli") for e in EXECUTORS]
     + [
-        dict(github_oidc_subject="immutable", github_owner_id="1234567", github_repository_id="89012345"),
-        dict(namespace="data-airflow", airflow_release="af3", project="team-dags", aws_region="us-east-2"),
-        dict(dag_source="git-sync", git_repo_url="https://github.com/example-org/dags.git", git_known_hosts=""),
+        dict(
+            github_oidc_subject="immutable",
+            github_owner_id="1234567",
+            github_repository_id="89012345",
+        ),
+        dict(
+            namespace="data-airflow",
+            airflow_release="af3",
+            project="team-dags",
+            aws_region="us-east-2",
+        ),
+        dict(
+            dag_source="git-sync",
+            git_repo_url="https://github.com/example-org/dags.git",
+            git_known_hosts="",
+        ),
         dict(dag_source="efs", efs_throughput_mode="bursting", efs_volume_size="20Gi"),
         dict(dag_source="s3-bundle", dag_prefix="teams/data/dags", sync_interval_seconds="120"),
     ]
@@ -38,7 +50,9 @@ def combo_id(answers: dict) -> str:
     return "-".join(f"{v}" for v in answers.values()) or "defaults"
 
 
-UNRENDERED = re.compile(r"\{\{ *cookiecutter\.|\{%-? *(if|for|raw|set|endif)\b|cookiecutter\.[a-z_]+ *\}\}")
+UNRENDERED = re.compile(
+    r"\{\{ *cookiecutter\.|\{%-? *(if|for|raw|set|endif)\b|cookiecutter\.[a-z_]+ *\}\}"
+)
 
 
 def load_all(repo: Path) -> dict[str, list]:
@@ -104,8 +118,12 @@ def test_no_unrendered_template_text(case):
     for path in repo.rglob("*"):
         if path.is_file() and path.suffix not in {".pyc"}:
             text = path.read_text(errors="replace")
-            assert not UNRENDERED.search(text), f"unrendered template text in {path.relative_to(repo)}"
-            assert "S3_SYNC_IMAGE_TAG" not in text, f"unpinned sync image tag in {path.relative_to(repo)}"
+            assert not UNRENDERED.search(text), (
+                f"unrendered template text in {path.relative_to(repo)}"
+            )
+            assert "S3_SYNC_IMAGE_TAG" not in text, (
+                f"unpinned sync image tag in {path.relative_to(repo)}"
+            )
 
 
 def test_unused_files_are_gone_and_no_empty_folders(case):
@@ -122,7 +140,9 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "iam/efs-csi-driver-trust.json": mode == "efs",
     }
     for name, wanted in expect.items():
-        assert (name in present) == wanted, f"{name} {'missing' if wanted else 'left over'} in {mode}"
+        assert (name in present) == wanted, (
+            f"{name} {'missing' if wanted else 'left over'} in {mode}"
+        )
     own_image = mode == "s3-sync" and stack["dags"].get("sync_image") == "own-image"
     assert any(p.startswith("images/s3-sync/") for p in present) == own_image
     aws_cli = mode == "s3-sync" and stack["dags"].get("sync_image") == "aws-cli"
@@ -135,7 +155,10 @@ def test_values_fit_the_official_chart_schema(case):
     """What helm itself checks: our overrides merged over the chart's defaults, against its schema."""
     _, _, _, values = case
     validator, defaults = chart_contract()
-    errors = [f"{'.'.join(map(str, e.path))}: {e.message[:200]}" for e in validator.iter_errors(merged(defaults, values))]
+    errors = [
+        f"{'.'.join(map(str, e.path))}: {e.message[:200]}"
+        for e in validator.iter_errors(merged(defaults, values))
+    ]
     assert errors == []
 
 
@@ -151,10 +174,14 @@ def test_dags_reach_every_component_that_reads_them(case):
     assert values["executor"] == executor
     if mode == "s3-sync":
         for name, section in readers.items():
-            inits = [c for c in section.get("extraInitContainers", []) if c["name"] == "s3-sync-init"]
+            inits = [
+                c for c in section.get("extraInitContainers", []) if c["name"] == "s3-sync-init"
+            ]
             assert inits, f"{name} has no first-sync init container"
             mounts = {(m["name"], m["mountPath"]) for m in section.get("extraVolumeMounts", [])}
-            assert ("s3-dags", stack["dags"]["mount_path"]) in mounts, f"{name} does not mount the DAGs"
+            assert ("s3-dags", stack["dags"]["mount_path"]) in mounts, (
+                f"{name} does not mount the DAGs"
+            )
             assert "s3-dags" in {v["name"] for v in section.get("extraVolumes", [])}
             sidecars = [c for c in section.get("extraContainers", []) if c["name"] == "s3-sync"]
             # Task pods sync once and must not keep a sidecar running after the task.
@@ -185,7 +212,9 @@ def test_dags_reach_every_component_that_reads_them(case):
 
 def test_names_agree_across_files(case):
     _, repo, stack, values = case
-    manifests = [d for name, docs in load_all(repo).items() if name.startswith("k8s/") for d in docs if d]
+    manifests = [
+        d for name, docs in load_all(repo).items() if name.startswith("k8s/") for d in docs if d
+    ]
     by_kind: dict[str, dict[str, dict]] = {}
     for doc in manifests:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
@@ -194,13 +223,17 @@ def test_names_agree_across_files(case):
     for kind, docs in by_kind.items():
         for doc in docs.values():
             if kind not in {"Namespace", "StorageClass"}:
-                assert doc["metadata"]["namespace"] == namespace, f"{kind} {doc['metadata']['name']}"
+                assert doc["metadata"]["namespace"] == namespace, (
+                    f"{kind} {doc['metadata']['name']}"
+                )
 
     # Every ServiceAccount a pod uses exists: either the chart creates it, or k8s/ has it.
     service_accounts = by_kind.get("ServiceAccount", {})
     for section in _service_account_sections(values):
         if section.get("create") is False:
-            assert section.get("name") in service_accounts, f"ServiceAccount {section.get('name')} missing in k8s/"
+            assert section.get("name") in service_accounts, (
+                f"ServiceAccount {section.get('name')} missing in k8s/"
+            )
 
     mode = stack["dags"]["source"]
     if mode in S3_MODES:
@@ -214,10 +247,16 @@ def test_names_agree_across_files(case):
         trust = json.loads((repo / "iam" / "dag-reader-trust.json").read_text())
         condition = trust["Statement"][0]["Condition"]["StringEquals"]
         # Exactly the two ServiceAccounts of k8s/, by name: no wildcard, no other namespace.
-        assert condition["EKS_OIDC_ISSUER:sub"] == [f"system:serviceaccount:{namespace}:{n}" for n in readers]
+        assert condition["EKS_OIDC_ISSUER:sub"] == [
+            f"system:serviceaccount:{namespace}:{n}" for n in readers
+        ]
         assert condition["EKS_OIDC_ISSUER:aud"] == "sts.amazonaws.com"
         policy = json.loads((repo / "iam" / "dag-read-policy.json").read_text())
-        resources = {r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        resources = {
+            r
+            for s in policy["Statement"]
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        }
         assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{prefix}/*"}
         if mode == "s3-sync":
             for where, container in containers_in_values(values):
@@ -232,7 +271,10 @@ def test_names_agree_across_files(case):
         pvc = by_kind["PersistentVolumeClaim"][claim]
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
         assert pvc["spec"]["storageClassName"] in by_kind["StorageClass"]
-        assert by_kind["StorageClass"][pvc["spec"]["storageClassName"]]["provisioner"] == "efs.csi.aws.com"
+        assert (
+            by_kind["StorageClass"][pvc["spec"]["storageClassName"]]["provisioner"]
+            == "efs.csi.aws.com"
+        )
 
 
 def _service_account_sections(values: dict):
@@ -266,13 +308,19 @@ def test_security_defaults(case):
     pod = values["securityContexts"]["pod"]
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
     assert values["securityContexts"]["containers"]["capabilities"]["drop"] == ["ALL"]
-    assert values["postgresql"]["enabled"] is False, "the bundled PostgreSQL ships a default password"
+    assert values["postgresql"]["enabled"] is False, (
+        "the bundled PostgreSQL ships a default password"
+    )
     for where, container in containers_in_values(values):
         image = container["image"]
-        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{where}: {image}"
+        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), (
+            f"{where}: {image}"
+        )
         ctx = container["securityContext"]
         assert ctx["runAsNonRoot"] and ctx["readOnlyRootFilesystem"], where
-        assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"], where
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == [
+            "ALL"
+        ], where
     committed = "\n".join(p.read_text(errors="replace") for p in repo.rglob("*") if p.is_file())
     assert not re.search(r"AKIA[0-9A-Z]{16}|BEGIN [A-Z ]*PRIVATE KEY|postgres:postgres", committed)
 

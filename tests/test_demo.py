@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -25,15 +24,26 @@ def demo_env(**extra: str) -> dict[str, str]:
     """The caller's environment with AWS settings that must NOT be used: if the demo let any
     of them through, boto3 would fail (unknown profile) or go to a closed port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_PROFILE="must-not-be-used", AWS_ACCESS_KEY_ID="AKIAMUSTNOTBEUSED",
-               AWS_SECRET_ACCESS_KEY="must-not-be-used", AWS_ENDPOINT_URL="http://127.0.0.1:9",
-               AWS_ENDPOINT_URL_S3="http://127.0.0.1:9", **extra)
+    env.update(
+        AWS_PROFILE="must-not-be-used",
+        AWS_ACCESS_KEY_ID="AKIAMUSTNOTBEUSED",
+        AWS_SECRET_ACCESS_KEY="must-not-be-used",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",
+        **extra,
+    )
     return env
 
 
 def start_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_stopped(port: int, pid: int) -> None:
@@ -45,8 +55,14 @@ def assert_stopped(port: int, pid: int) -> None:
 
 
 def test_demo_runs_the_whole_flow_and_the_second_apply_changes_nothing(tmp_path):
-    result = subprocess.run([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=demo_env(), capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
 
@@ -61,20 +77,31 @@ def test_demo_runs_the_whole_flow_and_the_second_apply_changes_nothing(tmp_path)
     assert summary["validate"].startswith("0 findings"), summary["validate"]
 
     created = {kind for kind, _ in summary["bootstrap"]["changes"]} | {
-        kind for kind, _ in summary["apply"]["changes"]}
-    assert {"s3 bucket", "ecr repository", "iam oidc provider", "iam role", "iam policy",
-            "eks access entry", "eks access policy"} <= created
+        kind for kind, _ in summary["apply"]["changes"]
+    }
+    assert {
+        "s3 bucket",
+        "ecr repository",
+        "iam oidc provider",
+        "iam role",
+        "iam policy",
+        "eks access entry",
+        "eks access policy",
+    } <= created
     assert summary["apply"]["created"] > 0
     again = summary["apply_again"]
     assert (again["created"], again["updated"], again["changes"]) == (0, 0, [])
     assert again["state_unchanged"] is True
-    assert re.search(r"^apply again  0 created, 0 updated, \d+ unchanged -> changed nothing",
-                     out, re.M), out
+    assert re.search(
+        r"^apply again  0 created, 0 updated, \d+ unchanged -> changed nothing", out, re.M
+    ), out
 
     repo = Path(summary["generated"]["path"])
     pulled = Path(summary["pull_dags"]["dest"])
     assert pulled == tmp_path / "out" / "demo-dags" / "current"
-    assert (pulled / "example_dag.py").read_bytes() == (repo / "dags" / "example_dag.py").read_bytes()
+    assert (pulled / "example_dag.py").read_bytes() == (
+        repo / "dags" / "example_dag.py"
+    ).read_bytes()
     assert "pull-dags    out/demo-dags/current/: example_dag.py" in out
 
     moto = summary["moto"]
@@ -88,19 +115,28 @@ def test_a_failing_step_is_named_with_its_output_and_moto_is_stopped(tmp_path):
     """A `make` that fails for `bootstrap` only: step 4 fails after moto is up."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    real_make = subprocess.run(["sh", "-c", "command -v make"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    (fake_bin / "make").write_text(textwrap.dedent(f"""\
+    real_make = subprocess.run(
+        ["sh", "-c", "command -v make"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (fake_bin / "make").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         for arg in "$@"; do
           if [ "$arg" = bootstrap ]; then echo "injected failure for bootstrap"; exit 3; fi
         done
         exec {real_make} "$@"
-        """))
+        """)
+    )
     (fake_bin / "make").chmod(0o755)
     env = demo_env(PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^\[4/8\] make bootstrap \.+ FAILED", result.stdout, re.M), result.stdout
     assert "FAILED at step 4/8 (bootstrap)" in result.stderr
@@ -165,8 +201,12 @@ def test_moto_fix_applies_a_tls_only_bucket_policy_like_aws(default_repo):
                     print(bucket, exc.response["Error"]["Code"])
         """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    result = subprocess.run([PYTHON, "-c", script, str(default_repo),
-                             str(TEMPLATE / "tools" / "demo_moto")],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [PYTHON, "-c", script, str(default_repo), str(TEMPLATE / "tools" / "demo_moto")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["tls-only allowed", "deny-all-tls 403"]

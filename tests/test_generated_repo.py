@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from conftest import run_make
+from conftest import DEFAULTS, run_make
 
 # One bake per DAG family is enough here: the toolkit tests build their own stacks.
 MODES = ["s3-sync", "efs", "git-sync"]
@@ -16,6 +18,30 @@ def test_generated_repo_validates(baked, mode):
     assert result.returncode == 0
 
 
+@pytest.mark.slow  # the whole generated suite again, with its every-k interruption matrix
 def test_generated_repo_own_tests_pass(default_repo):
     result = run_make(default_repo, "test")
     assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def test_airflow_constraints_of_the_answered_release(baked):
+    """constraints/ pins the default Airflow release (make airflow-venv installs with it); a
+    repo for another release gets no stale file (make airflow-venv then says so)."""
+    default = baked()
+    version = DEFAULTS["airflow_version"]
+    pins = (default / "constraints" / f"airflow-{version}.txt").read_text().splitlines()
+    pins = [line for line in pins if line and not line.startswith("#")]
+    assert f"apache-airflow=={version}" in pins
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+", line) for line in pins), pins
+    other = baked(airflow_version="3.2.1")
+    assert not (other / "constraints").exists()
+    dry = run_make(other, "-n", "airflow-venv")
+    assert "constraints/airflow-" in dry.stdout and "resolution from PyPI" in dry.stdout
+
+
+def test_help_lists_every_target_of_the_makefile(default_repo):
+    makefile = (default_repo / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z-]+):.*## ", makefile, re.M))
+    shown = {line.split()[0] for line in run_make(default_repo, "help").stdout.splitlines()}
+    assert targets == shown and {"install", "lint", "local-aws"} <= shown
+    assert "$(" not in run_make(default_repo, "help").stdout

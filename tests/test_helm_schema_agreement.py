@@ -57,7 +57,9 @@ def _walk(ours: dict, chart: dict, path: str, problems: list[str]) -> None:
         _walk(branch, chart, path, problems)
     our_types, chart_types = _types(ours), _types(chart)
     if our_types and chart_types and not our_types <= chart_types:
-        problems.append(f"{path or '(top)'}: we allow {sorted(our_types)}, the chart {sorted(chart_types)}")
+        problems.append(
+            f"{path or '(top)'}: we allow {sorted(our_types)}, the chart {sorted(chart_types)}"
+        )
     if "enum" in ours and "enum" in chart:
         extra = [v for v in ours["enum"] if v not in chart["enum"]]
         if extra:
@@ -69,8 +71,14 @@ def _walk(ours: dict, chart: dict, path: str, problems: list[str]) -> None:
         elif isinstance(chart.get("additionalProperties"), dict):
             _walk(sub, chart["additionalProperties"], f"{path}.{key}" if path else key, problems)
         elif chart.get("additionalProperties") is False or chart_props:
-            problems.append(f"{path}.{key}: not a key of the chart" if path else f"{key}: not a key of the chart")
-    if isinstance(ours.get("additionalProperties"), dict) and isinstance(chart.get("additionalProperties"), dict):
+            problems.append(
+                f"{path}.{key}: not a key of the chart"
+                if path
+                else f"{key}: not a key of the chart"
+            )
+    if isinstance(ours.get("additionalProperties"), dict) and isinstance(
+        chart.get("additionalProperties"), dict
+    ):
         _walk(ours["additionalProperties"], chart["additionalProperties"], f"{path}.*", problems)
     if isinstance(ours.get("items"), dict) and isinstance(chart.get("items"), dict):
         _walk(ours["items"], chart["items"], f"{path}[]", problems)
@@ -91,14 +99,23 @@ def test_the_keys_we_emit_are_described_strictly():
         section = props[component]["properties"]
         assert section["extraContainers"]["items"] == {"$ref": "#/$defs/container"}
         account = section["serviceAccount"]["properties"]
-        assert account["create"] == {"type": "boolean"} and account["name"] == {"type": ["string", "null"]}
+        assert account["create"] == {"type": "boolean"} and account["name"] == {
+            "type": ["string", "null"]
+        }
     for flavour in ("celery", "kubernetes"):
-        assert props["workers"]["properties"][flavour]["properties"]["extraInitContainers"]["items"] == {"$ref": "#/$defs/container"}
-    assert props["dags"]["properties"]["gitSync"]["properties"]["knownHosts"] == {"type": ["string", "null"]}
+        assert props["workers"]["properties"][flavour]["properties"]["extraInitContainers"][
+            "items"
+        ] == {"$ref": "#/$defs/container"}
+    assert props["dags"]["properties"]["gitSync"]["properties"]["knownHosts"] == {
+        "type": ["string", "null"]
+    }
     assert ours["$defs"]["container"]["required"] == ["name"]
 
 
-@pytest.mark.parametrize("bad_path", ["dagProcessor.extraVolumeMount", "workers.kubernetes.replicas", "dags.gitSync.sshKnownHosts"])
+@pytest.mark.parametrize(
+    "bad_path",
+    ["dagProcessor.extraVolumeMount", "workers.kubernetes.replicas", "dags.gitSync.sshKnownHosts"],
+)
 def test_the_walk_catches_a_key_the_chart_does_not_have(bad_path):
     """The agreement check itself: a made-up key in a copy of our schema is reported."""
     import copy

@@ -52,8 +52,9 @@ class EksStandIn:
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="eks-stand-in",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, name="eks-stand-in", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -67,8 +68,7 @@ class EksStandIn:
     def answer(self, method: str, parts: list[str], body: dict) -> tuple[int, dict] | None:
         """(status, JSON body) for an operation moto lacks; None to forward the request."""
         # parts: ["clusters", cluster, "access-entries" | "addons", ...]
-        if len(parts) < 3 or parts[0] != "clusters" or parts[2] not in ("access-entries",
-                                                                          "addons"):
+        if len(parts) < 3 or parts[0] != "clusters" or parts[2] not in ("access-entries", "addons"):
             return None
         cluster, kind, rest = parts[1], parts[2], parts[3:]
         with self._lock:
@@ -82,9 +82,13 @@ class EksStandIn:
             key = (cluster, body.get("principalArn", ""))
             if key in self.entries:
                 return _error(409, "ResourceInUseException", "access entry exists")
-            self.entries[key] = {"clusterName": cluster, "principalArn": key[1],
-                                 "type": body.get("type", "STANDARD"), "createdAt": _now(),
-                                 "accessEntryArn": f"{key[1]}/access-entry/{cluster}"}
+            self.entries[key] = {
+                "clusterName": cluster,
+                "principalArn": key[1],
+                "type": body.get("type", "STANDARD"),
+                "createdAt": _now(),
+                "accessEntryArn": f"{key[1]}/access-entry/{cluster}",
+            }
             return 200, {"accessEntry": self.entries[key]}
         key = (cluster, rest[0] if rest else "")
         if method == "GET" and len(rest) == 1:
@@ -96,17 +100,25 @@ class EksStandIn:
                 return _not_found("access entry")
             if method == "GET":
                 self.answered.append("ListAssociatedAccessPolicies")
-                return 200, {"clusterName": cluster, "principalArn": key[1],
-                             "associatedAccessPolicies": list(
-                                 self.policies.get(key, {}).values())}
+                return 200, {
+                    "clusterName": cluster,
+                    "principalArn": key[1],
+                    "associatedAccessPolicies": list(self.policies.get(key, {}).values()),
+                }
             if method == "POST":
                 self.answered.append("AssociateAccessPolicy")
-                association = {"policyArn": body.get("policyArn"),
-                               "accessScope": body.get("accessScope"),
-                               "associatedAt": _now(), "modifiedAt": _now()}
+                association = {
+                    "policyArn": body.get("policyArn"),
+                    "accessScope": body.get("accessScope"),
+                    "associatedAt": _now(),
+                    "modifiedAt": _now(),
+                }
                 self.policies.setdefault(key, {})[association["policyArn"]] = association
-                return 200, {"clusterName": cluster, "principalArn": key[1],
-                             "associatedAccessPolicy": association}
+                return 200, {
+                    "clusterName": cluster,
+                    "principalArn": key[1],
+                    "associatedAccessPolicy": association,
+                }
         return None
 
     def _addon(self, method, cluster, rest, body):
@@ -115,8 +127,12 @@ class EksStandIn:
             key = (cluster, body.get("addonName", ""))
             if key in self.addons:
                 return _error(409, "ResourceInUseException", "add-on exists")
-            self.addons[key] = {"addonName": key[1], "clusterName": cluster, "status": "ACTIVE",
-                                "serviceAccountRoleArn": body.get("serviceAccountRoleArn")}
+            self.addons[key] = {
+                "addonName": key[1],
+                "clusterName": cluster,
+                "status": "ACTIVE",
+                "serviceAccountRoleArn": body.get("serviceAccountRoleArn"),
+            }
             return 200, {"addon": self.addons[key]}
         key = (cluster, rest[0] if rest else "")
         if method == "GET" and len(rest) == 1:
@@ -159,15 +175,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, raw: bytes) -> None:
         request = urllib.request.Request(
-            self.owner.upstream + self.path, data=raw if raw else None, method=self.command,
-            headers={k: v for k, v in self.headers.items() if k.lower() not in SKIP_HEADERS})
+            self.owner.upstream + self.path,
+            data=raw if raw else None,
+            method=self.command,
+            headers={k: v for k, v in self.headers.items() if k.lower() not in SKIP_HEADERS},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, headers, data = response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:  # an AWS error answer is still an answer
             status, headers, data = exc.code, exc.headers, exc.read()
-        self._send(status, {k: v for k, v in headers.items()
-                            if k.lower() not in SKIP_HEADERS}, data)
+        self._send(
+            status, {k: v for k, v in headers.items() if k.lower() not in SKIP_HEADERS}, data
+        )
 
     def _send(self, status: int, headers: dict, data: bytes) -> None:
         self.send_response(status)

@@ -18,15 +18,16 @@ def resolve(n):
     while '$ref' in n and len([k for k in n if k not in ('description','default','x-docsSection','examples')])==1:
         n = D[n['$ref'].split('/')[-1]]
     if '$ref' in n:
-        base = dict(D[n['$ref'].split('/')[-1]]); base.update({k: v for k, v in n.items() if k != '$ref'}); return base
+        base = dict(D[n['$ref'].split('/')[-1]])
+        base.update({k: v for k, v in n.items() if k != '$ref'})
+        return base
     return n
 
 def chart_at(path):
     n = CHART
     for k in path:
         n = resolve(n)
-        if k == '[]': n = n['items']
-        else: n = n['properties'][k]
+        n = n['items'] if k == '[]' else n['properties'][k]
     return resolve(n)
 
 def typed(n):
@@ -46,10 +47,20 @@ def fill(ours, chart_node):
     out['additionalProperties'] = False
     return out
 
-S = lambda *t: {"type": list(t) if len(t) > 1 else t[0]}
+
+
+def S(*t):
+    return {"type": list(t) if len(t) > 1 else t[0]}
+
+
 STR, BOOL, INT = S("string"), S("boolean"), S("integer")
 NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-arr = lambda ref: {"type": "array", "items": {"$ref": f"#/$defs/{ref}"}}
+
+
+def arr(ref):
+    return {"type": "array", "items": {"$ref": f"#/$defs/{ref}"}}
+
+
 defs = {}
 defs['capabilities'] = fill({"properties": {"add": {"type": "array", "items": STR}, "drop": {"type": "array", "items": STR}}}, D['io.k8s.api.core.v1.Capabilities'])
 defs['seccompProfile'] = fill({"properties": {"type": {"type": "string", "enum": ["RuntimeDefault", "Localhost", "Unconfined"]}, "localhostProfile": STR}}, D['io.k8s.api.core.v1.SeccompProfile'])

@@ -26,8 +26,9 @@ def _evaluate_tls_only_bucket_policies_like_aws() -> None:
     statement = access_control.IAMPolicyStatement
     original = statement.is_action_permitted
 
-    def is_action_permitted(self, action, resource="*", principal=None,
-                            incoming_condition_values=None):
+    def is_action_permitted(
+        self, action, resource="*", principal=None, incoming_condition_values=None
+    ):
         values = {"aws:SecureTransport": "true", **(incoming_condition_values or {})}
         if self._statement.get("Condition") and not self._check_conditions(values):
             return access_control.PermissionResult.NEUTRAL

@@ -25,7 +25,10 @@ from airflow_gitops.stack import REPO_ROOT, load_stack
 
 # values.yaml key -> (key inside the Secret the chart reads, generator of a fresh value)
 GENERATED: dict[str, tuple[str, Callable[[], str]]] = {
-    "fernetKeySecretName": ("fernet-key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
+    "fernetKeySecretName": (
+        "fernet-key",
+        lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    ),
     "apiSecretKeySecretName": ("api-secret-key", lambda: secrets.token_urlsafe(32)),
     "jwtSecretName": ("jwt-secret", lambda: secrets.token_urlsafe(48)),
 }
@@ -48,8 +51,14 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     raise ToolkitError(f"Secret {namespace}/{name}: kubectl get failed: {result.stderr.strip()}")
 
 
-def create_secret(namespace: str, name: str, key: str, value: str, extra: dict[str, str] | None = None,
-                  note: str = "random value, created once by deploy") -> str:
+def create_secret(
+    namespace: str,
+    name: str,
+    key: str,
+    value: str,
+    extra: dict[str, str] | None = None,
+    note: str = "random value, created once by deploy",
+) -> str:
     """Create the Secret from stdin (not argv); 'created', or 'ok' if another run won the race."""
     manifest = {
         "apiVersion": "v1",

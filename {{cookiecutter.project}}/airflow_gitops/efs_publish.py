@@ -67,9 +67,13 @@ echo "published snapshots/$id"
 def add_arguments(parser) -> None:
     parser.add_argument("--dags", default="dags", help="DAG folder (default: dags)")
     parser.add_argument("--timeout", default="300s", help="how long to wait for the pod")
-    parser.add_argument("--claim-timeout", type=int, default=CLAIM_TIMEOUT_SECONDS,
-                        help="seconds to wait for the DAGs claim to exist (default: "
-                        f"{CLAIM_TIMEOUT_SECONDS}; the first deploy creates it)")
+    parser.add_argument(
+        "--claim-timeout",
+        type=int,
+        default=CLAIM_TIMEOUT_SECONDS,
+        help="seconds to wait for the DAGs claim to exist (default: "
+        f"{CLAIM_TIMEOUT_SECONDS}; the first deploy creates it)",
+    )
 
 
 def dag_archive(dag_folder: Path) -> tuple[bytes, str]:
@@ -96,8 +100,10 @@ def publisher_pod(name: str, namespace: str, claim: str, image: str) -> dict[str
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/name": "dag-publisher",
-                       "app.kubernetes.io/managed-by": "airflow-gitops"},
+            "labels": {
+                "app.kubernetes.io/name": "dag-publisher",
+                "app.kubernetes.io/managed-by": "airflow-gitops",
+            },
         },
         "spec": {
             "restartPolicy": "Never",
@@ -150,15 +156,22 @@ def wait_for_claim(namespace: str, claim: str, timeout: float, out=print, sleep=
         if waited >= timeout:
             raise ToolkitError(
                 f"PVC {namespace}/{claim} does not exist after {int(waited)} s: deploy.yml creates "
-                "it from k8s/efs-pvc.yaml; run the deploy, then re-run this workflow")
+                "it from k8s/efs-pvc.yaml; run the deploy, then re-run this workflow"
+            )
         if waited == 0:
             out(f"waiting for PVC {namespace}/{claim} (the first deploy creates it)")
         sleep(CLAIM_POLL_SECONDS)
         waited += CLAIM_POLL_SECONDS
 
 
-def publish(stack: dict[str, Any], dag_folder: Path, timeout: str, out=print,
-            claim_timeout: float = CLAIM_TIMEOUT_SECONDS, sleep=time.sleep) -> None:
+def publish(
+    stack: dict[str, Any],
+    dag_folder: Path,
+    timeout: str,
+    out=print,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+    sleep=time.sleep,
+) -> None:
     try:
         namespace = stack["airflow"]["namespace"]
         release = stack["airflow"]["release"]
@@ -172,27 +185,50 @@ def publish(stack: dict[str, Any], dag_folder: Path, timeout: str, out=print,
     snapshot = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:12]
     wait_for_claim(namespace, claim, claim_timeout, out, sleep)
     _check(
-        kubectl("wait", "--namespace", namespace, "--for=jsonpath={.status.phase}=Bound",
-                f"pvc/{claim}", f"--timeout={timeout}"),
+        kubectl(
+            "wait",
+            "--namespace",
+            namespace,
+            "--for=jsonpath={.status.phase}=Bound",
+            f"pvc/{claim}",
+            f"--timeout={timeout}",
+        ),
         f"PVC {namespace}/{claim} not Bound (is the EFS CSI driver installed? `make apply`)",
     )
     pod = json.dumps(publisher_pod(name, namespace, claim, image))
     _check(kubectl("create", "--filename", "-", stdin=pod), f"create pod {namespace}/{name}")
     try:
         _check(
-            kubectl("wait", "--namespace", namespace, "--for=condition=Ready", f"pod/{name}",
-                    f"--timeout={timeout}"),
+            kubectl(
+                "wait",
+                "--namespace",
+                namespace,
+                "--for=condition=Ready",
+                f"pod/{name}",
+                f"--timeout={timeout}",
+            ),
             f"pod {namespace}/{name} not Ready",
         )
         result = kubectl(
-            "exec", "--namespace", namespace, "--stdin", name, "--",
-            "sh", "-c", PUBLISH_SCRIPT, "publish", snapshot, digest,
+            "exec",
+            "--namespace",
+            namespace,
+            "--stdin",
+            name,
+            "--",
+            "sh",
+            "-c",
+            PUBLISH_SCRIPT,
+            "publish",
+            snapshot,
+            digest,
             stdin=archive,
         )
         out(_check(result, f"publish into {namespace}/{claim}").strip())
     finally:
-        kubectl("delete", "pod", name, "--namespace", namespace, "--wait=false",
-                "--ignore-not-found")
+        kubectl(
+            "delete", "pod", name, "--namespace", namespace, "--wait=false", "--ignore-not-found"
+        )
 
 
 def run(args) -> int:

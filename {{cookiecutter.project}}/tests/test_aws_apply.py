@@ -8,11 +8,9 @@ import pytest
 from aws_testkit import (
     CLUSTER,
     EksExtras,
-    aws,  # noqa: F401  (fixture)
     create_cluster,
     instrument,
     make_repo,
-    moto,  # noqa: F401  (fixture)
     recorder,
     server_mutating,
     server_operations,

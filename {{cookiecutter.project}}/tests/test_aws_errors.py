@@ -16,11 +16,9 @@ import pytest
 from aws_testkit import (
     ACCOUNT,
     EksExtras,
-    aws,  # noqa: F401  (fixture)
     create_cluster,
     instrument,
     make_repo,
-    moto,  # noqa: F401  (fixture)
     session,
     stack_for,
 )

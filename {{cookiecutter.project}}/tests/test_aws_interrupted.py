@@ -15,11 +15,9 @@ import pytest
 from aws_testkit import (
     EksExtras,
     Faults,
-    aws,  # noqa: F401  (fixture)
     create_cluster,
     instrument,
     make_repo,
-    moto,  # noqa: F401  (fixture)
     session,
     snapshot,
     stack_for,

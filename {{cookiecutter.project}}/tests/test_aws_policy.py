@@ -20,7 +20,6 @@ from aws_testkit import (
     EksExtras,
     create_cluster,
     instrument,
-    moto,  # noqa: F401  (fixture)
     session,
 )
 

@@ -1,0 +1,166 @@
+"""The hooks never crash: they find the template however cookiecutter is started, and every
+shape of jsonschema error (also those about the answers as a whole, which have no `path`)
+comes out as one ERROR line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TEMPLATE
+
+NOT_TEMPLATE = shutil.ignore_patterns(
+    ".git", ".venv*", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
+)
+
+
+def run(argv: list[str], cwd: Path, pwd: Path) -> subprocess.CompletedProcess:
+    """Run ``argv`` in ``cwd`` while PWD says ``pwd``: a caller that changed directory
+    without its shell knowing (``make -C``, ``os.chdir``, an IDE)."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PWD": str(pwd)},
+    )
+
+
+def errors(stderr: str) -> list[str]:
+    return [line[len("ERROR: ") :] for line in stderr.splitlines() if line.startswith("ERROR: ")]
+
+
+@pytest.mark.parametrize("pwd_is", ["elsewhere", "cwd"])
+def test_relative_template_path_from_another_directory(tmp_path, pwd_is):
+    """`cookiecutter ../x/template` from a folder beside it, with PWD right or stale."""
+    here = tmp_path / "somewhere" / "else"
+    here.mkdir(parents=True)
+    relative = os.path.relpath(TEMPLATE, here)
+    result = run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", relative],
+        cwd=here,
+        pwd=tmp_path if pwd_is == "elsewhere" else here,
+    )
+    assert result.returncode == 0, result.stderr
+    repo = here / "out" / "airflow-gitops"
+    assert (repo / "schemas" / "answers.schema.json").is_file()
+    assert (repo / "stack.yaml").is_file()
+    assert "Traceback" not in result.stderr
+
+
+def test_api_call_after_chdir_with_relative_path(tmp_path):
+    """The Python API with a relative template path after os.chdir: `_repo_dir` is relative
+    to a directory PWD does not name."""
+    code = (
+        "import os, sys; from cookiecutter.main import cookiecutter; os.chdir(sys.argv[1]); "
+        "print(cookiecutter(sys.argv[2], no_input=True, output_dir=sys.argv[3]))"
+    )
+    result = run(
+        [sys.executable, "-c", code, str(TEMPLATE.parent), TEMPLATE.name, str(tmp_path / "out")],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "airflow-gitops" / "schemas").is_dir()
+
+
+def test_generation_says_where_the_repo_went_and_what_to_run(tmp_path):
+    result = run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", str(TEMPLATE)],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Created "))
+    assert lines[start].startswith("Created out/airflow-gitops/ ")
+    commands = [line.split("#")[0].strip() for line in lines[start + 1 : start + 4]]
+    assert commands == ["cd out/airflow-gitops", "make install", "make validate"]
+    makefile = (tmp_path / "out" / "airflow-gitops" / "Makefile").read_text()
+    assert "\ninstall:" in makefile and "\nvalidate:" in makefile
+
+
+@pytest.fixture(scope="module")
+def template_copy(tmp_path_factory) -> Path:
+    """A copy of the template whose answers schema the tests below may change."""
+    copy = tmp_path_factory.mktemp("template") / "template"
+    shutil.copytree(TEMPLATE, copy, ignore=NOT_TEMPLATE)
+    return copy
+
+
+def with_schema(template: Path, **changes) -> None:
+    path = template / "schemas" / "answers.schema.json"
+    original = json.loads((TEMPLATE / "schemas" / "answers.schema.json").read_text())
+    path.write_text(json.dumps({**original, **changes}))
+
+
+def replay(tmp_path: Path, template: Path, **extra: str) -> Path:
+    """A replay file: answers reach the hook verbatim (also unknown ones)."""
+    answers = json.loads((template / "cookiecutter.json").read_text())
+    answers = {
+        k: (v[0] if isinstance(v, list) and not k.startswith("_") else v)
+        for k, v in answers.items()
+    }
+    answers["dag_bucket"] = "airflow-gitops-dags-123456789012-eu-west-1"
+    answers["git_repo_url"] = "git@github.com:example-org/airflow-gitops.git"
+    path = tmp_path / "replay.json"
+    path.write_text(json.dumps({"cookiecutter": {**answers, **extra}}))
+    return path
+
+
+def bake_with_replay(tmp_path: Path, template: Path, answers: Path):
+    out = tmp_path / "out"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "-o",
+            str(out),
+            "--replay-file",
+            str(answers),
+            str(template),
+        ],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr.split("Stopping generation")[0], result.stderr
+    assert not out.exists() or list(out.iterdir()) == [], "a refused answer left files behind"
+    return errors(result.stderr)
+
+
+def test_missing_answer_is_one_line(tmp_path, template_copy):
+    """Top-level `required` (a schema asking for a question cookiecutter.json lacks; a replay
+    file cannot lack one, cookiecutter prompts for it): no path, the name only in the rule."""
+    original = json.loads((TEMPLATE / "schemas" / "answers.schema.json").read_text())
+    with_schema(template_copy, required=[*original["required"], "team"])
+    lines = bake_with_replay(tmp_path, template_copy, replay(tmp_path, template_copy))
+    assert lines == [
+        "team: missing; cookiecutter.json (or the replay file) must define it",
+        "1 answer(s) rejected; nothing was generated.",
+    ]
+
+
+def test_unknown_answer_is_one_line(tmp_path, template_copy):
+    """Top-level `additionalProperties`: no path, the extra names only in the instance."""
+    with_schema(template_copy, additionalProperties=False)
+    lines = bake_with_replay(
+        tmp_path, template_copy, replay(tmp_path, template_copy, colour="blue")
+    )
+    assert lines[:-1] == ['colour = "blue": not a question of this template']
+
+
+def test_whole_answers_error_is_one_line(tmp_path, template_copy):
+    """Any other rule about the answers as a whole names them as `answers`."""
+    with_schema(template_copy, maxProperties=3)
+    lines = bake_with_replay(tmp_path, template_copy, replay(tmp_path, template_copy))
+    assert len(lines) == 2 and lines[0].startswith("answers: "), lines
+    assert "\n" not in lines[0]

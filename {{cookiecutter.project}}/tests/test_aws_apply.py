@@ -4,6 +4,8 @@ and, for the idempotency claims, also in moto's own request log."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_testkit import (
     CLUSTER,
@@ -32,18 +34,34 @@ MODES = {
     "git-bundle": ("git-bundle", "own-image"),
 }
 
-# What `apply` manages per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
-EXPECTED_KINDS = {
-    "s3-sync+own-image": ["s3 bucket", "ecr repository", "iam policy", "iam oidc provider",
-                          "iam role"],
-    "s3-sync+aws-cli": ["s3 bucket", "iam policy", "iam oidc provider", "iam role"],
-    "s3-bundle": ["s3 bucket", "iam policy", "iam oidc provider", "iam role"],
-    "efs": ["iam policy", "iam oidc provider", "iam role", "efs file system",
-            "ec2 security group", "ec2 ingress rule", "efs mount target", "efs mount target",
-            "eks add-on"],
-    "git-sync": [],
-    "git-bundle": [],
+# Every resource per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
+GITHUB = ["iam oidc provider"]
+CI = {  # policies (sorted by file), then the roles
+    "s3-sync+own-image": ["iam policy"] * 4 + ["iam role"] * 4,
+    "s3-sync+aws-cli": ["iam policy"] * 3 + ["iam role"] * 3,
+    "s3-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
+    "efs": ["iam policy"] * 3 + ["iam role"] * 3,
+    "git-sync": ["iam policy"] * 2 + ["iam role"] * 2,
+    "git-bundle": ["iam policy"] * 2 + ["iam role"] * 2,
 }
+IRSA_S3 = ["iam oidc provider", "iam policy", "iam role", "iam role"]
+ACCESS = ["eks access entry", "eks access policy"]
+EXPECTED_KINDS = {
+    "s3-sync+own-image": GITHUB + CI["s3-sync+own-image"] + ["s3 bucket", "ecr repository"]
+    + IRSA_S3 + ACCESS + ["eks add-on"],
+    "s3-sync+aws-cli": GITHUB + CI["s3-sync+aws-cli"] + ["s3 bucket"] + IRSA_S3 + ACCESS
+    + ["eks add-on"],
+    "s3-bundle": GITHUB + CI["s3-bundle"] + ["s3 bucket"] + IRSA_S3 + ACCESS + ["eks add-on"],
+    "efs": GITHUB + CI["efs"] + ["iam oidc provider", "iam policy", "iam role", "iam role"]
+    + ACCESS * 2 + ["eks add-on", "eks add-on", "efs file system", "ec2 security group",
+                    "ec2 ingress rules", "efs mount target", "efs mount target"],
+    "git-sync": GITHUB + CI["git-sync"] + ["iam oidc provider", "iam role"] + ACCESS
+    + ["eks add-on"],
+    "git-bundle": GITHUB + CI["git-bundle"] + ["iam oidc provider", "iam role"] + ACCESS
+    + ["eks add-on"],
+}
+# What `apply` itself writes, per mode; everything else is bootstrap's.
+APPLY_KINDS = {"efs file system", "ec2 security group", "ec2 ingress rules", "efs mount target"}
 
 
 def run(command, stack, root, eks, **kwargs):
@@ -54,7 +72,7 @@ def run(command, stack, root, eks, **kwargs):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
+def test_bootstrap_converges_once_then_nothing_changes(aws, tmp_path, mode):
     stack = stack_for(*MODES[mode])
     root = make_repo(tmp_path, stack)
     create_cluster(session())
@@ -63,11 +81,13 @@ def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
     planned, log = run("plan", stack, root, eks)
     assert [r.kind for r in planned] == EXPECTED_KINDS[mode]
     assert all(r.action == "create" for r in planned)
+    assert {r.kind for r in planned if r.owner == "apply"} == APPLY_KINDS & set(EXPECTED_KINDS[mode])
     assert log.mutating() == [] and log.sent_mutating() == []
 
-    first, log = run("apply", stack, root, eks)
-    assert [(r.kind, r.action) for r in first] == [(r.kind, "create") for r in planned]
-    assert len(log.mutating()) >= len(first)
+    first, log = run("bootstrap", stack, root, eks)
+    created = [r for r in first if not r.kind.startswith("github")]
+    assert [(r.kind, r.action) for r in created] == [(r.kind, "create") for r in planned]
+    assert len(log.mutating()) >= len(created)
 
     recorder(aws, "reset-recording")
     recorder(aws, "start-recording")
@@ -85,12 +105,53 @@ def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
     assert server_mutating(aws) == []
 
 
+@pytest.mark.parametrize("mode", ["s3-bundle", "efs"])
+def test_apply_before_bootstrap_changes_nothing_and_says_run_bootstrap(aws, tmp_path, mode):
+    from airflow_gitops.aws.command import ConvergeError
+
+    stack = stack_for(*MODES[mode])
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    target = session()
+    log = instrument(target, EksExtras())
+    with pytest.raises(ConvergeError, match=r"; run `make bootstrap`$") as caught:
+        converge("apply", stack, root, target)
+    assert "\n" not in str(caught.value)
+    assert log.mutating() == [] and log.sent_mutating() == []
+
+
+def test_apply_writes_only_the_efs_pieces_and_never_iam(aws, tmp_path):
+    """With IAM in place, `apply` repairs what it owns (here: the NFS rule was removed and a
+    0.0.0.0/0 rule added) with EC2 calls only."""
+    stack = stack_for("efs")
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    run("bootstrap", stack, root, eks)
+    ec2 = session().client("ec2")
+    [group] = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
+    ec2.revoke_security_group_ingress(GroupId=group["GroupId"],
+                                      IpPermissions=group["IpPermissions"])
+    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    results, log = run("apply", stack, root, eks)
+    changed = [r for r in results if r.action != "ok"]
+    assert [(r.kind, r.owner) for r in changed] == [("ec2 ingress rules", "apply")]
+    assert sorted(log.mutating()) == ["AuthorizeSecurityGroupIngress",
+                                      "RevokeSecurityGroupIngress"]
+    state = snapshot(session(), eks)
+    assert state["security_groups"]["airflow-gitops-dags-mount-targets"] == [
+        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
+
+
 def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     """s3-sync with its own image: the bucket is locked down, the role trusts the cluster."""
     stack = stack_for("s3-sync", "own-image")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
-    converge("apply", stack, root, session())
+    converge("bootstrap", stack, root, _instrumented(EksExtras()))
     state = snapshot(session())
     bucket = state["buckets"][stack["dags"]["bucket"]]
     assert bucket["pab"] == dict.fromkeys(
@@ -108,13 +169,17 @@ def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     statement = trust["Statement"][0]
     assert statement["Principal"]["Federated"].endswith(f":oidc-provider/{issuer}")
     assert statement["Condition"]["StringEquals"] == {
-        f"{issuer}:sub": "system:serviceaccount:airflow:airflow-dag-reader",
+        f"{issuer}:sub": ["system:serviceaccount:airflow:airflow-dag-reader",
+                          "system:serviceaccount:airflow:airflow-dag-parser"],
         f"{issuer}:aud": "sts.amazonaws.com"}
+    assert state["roles"]["airflow-gitops-ebs-csi-driver"]["attached"] == [
+        "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]
     assert "EKS_OIDC_ISSUER" not in str(state)
     assert state["roles"]["airflow-gitops-dag-reader"]["attached"] == [
         "arn:aws:iam::123456789012:policy/airflow-gitops-dag-read-policy"]
     assert [arn for arn, audiences in state["oidc"]] == [
-        f"arn:aws:iam::123456789012:oidc-provider/{issuer}"]
+        f"arn:aws:iam::123456789012:oidc-provider/{issuer}",
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
 
 
 def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
@@ -122,7 +187,7 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     root = make_repo(tmp_path, stack)
     create_cluster(session())  # three subnets: two in eu-west-1a, one in eu-west-1b
     eks = EksExtras()
-    converge("apply", stack, root, _instrumented(eks))
+    converge("bootstrap", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
     [fs] = state["efs"]
     assert fs["encrypted"] and fs["token"] == "airflow-gitops-dags"
@@ -130,9 +195,10 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     assert fs["mount_targets"] == [("eu-west-1a", (group,)), ("eu-west-1b", (group,))]
     assert state["security_groups"][group] == [
         ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
-    [addon] = eks.addons.values()
-    assert addon["serviceAccountRoleArn"] == \
-        "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver"
+    roles = {a["addonName"]: a["serviceAccountRoleArn"] for a in eks.addons.values()}
+    assert roles == {
+        "aws-efs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver",
+        "aws-ebs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-ebs-csi-driver"}
 
 
 def _instrumented(eks):
@@ -141,27 +207,52 @@ def _instrumented(eks):
     return target
 
 
-def test_bootstrap_trusts_github_and_gives_namespace_scoped_eks_access(aws, tmp_path):
+def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path):
     stack = stack_for("s3-sync", "own-image", oidc_subject="immutable")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
     eks = EksExtras()
-    results = converge("bootstrap", stack, root, _instrumented(eks))
-    assert [r.kind for r in results] == [
-        "iam oidc provider", "iam policy", "iam role", "s3 bucket", "ecr repository",
-        "eks access entry", "eks access policy"]
+    converge("bootstrap", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
     assert ("arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
             ["sts.amazonaws.com"]) in state["oidc"]
-    trust = state["roles"]["airflow-gitops-deploy"]["trust"]["Statement"][0]["Condition"]
-    assert trust["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
-        "repo:example-org@1001/airflow-gitops@2002:environment:production"
+    subjects = {name: role["trust"]["Statement"][0]["Condition"]["StringEquals"][
+        "token.actions.githubusercontent.com:sub"] for name, role in state["roles"].items()
+        if "token.actions" in json.dumps(role["trust"])}
+    repo = "repo:example-org@1001/airflow-gitops@2002"
+    flow = "job_workflow_ref:example-org/airflow-gitops/.github/workflows"
+    assert subjects == {
+        "airflow-gitops-deploy": f"{repo}:environment:production:{flow}/deploy.yml@refs/heads/main",
+        "airflow-gitops-sync-dags":
+            f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
+        "airflow-gitops-build-sync-image":
+            f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
+        "airflow-gitops-drift-check":
+            f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
+    }
+    assert state["roles"]["airflow-gitops-deploy"]["attached"] == [
+        "arn:aws:iam::123456789012:policy/airflow-gitops-deploy-role-policy",
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
+    assert state["roles"]["airflow-gitops-drift-check"]["attached"] == [
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
     [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-deploy")
                             ].values()
     assert policy["accessScope"] == {"type": "namespace", "namespaces": ["airflow"]}
     assert policy["policyArn"].endswith("cluster-access-policy/AmazonEKSAdminPolicy")
     again = converge("bootstrap", stack, root, _instrumented(eks))
-    assert {r.action for r in again} == {"ok"}
+    assert {r.action for r in again if not r.kind.startswith("github")} == {"ok"}
+
+
+def test_efs_sync_role_may_only_edit_the_namespace(aws, tmp_path):
+    stack = stack_for("efs")
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
+    [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-sync-dags")
+                            ].values()
+    assert policy == {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy",
+                      "accessScope": {"type": "namespace", "namespaces": ["airflow"]}}
 
 
 def test_bootstrap_refuses_a_trust_that_does_not_match_stack(aws, tmp_path):
@@ -179,7 +270,8 @@ def test_changed_policy_document_becomes_new_default_and_oldest_version_is_prune
     stack = stack_for("s3-bundle")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
-    converge("apply", stack, root, session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
     iam = session().client("iam")
     arn = "arn:aws:iam::123456789012:policy/airflow-gitops-dag-read-policy"
     document = json.loads((root / "iam" / "dag-read-policy.json").read_text())
@@ -189,17 +281,18 @@ def test_changed_policy_document_becomes_new_default_and_oldest_version_is_prune
     document["Statement"][0]["Sid"] = "Changed"
     (root / "iam" / "dag-read-policy.json").write_text(json.dumps(document))
 
-    planned = converge("plan", stack, root, session())
-    [line] = [r for r in planned if r.kind == "iam policy"]
+    planned = converge("plan", stack, root, _instrumented(eks))
+    [line] = [r for r in planned if r.kind == "iam policy" and r.action != "ok"]
     assert line.action == "update" and "delete oldest version v2" in line.details[0]
-    converge("apply", stack, root, session())
+    assert '+    "Sid": "Changed"' in line.diff
+    converge("bootstrap", stack, root, _instrumented(eks))
     versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
     assert len(versions) == 5
     assert "v2" not in {v["VersionId"] for v in versions}
     default = [v for v in versions if v["IsDefaultVersion"]][0]
     assert iam.get_policy_version(PolicyArn=arn, VersionId=default["VersionId"])[
         "PolicyVersion"]["Document"]["Statement"][0]["Sid"] == "Changed"
-    assert {r.action for r in converge("plan", stack, root, session())} == {"ok"}
+    assert {r.action for r in converge("plan", stack, root, _instrumented(eks))} == {"ok"}
 
 
 def test_aws_endpoint_url_is_honoured_natively(aws):

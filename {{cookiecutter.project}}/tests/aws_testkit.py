@@ -169,6 +169,22 @@ class EksExtras:
             return _response(200, {})
         raise AssertionError(operation)
 
+    def save(self, path: Path) -> None:
+        """Keep the model in a file, for a CLI run in another process (cli_with_eks_fake.py)."""
+        path.write_text(json.dumps({
+            "addons": [[list(k), v] for k, v in self.addons.items()],
+            "entries": [[list(k), v] for k, v in self.entries.items()],
+            "policies": [[list(k), v] for k, v in self.policies.items()]}))
+
+    @classmethod
+    def load(cls, path: Path) -> "EksExtras":
+        model = cls()
+        if path.exists():
+            data = json.loads(path.read_text())
+            for name in ("addons", "entries", "policies"):
+                getattr(model, name).update({tuple(k): v for k, v in data[name]})
+        return model
+
     def state(self) -> dict:
         return {
             "addons": sorted(json.dumps(a, sort_keys=True) for a in self.addons.values()),

@@ -520,11 +520,15 @@ def moto(tmp_path_factory):
     # AWS managed policies (the EBS CSI driver role attaches AmazonEBSCSIDriverPolicy) exist
     # in moto only when it loads them.
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    # Offline: with no token, bootstrap never calls GitHub's API (tests pass their own fake).
+    tokens = {name: os.environ.pop(name) for name in ("GITHUB_TOKEN", "GH_TOKEN")
+              if name in os.environ}
     server = MotoServer().start()
     try:
         yield server
     finally:
         server.stop()
+        os.environ.update(tokens)
         if saved is None:
             os.environ.pop("MOTO_RECORDER_FILEPATH", None)
         else:

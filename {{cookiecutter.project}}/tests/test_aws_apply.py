@@ -303,3 +303,127 @@ def test_aws_endpoint_url_is_honoured_natively(aws):
     for service in ("s3", "iam", "eks", "efs", "ec2", "ecr", "sts"):
         assert ctx.client(service).meta.endpoint_url == aws.endpoint
     assert ctx.client("iam").meta.config.retries["mode"] == "standard"
+
+
+# --- drift: plan sees every change made behind the tool's back, as a diff ------------------
+
+def removed(diff: list[str], text: str) -> bool:
+    return any(line.startswith("-") and text in line for line in diff[2:])
+
+
+def added(diff: list[str], text: str) -> bool:
+    return any(line.startswith("+") and text in line for line in diff[2:])
+
+
+def _drift_plan(stack, root, eks):
+    results = converge("plan", stack, root, _instrumented(eks))
+    return [r for r in results if r.changes]
+
+
+def _bootstrapped(tmp_path, source="s3-bundle"):
+    stack = stack_for(source)
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
+    return stack, root, eks
+
+
+def _repaired(stack, root, eks):
+    """bootstrap puts it back, and then plan is clean."""
+    converge("bootstrap", stack, root, _instrumented(eks))
+    assert _drift_plan(stack, root, eks) == []
+
+
+def test_drift_extra_managed_policy_on_a_role(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    iam = session().client("iam")
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    iam.attach_role_policy(RoleName="airflow-gitops-dag-reader", PolicyArn=admin)
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.name, drift.owner) == ("iam role", "airflow-gitops-dag-reader",
+                                                     "bootstrap")
+    assert drift.details == ["detach AdministratorAccess (not ours)"]
+    assert removed(drift.diff, admin)
+    _repaired(stack, root, eks)
+
+
+def test_drift_inline_policy_on_the_deploy_role(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    session().client("iam").put_role_policy(
+        RoleName="airflow-gitops-deploy", PolicyName="oops", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}))
+    [drift] = _drift_plan(stack, root, eks)
+    assert drift.details == ["delete inline policy oops (not ours)"]
+    assert removed(drift.diff, '"Action": "iam:*"')
+    _repaired(stack, root, eks)
+
+
+def test_drift_widened_trust(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    iam = session().client("iam")
+    trust = iam.get_role(RoleName="airflow-gitops-deploy")["Role"]["AssumeRolePolicyDocument"]
+    trust["Statement"][0]["Condition"]["StringLike"] = trust["Statement"][0]["Condition"].pop(
+        "StringEquals")
+    trust["Statement"][0]["Condition"]["StringLike"][
+        "token.actions.githubusercontent.com:sub"] = "repo:example-org/*"
+    iam.update_assume_role_policy(RoleName="airflow-gitops-deploy",
+                                  PolicyDocument=json.dumps(trust))
+    [drift] = _drift_plan(stack, root, eks)
+    assert drift.details == ["trust from iam/deploy-role-trust.json"]
+    assert removed(drift.diff, '"StringLike"') and added(drift.diff, '"StringEquals"')
+    _repaired(stack, root, eks)
+
+
+def test_drift_extra_bucket_policy_statement(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    bucket = stack["dags"]["bucket"]
+    s3 = session().client("s3")
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    policy["Statement"].append({"Sid": "CrossAccount", "Effect": "Allow",
+                                "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
+                                "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"})
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.details) == ("s3 bucket", ["TLS-only bucket policy"])
+    assert any("CrossAccount" in line and line.startswith("-") for line in drift.diff)
+    _repaired(stack, root, eks)
+
+
+def test_drift_open_rule_on_the_mount_target_group_is_revoked_by_apply(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path, "efs")
+    ec2 = session().client("ec2")
+    [group] = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
+    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
+        "IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.owner) == ("ec2 ingress rules", "apply")
+    assert drift.details == ["revoke -1 None from 0.0.0.0/0 (not ours)"]
+    assert removed(drift.diff, "-1 None from 0.0.0.0/0")
+    from airflow_gitops.aws.command import summary
+
+    assert summary("plan", [drift]).endswith("; run `make apply`.")
+    converge("apply", stack, root, _instrumented(eks))
+    assert _drift_plan(stack, root, eks) == []
+
+
+def test_drift_exit_code_and_diff_through_the_cli_printer(aws, tmp_path, capsys):
+    import argparse
+
+    from airflow_gitops.aws.command import run as run_command
+
+    stack, root, eks = _bootstrapped(tmp_path)
+    session().client("iam").attach_role_policy(
+        RoleName="airflow-gitops-drift-check",
+        PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    code = run_command(argparse.Namespace(command="plan", json=False, bootstrap=False),
+                       _instrumented(eks), root)
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "update iam role              airflow-gitops-drift-check  (detach " \
+           "AdministratorAccess (not ours))" in out
+    assert any(line.startswith("         -") and "AdministratorAccess" in line
+               for line in out.splitlines())
+    assert out.splitlines()[-1].endswith("run `make bootstrap` (as an admin).")

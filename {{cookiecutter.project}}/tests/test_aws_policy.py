@@ -525,3 +525,47 @@ def test_the_evaluator_denies_what_it_should():
     assert not allowed([policy], Request("ec2:CreateSecurityGroup", sg, {
         f"aws:RequestTag/{TAG_KEY}": "p", "aws:TagKeys": [TAG_KEY, "Owner"]}))
     assert not allowed([policy], Request("ec2:CreateSecurityGroup", sg, {}))
+
+
+# --- the DAG readers' policy against the calls the readers make ----------------------------
+
+def reader_requests(stack: dict) -> list[Request]:
+    """What the pods that read DAGs ask S3 for, per mode.
+
+    s3-bundle: the amazon provider's S3DagBundle (providers/amazon/.../bundles/s3.py, with
+    hooks/s3.py): ``check_for_bucket`` = HeadBucket; ``check_for_prefix(prefix, "/")`` lists
+    the level above the prefix, i.e. the bucket root: ListObjectsV2 Prefix="" Delimiter="/";
+    ``sync_to_local_dir`` lists Prefix=<prefix> and downloads each object (HeadObject and
+    GetObject, both s3:GetObject). s3-sync: the sync agent lists Prefix="<prefix>/" and gets
+    each object (airflow_gitops/dagsync).
+    """
+    bucket = f"arn:aws:s3:::{stack['dags']['bucket']}"
+    prefix = stack["dags"]["prefix"].strip("/")
+    key = f"{bucket}/{prefix}/example_dag.py"
+    if stack["dags"]["source"] == "s3-bundle":
+        return [Request("s3:ListBucket", bucket),  # HeadBucket: no s3:prefix key at all
+                Request("s3:ListBucket", bucket, {"s3:prefix": "", "s3:delimiter": "/"}),
+                Request("s3:ListBucket", bucket, {"s3:prefix": prefix}),
+                Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
+                Request("s3:GetObject", key)]
+    return [Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
+            Request("s3:GetObject", key)]
+
+
+@pytest.mark.skipif(not (REPO / "iam" / "dag-read-policy.json").exists(),
+                    reason="no DAG bucket in this mode")
+def test_dag_readers_can_do_what_their_reader_does_and_no_more():
+    stack = load_stack(REPO)
+    policy = json.loads((REPO / "iam" / "dag-read-policy.json").read_text())
+    denied = [r for r in reader_requests(stack) if not allowed([policy], r)]
+    assert denied == []
+    bucket = f"arn:aws:s3:::{stack['dags']['bucket']}"
+    prefix = stack["dags"]["prefix"].strip("/")
+    for outside in (Request("s3:GetObject", f"{bucket}/secrets/creds.py"),
+                    Request("s3:ListBucket", bucket, {"s3:prefix": "secrets/"}),
+                    Request("s3:ListBucket", bucket, {"s3:prefix": ""}),  # whole bucket, deep
+                    Request("s3:PutObject", f"{bucket}/{prefix}/x.py"),
+                    Request("s3:GetObject", f"arn:aws:s3:::other-bucket/{prefix}/x.py")):
+        assert not allowed([policy], outside), outside
+    if stack["dags"]["source"] == "s3-sync":  # no listing without the prefix in this mode
+        assert not allowed([policy], Request("s3:ListBucket", bucket))

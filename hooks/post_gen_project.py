@@ -38,6 +38,10 @@ MODE_SPECIFIC_FILES = {
     and a["git_repo_url"].startswith(("git@", "ssh://")),
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
+    "iam/sync-dags-role-policy.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},
+    "iam/sync-dags-role-trust.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},
+    "iam/build-sync-image-role-policy.json": uses_own_sync_image,
+    "iam/build-sync-image-role-trust.json": uses_own_sync_image,
     "images/s3-sync": uses_own_sync_image,
     # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
     "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",

@@ -29,6 +29,15 @@ def _get(stack: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def role_arn(stack: dict[str, Any], key: str) -> str:
+    """arn of stack.yaml aws.<key>; "" when this mode has no such role (deploy_role is required)."""
+    aws = stack.get("aws") or {}
+    if key == "deploy_role" or key in aws:
+        name = _get(stack, f"aws.{key}")
+        return f"arn:aws:iam::{_get(stack, 'aws.account_id')}:role/{name}"
+    return ""
+
+
 def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
     """Name -> value of every fact a workflow reads (all strings, one line each)."""
     account, region = str(_get(stack, "aws.account_id")), str(_get(stack, "aws.region"))
@@ -37,7 +46,11 @@ def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
         "environment": _get(stack, "github.environment"),
         "deploy_branch": _get(stack, "github.deploy_branch"),
         "aws_region": region,
-        "deploy_role_arn": f"arn:aws:iam::{account}:role/{_get(stack, 'aws.deploy_role')}",
+        "deploy_role_arn": role_arn(stack, "deploy_role"),
+        # One role per job; empty where this mode has no such workflow.
+        "sync_dags_role_arn": role_arn(stack, "sync_dags_role"),
+        "build_sync_image_role_arn": role_arn(stack, "build_sync_image_role"),
+        "drift_check_role_arn": role_arn(stack, "drift_check_role"),
         "cluster_name": _get(stack, "eks.cluster_name"),
         "namespace": _get(stack, "airflow.namespace"),
         "release": _get(stack, "airflow.release"),

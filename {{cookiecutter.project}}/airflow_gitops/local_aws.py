@@ -68,7 +68,8 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every resource, so one server can serve many tests."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=5).close()
+        # Slow when moto reloads the AWS managed policies (tests: MOTO_IAM_LOAD_MANAGED_POLICIES).
+        urllib.request.urlopen(request, timeout=60).close()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

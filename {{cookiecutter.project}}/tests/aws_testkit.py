@@ -36,7 +36,8 @@ ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
 CLUSTER = "data-platform"
 EKS_FAKED = {"DescribeAddon", "CreateAddon", "UpdateAddon", "DescribeAccessEntry",
-             "CreateAccessEntry", "ListAssociatedAccessPolicies", "AssociateAccessPolicy"}
+             "CreateAccessEntry", "ListAssociatedAccessPolicies", "AssociateAccessPolicy",
+             "DisassociateAccessPolicy"}
 
 
 def session(account: str = ACCOUNT, region: str = REGION) -> boto3.Session:
@@ -161,7 +162,28 @@ class EksExtras:
             association = {"policyArn": p["policyArn"], "accessScope": p["accessScope"]}
             self.policies.setdefault(key, {})[p["policyArn"]] = association
             return _response(200, {"associatedAccessPolicy": association})
+        if operation == "DisassociateAccessPolicy":
+            if p["policyArn"] not in self.policies.get(key, {}):
+                return _not_found("no association")
+            del self.policies[key][p["policyArn"]]
+            return _response(200, {})
         raise AssertionError(operation)
+
+    def save(self, path: Path) -> None:
+        """Keep the model in a file, for a CLI run in another process (cli_with_eks_fake.py)."""
+        path.write_text(json.dumps({
+            "addons": [[list(k), v] for k, v in self.addons.items()],
+            "entries": [[list(k), v] for k, v in self.entries.items()],
+            "policies": [[list(k), v] for k, v in self.policies.items()]}))
+
+    @classmethod
+    def load(cls, path: Path) -> "EksExtras":
+        model = cls()
+        if path.exists():
+            data = json.loads(path.read_text())
+            for name in ("addons", "entries", "policies"):
+                getattr(model, name).update({tuple(k): v for k, v in data[name]})
+        return model
 
     def state(self) -> dict:
         return {
@@ -267,6 +289,13 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
 def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
               oidc_subject: str = "classic", account: str = ACCOUNT) -> dict:
     project = "airflow-gitops"
+    aws = {"account_id": account, "region": REGION, "deploy_role": f"{project}-deploy",
+           "drift_check_role": f"{project}-drift-check",
+           "ebs_csi_driver_role": f"{project}-ebs-csi-driver"}
+    if source in ("s3-sync", "s3-bundle", "efs"):
+        aws["sync_dags_role"] = f"{project}-sync-dags"
+    if source == "s3-sync" and sync_image == "own-image":
+        aws["build_sync_image_role"] = f"{project}-build-sync-image"
     github = {"repository": "example-org/airflow-gitops", "deploy_branch": "main",
               "environment": "production", "oidc_subject": oidc_subject}
     if oidc_subject == "immutable":
@@ -277,6 +306,7 @@ def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
     if source in ("s3-sync", "s3-bundle"):
         dags.update(bucket=f"{project}-dags-{account}-{REGION}", prefix="dags",
                     reader_service_account="airflow-dag-reader",
+                    parser_service_account="airflow-dag-parser",
                     reader_role=f"{project}-dag-reader")
     if source == "s3-sync":
         dags["sync_image"] = sync_image
@@ -288,7 +318,7 @@ def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
                        "volume_size": "5Gi", "csi_driver_role": f"{project}-efs-csi-driver"}
     return {
         "project": project, "github": github,
-        "aws": {"account_id": account, "region": REGION, "deploy_role": f"{project}-deploy"},
+        "aws": aws,
         "eks": {"cluster_name": CLUSTER},
         "airflow": {"namespace": "airflow", "release": "airflow", "chart_version": "1.22.0",
                     "version": "3.2.2", "executor": "CeleryExecutor"},
@@ -306,16 +336,27 @@ def _irsa_trust(account: str, subject: str) -> dict:
 
 
 def make_repo(root: Path, stack: dict) -> Path:
-    """stack.yaml and small but valid iam/ documents for ``stack`` under ``root``."""
+    """stack.yaml and small but valid iam/ documents for ``stack`` under ``root``: GitHub trusts
+    with the subjects the toolkit's rule gives, IRSA trusts, one-statement policies."""
+    from airflow_gitops.aws import github
+    from airflow_gitops.aws.resources import ci_roles, role_policy_files
+
     account = stack["aws"]["account_id"]
-    github = stack["github"]
-    owner, _, name = github["repository"].partition("/")
-    repo = (f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
-            if github["oidc_subject"] == "immutable" else github["repository"])
     read_only = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::example/*"}]}
     documents = {
-        "deploy-role-trust.json": {"Version": "2012-10-17", "Statement": [{
+        "dag-read-policy.json": read_only,
+        "dag-reader-trust.json": _irsa_trust(account, [
+            "system:serviceaccount:airflow:airflow-dag-reader",
+            "system:serviceaccount:airflow:airflow-dag-parser"]),
+        "efs-csi-driver-policy.json": read_only,
+        "efs-csi-driver-trust.json": _irsa_trust(
+            account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
+        "ebs-csi-driver-trust.json": _irsa_trust(
+            account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"),
+    }
+    for role in ci_roles(stack):
+        documents[role.trust_file] = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow",
             "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/"
                                        "token.actions.githubusercontent.com"},
@@ -323,15 +364,9 @@ def make_repo(root: Path, stack: dict) -> Path:
             "Condition": {"StringEquals": {
                 "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
                 "token.actions.githubusercontent.com:sub":
-                    f"repo:{repo}:environment:{github['environment']}"}}}]},
-        "deploy-role-policy.json": read_only,
-        "dag-read-policy.json": read_only,
-        "dag-reader-trust.json": _irsa_trust(account,
-                                             "system:serviceaccount:airflow:airflow-dag-reader"),
-        "efs-csi-driver-policy.json": read_only,
-        "efs-csi-driver-trust.json": _irsa_trust(
-            account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
-    }
+                    github.subject(stack, role.workflow, role.environment)}}}]}
+        for policy in role_policy_files(role):
+            documents[policy] = read_only
     (root / "iam").mkdir(parents=True, exist_ok=True)
     for filename, document in documents.items():
         (root / "iam" / filename).write_text(json.dumps(document, indent=2))
@@ -385,7 +420,8 @@ def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict
         attached = iam.list_attached_role_policies(RoleName=role["RoleName"])
         state["roles"][role["RoleName"]] = {
             "trust": role["AssumeRolePolicyDocument"],
-            "attached": sorted(p["PolicyArn"] for p in attached["AttachedPolicies"])}
+            "attached": sorted(p["PolicyArn"] for p in attached["AttachedPolicies"]),
+            "inline": sorted(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"])}
     for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
         detail = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=provider["Arn"])
         state["oidc"].append((provider["Arn"], sorted(detail["ClientIDList"])))
@@ -481,11 +517,18 @@ def moto(tmp_path_factory):
     """One moto server per test module; its request log goes to a temporary file."""
     saved = os.environ.get("MOTO_RECORDER_FILEPATH")
     os.environ["MOTO_RECORDER_FILEPATH"] = str(tmp_path_factory.mktemp("moto") / "requests.log")
+    # AWS managed policies (the EBS CSI driver role attaches AmazonEBSCSIDriverPolicy) exist
+    # in moto only when it loads them.
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    # Offline: with no token, bootstrap never calls GitHub's API (tests pass their own fake).
+    tokens = {name: os.environ.pop(name) for name in ("GITHUB_TOKEN", "GH_TOKEN")
+              if name in os.environ}
     server = MotoServer().start()
     try:
         yield server
     finally:
         server.stop()
+        os.environ.update(tokens)
         if saved is None:
             os.environ.pop("MOTO_RECORDER_FILEPATH", None)
         else:

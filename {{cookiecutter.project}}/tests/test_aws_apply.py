@@ -4,6 +4,8 @@ and, for the idempotency claims, also in moto's own request log."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_testkit import (
     CLUSTER,
@@ -30,18 +32,34 @@ MODES = {
     "git-bundle": ("git-bundle", "own-image"),
 }
 
-# What `apply` manages per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
-EXPECTED_KINDS = {
-    "s3-sync+own-image": ["s3 bucket", "ecr repository", "iam policy", "iam oidc provider",
-                          "iam role"],
-    "s3-sync+aws-cli": ["s3 bucket", "iam policy", "iam oidc provider", "iam role"],
-    "s3-bundle": ["s3 bucket", "iam policy", "iam oidc provider", "iam role"],
-    "efs": ["iam policy", "iam oidc provider", "iam role", "efs file system",
-            "ec2 security group", "ec2 ingress rule", "efs mount target", "efs mount target",
-            "eks add-on"],
-    "git-sync": [],
-    "git-bundle": [],
+# Every resource per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
+GITHUB = ["iam oidc provider"]
+CI = {  # policies (sorted by file), then the roles
+    "s3-sync+own-image": ["iam policy"] * 4 + ["iam role"] * 4,
+    "s3-sync+aws-cli": ["iam policy"] * 3 + ["iam role"] * 3,
+    "s3-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
+    "efs": ["iam policy"] * 3 + ["iam role"] * 3,
+    "git-sync": ["iam policy"] * 2 + ["iam role"] * 2,
+    "git-bundle": ["iam policy"] * 2 + ["iam role"] * 2,
 }
+IRSA_S3 = ["iam oidc provider", "iam policy", "iam role", "iam role"]
+ACCESS = ["eks access entry", "eks access policy"]
+EXPECTED_KINDS = {
+    "s3-sync+own-image": GITHUB + CI["s3-sync+own-image"] + ["s3 bucket", "ecr repository"]
+    + IRSA_S3 + ACCESS + ["eks add-on"],
+    "s3-sync+aws-cli": GITHUB + CI["s3-sync+aws-cli"] + ["s3 bucket"] + IRSA_S3 + ACCESS
+    + ["eks add-on"],
+    "s3-bundle": GITHUB + CI["s3-bundle"] + ["s3 bucket"] + IRSA_S3 + ACCESS + ["eks add-on"],
+    "efs": GITHUB + CI["efs"] + ["iam oidc provider", "iam policy", "iam role", "iam role"]
+    + ACCESS * 2 + ["eks add-on", "eks add-on", "efs file system", "ec2 security group",
+                    "ec2 ingress rules", "efs mount target", "efs mount target"],
+    "git-sync": GITHUB + CI["git-sync"] + ["iam oidc provider", "iam role"] + ACCESS
+    + ["eks add-on"],
+    "git-bundle": GITHUB + CI["git-bundle"] + ["iam oidc provider", "iam role"] + ACCESS
+    + ["eks add-on"],
+}
+# What `apply` itself writes, per mode; everything else is bootstrap's.
+APPLY_KINDS = {"efs file system", "ec2 security group", "ec2 ingress rules", "efs mount target"}
 
 
 def run(command, stack, root, eks, **kwargs):
@@ -52,7 +70,7 @@ def run(command, stack, root, eks, **kwargs):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
+def test_bootstrap_converges_once_then_nothing_changes(aws, tmp_path, mode):
     stack = stack_for(*MODES[mode])
     root = make_repo(tmp_path, stack)
     create_cluster(session())
@@ -61,11 +79,13 @@ def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
     planned, log = run("plan", stack, root, eks)
     assert [r.kind for r in planned] == EXPECTED_KINDS[mode]
     assert all(r.action == "create" for r in planned)
+    assert {r.kind for r in planned if r.owner == "apply"} == APPLY_KINDS & set(EXPECTED_KINDS[mode])
     assert log.mutating() == [] and log.sent_mutating() == []
 
-    first, log = run("apply", stack, root, eks)
-    assert [(r.kind, r.action) for r in first] == [(r.kind, "create") for r in planned]
-    assert len(log.mutating()) >= len(first)
+    first, log = run("bootstrap", stack, root, eks)
+    created = [r for r in first if not r.kind.startswith("github")]
+    assert [(r.kind, r.action) for r in created] == [(r.kind, "create") for r in planned]
+    assert len(log.mutating()) >= len(created)
 
     recorder(aws, "reset-recording")
     recorder(aws, "start-recording")
@@ -83,12 +103,53 @@ def test_apply_converges_once_then_makes_no_mutating_call(aws, tmp_path, mode):
     assert server_mutating(aws) == []
 
 
+@pytest.mark.parametrize("mode", ["s3-bundle", "efs"])
+def test_apply_before_bootstrap_changes_nothing_and_says_run_bootstrap(aws, tmp_path, mode):
+    from airflow_gitops.aws.command import ConvergeError
+
+    stack = stack_for(*MODES[mode])
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    target = session()
+    log = instrument(target, EksExtras())
+    with pytest.raises(ConvergeError, match=r"; run `make bootstrap`$") as caught:
+        converge("apply", stack, root, target)
+    assert "\n" not in str(caught.value)
+    assert log.mutating() == [] and log.sent_mutating() == []
+
+
+def test_apply_writes_only_the_efs_pieces_and_never_iam(aws, tmp_path):
+    """With IAM in place, `apply` repairs what it owns (here: the NFS rule was removed and a
+    0.0.0.0/0 rule added) with EC2 calls only."""
+    stack = stack_for("efs")
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    run("bootstrap", stack, root, eks)
+    ec2 = session().client("ec2")
+    [group] = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
+    ec2.revoke_security_group_ingress(GroupId=group["GroupId"],
+                                      IpPermissions=group["IpPermissions"])
+    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    results, log = run("apply", stack, root, eks)
+    changed = [r for r in results if r.action != "ok"]
+    assert [(r.kind, r.owner) for r in changed] == [("ec2 ingress rules", "apply")]
+    assert sorted(log.mutating()) == ["AuthorizeSecurityGroupIngress",
+                                      "RevokeSecurityGroupIngress"]
+    state = snapshot(session(), eks)
+    assert state["security_groups"]["airflow-gitops-dags-mount-targets"] == [
+        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
+
+
 def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     """s3-sync with its own image: the bucket is locked down, the role trusts the cluster."""
     stack = stack_for("s3-sync", "own-image")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
-    converge("apply", stack, root, session())
+    converge("bootstrap", stack, root, _instrumented(EksExtras()))
     state = snapshot(session())
     bucket = state["buckets"][stack["dags"]["bucket"]]
     assert bucket["pab"] == dict.fromkeys(
@@ -106,13 +167,17 @@ def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     statement = trust["Statement"][0]
     assert statement["Principal"]["Federated"].endswith(f":oidc-provider/{issuer}")
     assert statement["Condition"]["StringEquals"] == {
-        f"{issuer}:sub": "system:serviceaccount:airflow:airflow-dag-reader",
+        f"{issuer}:sub": ["system:serviceaccount:airflow:airflow-dag-reader",
+                          "system:serviceaccount:airflow:airflow-dag-parser"],
         f"{issuer}:aud": "sts.amazonaws.com"}
+    assert state["roles"]["airflow-gitops-ebs-csi-driver"]["attached"] == [
+        "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]
     assert "EKS_OIDC_ISSUER" not in str(state)
     assert state["roles"]["airflow-gitops-dag-reader"]["attached"] == [
         "arn:aws:iam::123456789012:policy/airflow-gitops-dag-read-policy"]
     assert [arn for arn, audiences in state["oidc"]] == [
-        f"arn:aws:iam::123456789012:oidc-provider/{issuer}"]
+        f"arn:aws:iam::123456789012:oidc-provider/{issuer}",
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
 
 
 def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
@@ -120,7 +185,7 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     root = make_repo(tmp_path, stack)
     create_cluster(session())  # three subnets: two in eu-west-1a, one in eu-west-1b
     eks = EksExtras()
-    converge("apply", stack, root, _instrumented(eks))
+    converge("bootstrap", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
     [fs] = state["efs"]
     assert fs["encrypted"] and fs["token"] == "airflow-gitops-dags"
@@ -128,9 +193,10 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     assert fs["mount_targets"] == [("eu-west-1a", (group,)), ("eu-west-1b", (group,))]
     assert state["security_groups"][group] == [
         ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
-    [addon] = eks.addons.values()
-    assert addon["serviceAccountRoleArn"] == \
-        "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver"
+    roles = {a["addonName"]: a["serviceAccountRoleArn"] for a in eks.addons.values()}
+    assert roles == {
+        "aws-efs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver",
+        "aws-ebs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-ebs-csi-driver"}
 
 
 def _instrumented(eks):
@@ -139,27 +205,52 @@ def _instrumented(eks):
     return target
 
 
-def test_bootstrap_trusts_github_and_gives_namespace_scoped_eks_access(aws, tmp_path):
+def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path):
     stack = stack_for("s3-sync", "own-image", oidc_subject="immutable")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
     eks = EksExtras()
-    results = converge("bootstrap", stack, root, _instrumented(eks))
-    assert [r.kind for r in results] == [
-        "iam oidc provider", "iam policy", "iam role", "s3 bucket", "ecr repository",
-        "eks access entry", "eks access policy"]
+    converge("bootstrap", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
     assert ("arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
             ["sts.amazonaws.com"]) in state["oidc"]
-    trust = state["roles"]["airflow-gitops-deploy"]["trust"]["Statement"][0]["Condition"]
-    assert trust["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
-        "repo:example-org@1001/airflow-gitops@2002:environment:production"
+    subjects = {name: role["trust"]["Statement"][0]["Condition"]["StringEquals"][
+        "token.actions.githubusercontent.com:sub"] for name, role in state["roles"].items()
+        if "token.actions" in json.dumps(role["trust"])}
+    repo = "repo:example-org@1001/airflow-gitops@2002"
+    flow = "job_workflow_ref:example-org/airflow-gitops/.github/workflows"
+    assert subjects == {
+        "airflow-gitops-deploy": f"{repo}:environment:production:{flow}/deploy.yml@refs/heads/main",
+        "airflow-gitops-sync-dags":
+            f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
+        "airflow-gitops-build-sync-image":
+            f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
+        "airflow-gitops-drift-check":
+            f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
+    }
+    assert state["roles"]["airflow-gitops-deploy"]["attached"] == [
+        "arn:aws:iam::123456789012:policy/airflow-gitops-deploy-role-policy",
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
+    assert state["roles"]["airflow-gitops-drift-check"]["attached"] == [
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
     [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-deploy")
                             ].values()
     assert policy["accessScope"] == {"type": "namespace", "namespaces": ["airflow"]}
     assert policy["policyArn"].endswith("cluster-access-policy/AmazonEKSAdminPolicy")
     again = converge("bootstrap", stack, root, _instrumented(eks))
-    assert {r.action for r in again} == {"ok"}
+    assert {r.action for r in again if not r.kind.startswith("github")} == {"ok"}
+
+
+def test_efs_sync_role_may_only_edit_the_namespace(aws, tmp_path):
+    stack = stack_for("efs")
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
+    [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-sync-dags")
+                            ].values()
+    assert policy == {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy",
+                      "accessScope": {"type": "namespace", "namespaces": ["airflow"]}}
 
 
 def test_bootstrap_refuses_a_trust_that_does_not_match_stack(aws, tmp_path):
@@ -177,7 +268,8 @@ def test_changed_policy_document_becomes_new_default_and_oldest_version_is_prune
     stack = stack_for("s3-bundle")
     root = make_repo(tmp_path, stack)
     create_cluster(session())
-    converge("apply", stack, root, session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
     iam = session().client("iam")
     arn = "arn:aws:iam::123456789012:policy/airflow-gitops-dag-read-policy"
     document = json.loads((root / "iam" / "dag-read-policy.json").read_text())
@@ -187,17 +279,18 @@ def test_changed_policy_document_becomes_new_default_and_oldest_version_is_prune
     document["Statement"][0]["Sid"] = "Changed"
     (root / "iam" / "dag-read-policy.json").write_text(json.dumps(document))
 
-    planned = converge("plan", stack, root, session())
-    [line] = [r for r in planned if r.kind == "iam policy"]
+    planned = converge("plan", stack, root, _instrumented(eks))
+    [line] = [r for r in planned if r.kind == "iam policy" and r.action != "ok"]
     assert line.action == "update" and "delete oldest version v2" in line.details[0]
-    converge("apply", stack, root, session())
+    assert '+    "Sid": "Changed"' in line.diff
+    converge("bootstrap", stack, root, _instrumented(eks))
     versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
     assert len(versions) == 5
     assert "v2" not in {v["VersionId"] for v in versions}
     default = [v for v in versions if v["IsDefaultVersion"]][0]
     assert iam.get_policy_version(PolicyArn=arn, VersionId=default["VersionId"])[
         "PolicyVersion"]["Document"]["Statement"][0]["Sid"] == "Changed"
-    assert {r.action for r in converge("plan", stack, root, session())} == {"ok"}
+    assert {r.action for r in converge("plan", stack, root, _instrumented(eks))} == {"ok"}
 
 
 def test_aws_endpoint_url_is_honoured_natively(aws):
@@ -208,3 +301,127 @@ def test_aws_endpoint_url_is_honoured_natively(aws):
     for service in ("s3", "iam", "eks", "efs", "ec2", "ecr", "sts"):
         assert ctx.client(service).meta.endpoint_url == aws.endpoint
     assert ctx.client("iam").meta.config.retries["mode"] == "standard"
+
+
+# --- drift: plan sees every change made behind the tool's back, as a diff ------------------
+
+def removed(diff: list[str], text: str) -> bool:
+    return any(line.startswith("-") and text in line for line in diff[2:])
+
+
+def added(diff: list[str], text: str) -> bool:
+    return any(line.startswith("+") and text in line for line in diff[2:])
+
+
+def _drift_plan(stack, root, eks):
+    results = converge("plan", stack, root, _instrumented(eks))
+    return [r for r in results if r.changes]
+
+
+def _bootstrapped(tmp_path, source="s3-bundle"):
+    stack = stack_for(source)
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    converge("bootstrap", stack, root, _instrumented(eks))
+    return stack, root, eks
+
+
+def _repaired(stack, root, eks):
+    """bootstrap puts it back, and then plan is clean."""
+    converge("bootstrap", stack, root, _instrumented(eks))
+    assert _drift_plan(stack, root, eks) == []
+
+
+def test_drift_extra_managed_policy_on_a_role(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    iam = session().client("iam")
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    iam.attach_role_policy(RoleName="airflow-gitops-dag-reader", PolicyArn=admin)
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.name, drift.owner) == ("iam role", "airflow-gitops-dag-reader",
+                                                     "bootstrap")
+    assert drift.details == ["detach AdministratorAccess (not ours)"]
+    assert removed(drift.diff, admin)
+    _repaired(stack, root, eks)
+
+
+def test_drift_inline_policy_on_the_deploy_role(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    session().client("iam").put_role_policy(
+        RoleName="airflow-gitops-deploy", PolicyName="oops", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}))
+    [drift] = _drift_plan(stack, root, eks)
+    assert drift.details == ["delete inline policy oops (not ours)"]
+    assert removed(drift.diff, '"Action": "iam:*"')
+    _repaired(stack, root, eks)
+
+
+def test_drift_widened_trust(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    iam = session().client("iam")
+    trust = iam.get_role(RoleName="airflow-gitops-deploy")["Role"]["AssumeRolePolicyDocument"]
+    trust["Statement"][0]["Condition"]["StringLike"] = trust["Statement"][0]["Condition"].pop(
+        "StringEquals")
+    trust["Statement"][0]["Condition"]["StringLike"][
+        "token.actions.githubusercontent.com:sub"] = "repo:example-org/*"
+    iam.update_assume_role_policy(RoleName="airflow-gitops-deploy",
+                                  PolicyDocument=json.dumps(trust))
+    [drift] = _drift_plan(stack, root, eks)
+    assert drift.details == ["trust from iam/deploy-role-trust.json"]
+    assert removed(drift.diff, '"StringLike"') and added(drift.diff, '"StringEquals"')
+    _repaired(stack, root, eks)
+
+
+def test_drift_extra_bucket_policy_statement(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path)
+    bucket = stack["dags"]["bucket"]
+    s3 = session().client("s3")
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    policy["Statement"].append({"Sid": "CrossAccount", "Effect": "Allow",
+                                "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
+                                "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"})
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.details) == ("s3 bucket", ["TLS-only bucket policy"])
+    assert any("CrossAccount" in line and line.startswith("-") for line in drift.diff)
+    _repaired(stack, root, eks)
+
+
+def test_drift_open_rule_on_the_mount_target_group_is_revoked_by_apply(aws, tmp_path):
+    stack, root, eks = _bootstrapped(tmp_path, "efs")
+    ec2 = session().client("ec2")
+    [group] = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
+    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
+        "IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.owner) == ("ec2 ingress rules", "apply")
+    assert drift.details == ["revoke -1 None from 0.0.0.0/0 (not ours)"]
+    assert removed(drift.diff, "-1 None from 0.0.0.0/0")
+    from airflow_gitops.aws.command import summary
+
+    assert summary("plan", [drift]).endswith("; run `make apply`.")
+    converge("apply", stack, root, _instrumented(eks))
+    assert _drift_plan(stack, root, eks) == []
+
+
+def test_drift_exit_code_and_diff_through_the_cli_printer(aws, tmp_path, capsys):
+    import argparse
+
+    from airflow_gitops.aws.command import run as run_command
+
+    stack, root, eks = _bootstrapped(tmp_path)
+    session().client("iam").attach_role_policy(
+        RoleName="airflow-gitops-drift-check",
+        PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    code = run_command(argparse.Namespace(command="plan", json=False, bootstrap=False),
+                       _instrumented(eks), root)
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "update iam role              airflow-gitops-drift-check  (detach " \
+           "AdministratorAccess (not ours))" in out
+    assert any(line.startswith("         -") and "AdministratorAccess" in line
+               for line in out.splitlines())
+    assert out.splitlines()[-1].endswith("run `make bootstrap` (as an admin).")

@@ -75,11 +75,12 @@ def test_access_denied_names_the_permission_and_the_next_step(aws, tmp_path):
     root = make_repo(tmp_path, stack)
     create_cluster()
     target = session()
+    instrument(target, EksExtras())
     answer(target, "CreateRole", 403, query_error(
         "AccessDenied", "User: arn:aws:sts::123456789012:assumed-role/deploy/gh is not "
         "authorized to perform: iam:CreateRole"))
-    message = fails(stack, root, target)
-    assert message.startswith("iam role airflow-gitops-dag-reader: access denied for "
+    message = fails(stack, root, target, "bootstrap")
+    assert message.startswith("iam role airflow-gitops-deploy: access denied for "
                               "iam:CreateRole (CreateRole)")
     assert "run `make bootstrap` as an admin" in message
 
@@ -91,11 +92,20 @@ def test_throttling_is_retried_in_standard_mode_then_reported(aws, tmp_path):
     target = session()
     sent: list = []
     answer(target, "GetPolicy", 400, query_error("Throttling", "Rate exceeded"), sent)
-    message = fails(stack, root, target)
+    message = fails(stack, root, target, "plan")
     assert len(sent) == 3  # standard mode: 3 attempts
-    assert message.startswith("iam policy airflow-gitops-dag-read-policy: AWS throttled "
+    assert message.startswith("iam policy airflow-gitops-deploy-role-policy: AWS throttled "
                               "GetPolicy (Throttling) after 3 attempts")
     assert "wait a minute and run again" in message
+
+
+def test_an_html_error_page_still_makes_one_line(aws, tmp_path):
+    """moto (like a proxy) answers an API it lacks with an HTML page; the error stays one line."""
+    stack = stack_for("git-sync")
+    root = make_repo(tmp_path, stack)
+    create_cluster()
+    message = fails(stack, root, session(), "bootstrap")  # EKS access entries: not in moto
+    assert message.startswith("eks access entry airflow-gitops-deploy: DescribeAccessEntry failed")
 
 
 def test_bucket_name_owned_by_another_account(aws, tmp_path):
@@ -106,17 +116,19 @@ def test_bucket_name_owned_by_another_account(aws, tmp_path):
     other.create_bucket(Bucket=stack["dags"]["bucket"],
                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     target = session()
+    instrument(target, EksExtras())
     # AWS answers HeadBucket with ExpectedBucketOwner=<us> on someone else's bucket with 403;
     # moto ignores ExpectedBucketOwner and says 200, so that answer is given here.
     answer(target, "HeadBucket", 403)
-    message = fails(stack, root, target)
+    message = fails(stack, root, target, "bootstrap")
     assert "exists but is not this account's or not readable" in message
     assert "choose another dags.bucket in stack.yaml" in message
 
     # A name taken between our look and our create: moto's own BucketAlreadyExists.
     target = session()
+    instrument(target, EksExtras())
     answer(target, "HeadBucket", 404)
-    message = fails(stack, root, target)
+    message = fails(stack, root, target, "bootstrap")
     assert message.startswith(f"s3 bucket {stack['dags']['bucket']}: the name is taken by "
                               "another AWS account (BucketAlreadyExists")
 
@@ -135,20 +147,30 @@ def args(command: str, **extra) -> argparse.Namespace:
     return argparse.Namespace(command=command, json=False, bootstrap=False, **extra)
 
 
-def test_plan_exit_codes(aws, tmp_path, capsys):
+def instrumented(eks: EksExtras):
+    target = session()
+    instrument(target, eks)
+    return target
+
+
+def test_plan_exit_codes_and_what_to_run(aws, tmp_path, capsys):
     stack = stack_for("s3-bundle")
     root = make_repo(tmp_path, stack)
-    assert run(args("plan"), session(), root) == 1  # no cluster yet: an error, not "changes"
+    eks = EksExtras()
+    assert run(args("plan"), instrumented(eks), root) == 1  # no cluster: an error, not changes
     assert capsys.readouterr().err.startswith("ERROR [AwsError]: eks cluster data-platform")
     create_cluster()
-    assert run(args("plan"), session(), root) == 2
+    assert run(args("plan"), instrumented(eks), root) == 2
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("create s3 bucket") and out[-1].startswith("Plan: 4 to create")
-    assert run(args("apply"), session(), root) == 0
-    assert run(args("plan"), session(), root) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "Plan: 0 to create, 0 to update, 4 unchanged."
+    assert out[0].startswith("create iam oidc provider     token.actions.githubusercontent.com")
+    assert out[-1].startswith("Plan: 15 to create, 0 to update, 0 unchanged")
+    assert out[-1].endswith("; run `make bootstrap` (as an admin).")
+    assert run(args("bootstrap"), instrumented(eks), root) == 0
+    assert run(args("plan"), instrumented(eks), root) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "Plan: 0 to create, 0 to update, 15 unchanged."
     (root / "stack.yaml").write_text("not: [valid")
-    assert run(args("plan"), session(), root) == 1
+    assert run(args("plan"), instrumented(eks), root) == 1
 
 
 def test_json_output(aws, tmp_path, capsys):
@@ -156,14 +178,18 @@ def test_json_output(aws, tmp_path, capsys):
     root = make_repo(tmp_path, stack)
     create_cluster()
     assert run(argparse.Namespace(command="plan", json=True, bootstrap=False),
-               session(), root) == 2
+               instrumented(EksExtras()), root) == 2
     report = json.loads(capsys.readouterr().out)
     assert report["changes"] is True and report["error"] is None
-    assert [r["action"] for r in report["resources"]] == ["create"] * 4
-    assert set(report["resources"][0]) == {"action", "kind", "name", "details"}
+    assert {r["action"] for r in report["resources"]} == {"create"}
+    assert set(report["resources"][0]) == {"action", "kind", "name", "details", "owner", "diff"}
+    assert report["resources"][1]["diff"][0] == "--- iam/deploy-role-policy.json (now)"
 
 
-def test_plan_bootstrap_is_read_only(aws, tmp_path, capsys):
+def test_plan_bootstrap_is_read_only_and_says_what_to_do_on_github(aws, tmp_path, capsys,
+                                                                    monkeypatch):
+    for variable in ("GITHUB_TOKEN", "GH_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
     stack = stack_for("git-sync")
     root = make_repo(tmp_path, stack)
     create_cluster()
@@ -173,15 +199,28 @@ def test_plan_bootstrap_is_read_only(aws, tmp_path, capsys):
                target, root) == 2
     assert log.mutating() == []
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:-1]] == ["create"] * 5
-    assert "deploy" in lines[2] and lines[-1].startswith("Plan: 5 to create")
+    assert lines[0].startswith("manual github oidc subject   example-org/airflow-gitops  (no "
+                               "GITHUB_TOKEN: run `gh api --method PUT repos/example-org/"
+                               "airflow-gitops/actions/oidc/customization/sub -F "
+                               "use_default=false -f 'include_claim_keys[]=repo'")
+    assert lines[1].startswith("manual github environment    production")
+    assert lines[-1].startswith("Plan: ") and lines[-1].endswith(
+        "2 to do by hand; run `make bootstrap` (as an admin).")
 
 
-def cli(repo: Path, server, *argv: str) -> subprocess.CompletedProcess:
+def cli(repo: Path, server, *argv: str, make: bool = False) -> subprocess.CompletedProcess:
+    """The toolkit in its own process (EKS extras from the file model, the rest from moto
+    through AWS_ENDPOINT_URL only), directly or through the repo's Makefile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(server.env("eu-west-1"))  # the endpoint reaches boto3 only as AWS_ENDPOINT_URL
-    return subprocess.run([sys.executable, "-m", "airflow_gitops", *argv], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env["EKS_FAKE_STATE"] = str(repo / "eks-fake.json")
+    toolkit = [sys.executable, str(Path(__file__).resolve().parent / "cli_with_eks_fake.py")]
+    if make:
+        command = ["make", "--no-print-directory", *argv, f"TOOLKIT={' '.join(toolkit)}"]
+    else:
+        command = [*toolkit, *argv]
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=180)
 
 
 def test_cli_end_to_end(aws, tmp_path):
@@ -193,9 +232,33 @@ def test_cli_end_to_end(aws, tmp_path):
     assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     create_cluster()
     assert cli(repo, aws, "plan").returncode == 2
-    applied = cli(repo, aws, "apply")
-    assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.splitlines()[-1] == "Apply complete: 4 created, 0 updated, 0 unchanged."
+    early = cli(repo, aws, "apply")  # before bootstrap: nothing written, one line, exit 1
+    assert early.returncode == 1 and early.stderr.count("\n") == 1
+    assert early.stderr.rstrip().endswith("run `make bootstrap`")
+    booted = cli(repo, aws, "bootstrap")
+    assert booted.returncode == 0, booted.stderr
+    assert booted.stdout.splitlines()[-1] == \
+        "Bootstrap complete: 15 created, 0 updated, 0 unchanged, 2 to do by hand."
+    assert cli(repo, aws, "apply").returncode == 0
     planned = cli(repo, aws, "plan", "--json")
     assert planned.returncode == 0
     assert json.loads(planned.stdout)["changes"] is False
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed here")
+def test_make_plan_exit_codes(aws, tmp_path):
+    """GNU make itself exits 2 whenever a recipe fails, whatever the recipe's code; the
+    toolkit's own code (1 error, 2 changes) shows in make's "Error N" line, and scripts that
+    need it call `python -m airflow_gitops plan` directly (the drift workflow does)."""
+    repo = make_repo(tmp_path, stack_for("s3-bundle"))
+    shutil.copytree(REPO / "airflow_gitops", repo / "airflow_gitops",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Makefile", repo / "Makefile")
+    error = cli(repo, aws, "plan", make=True)
+    assert error.returncode != 0 and "Error 1" in error.stderr
+    create_cluster()
+    changes = cli(repo, aws, "plan", make=True)
+    assert changes.returncode == 2 and "Error 2" in changes.stderr
+    assert cli(repo, aws, "bootstrap", make=True).returncode == 0
+    clean = cli(repo, aws, "plan", make=True)
+    assert clean.returncode == 0, clean.stderr

@@ -4,8 +4,9 @@ in order, and nothing else. No server needed.
 - EKS add-ons: DescribeAddon, CreateAddon, UpdateAddon (moto answers 404)
 - EKS access entries: DescribeAccessEntry, CreateAccessEntry, ListAssociatedAccessPolicies,
   AssociateAccessPolicy (moto answers 404)
-- IAM AddClientIDToOpenIDConnectProvider and EFS UpdateFileSystem (update paths only: moto has
-  the resources but not these two operations)
+- EKS DisassociateAccessPolicy (drift: an extra access policy on a CI role's entry)
+- IAM AddClientIDToOpenIDConnectProvider and EFS UpdateFileSystem, TagResource (update paths
+  only: moto has the resources but not these operations)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from botocore.stub import Stubber
 
 from airflow_gitops.aws.command import ConvergeError
 from airflow_gitops.aws.efs import EfsFileSystem
-from airflow_gitops.aws.eks import DeployAccess, EksAddon
+from airflow_gitops.aws.eks import ADMIN_ACCESS_POLICY, EksAccess, EksAddon
 from airflow_gitops.aws.iam import OidcProvider
 from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.aws.session import AwsContext
@@ -90,7 +91,7 @@ def test_access_entry_and_namespace_scoped_admin_policy(stubbed):
                       {**key, "type": "STANDARD"})
     stub.add_response("associate_access_policy", {"clusterName": CLUSTER, "principalArn": DEPLOY},
                       {**key, "policyArn": ADMIN, "accessScope": SCOPE})
-    entry, association = DeployAccess("airflow-gitops-deploy").converge(ctx)
+    entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
     assert (entry.action, association.action) == ("create", "create")
     assert association.details == ["namespace airflow"]
 
@@ -105,8 +106,25 @@ def test_access_policy_with_cluster_scope_is_narrowed(stubbed):
         key)
     stub.add_response("associate_access_policy", {}, {**key, "policyArn": ADMIN,
                                                       "accessScope": SCOPE})
-    entry, association = DeployAccess("airflow-gitops-deploy").converge(ctx)
+    entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
     assert (entry.action, association.action) == ("ok", "update")
+
+
+def test_extra_access_policy_on_a_ci_role_is_removed(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    cluster_admin = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
+    stub.add_response("list_associated_access_policies", {
+        "clusterName": CLUSTER, "principalArn": DEPLOY,
+        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE},
+                                     {"policyArn": cluster_admin,
+                                      "accessScope": {"type": "cluster"}}]}, key)
+    stub.add_response("disassociate_access_policy", {}, {**key, "policyArn": cluster_admin})
+    entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
+    assert (entry.action, association.action) == ("ok", "update")
+    assert association.details == ["disassociate AmazonEKSClusterAdminPolicy (not ours)"]
+    assert '-  "AmazonEKSClusterAdminPolicy": {' in association.diff
 
 
 def test_access_entry_in_place_is_ok(stubbed):
@@ -116,14 +134,14 @@ def test_access_entry_in_place_is_ok(stubbed):
     stub.add_response("list_associated_access_policies", {
         "clusterName": CLUSTER, "principalArn": DEPLOY,
         "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}]}, key)
-    assert [r.action for r in DeployAccess("airflow-gitops-deploy").converge(ctx)] == ["ok", "ok"]
+    assert [r.action for r in EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)] == ["ok", "ok"]
 
 
 def test_config_map_only_cluster_says_how_to_enable_access_entries(stubbed):
     ctx, _ = stubbed
     ctx._cluster["accessConfig"]["authenticationMode"] = "CONFIG_MAP"
     with pytest.raises(AwsError, match="authenticationMode=API_AND_CONFIG_MAP"):
-        DeployAccess("airflow-gitops-deploy").converge(ctx)
+        EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
 
 
 def test_access_denied_on_create_addon_names_both_permissions(stubbed):
@@ -172,12 +190,27 @@ def test_new_oidc_provider_is_created_without_thumbprint(stubbed):
     iam.assert_no_pending_responses()
 
 
-def file_system(mode, state="available", encrypted=True):
+TAGS = [{"Key": "airflow-gitops/project", "Value": "airflow-gitops"}]
+
+
+def file_system(mode, state="available", encrypted=True, tags=TAGS):
     return {"FileSystems": [{
         "OwnerId": "123456789012", "CreationToken": "airflow-gitops-dags", "FileSystemId": "fs-1",
         "CreationTime": "2026-01-01T00:00:00Z", "LifeCycleState": state,
         "NumberOfMountTargets": 0, "SizeInBytes": {"Value": 0}, "PerformanceMode":
-        "generalPurpose", "Encrypted": encrypted, "ThroughputMode": mode, "Tags": []}]}
+        "generalPurpose", "Encrypted": encrypted, "ThroughputMode": mode, "Tags": tags}]}
+
+
+def test_untagged_file_system_gets_the_project_tag(stubbed):
+    """The deploy role may change only file systems tagged for this project."""
+    ctx, _ = stubbed
+    efs = stubbed_client(ctx, "efs")
+    efs.add_response("describe_file_systems", file_system("elastic", tags=[]),
+                     {"CreationToken": "airflow-gitops-dags"})
+    efs.add_response("tag_resource", {}, {"ResourceId": "fs-1", "Tags": TAGS})
+    [result] = EfsFileSystem("airflow-gitops-dags").converge(ctx)
+    assert result.details == ["tag airflow-gitops/project"]
+    efs.assert_no_pending_responses()
 
 
 def test_efs_throughput_mode_follows_stack(stubbed):

@@ -1,8 +1,8 @@
-"""``plan``, ``apply`` and ``bootstrap``: parse arguments, converge, print.
+"""``plan``, ``apply``, ``bootstrap``: parse arguments, converge, print.
 
 Exit codes (docs/aws-setup.md): 0 done / nothing to change; 2 ``plan`` found changes; 1 any
-error (AWS, credentials, stack.yaml, iam/ documents). argparse's own usage errors also exit 2,
-before any AWS call.
+error (AWS, credentials, stack.yaml, iam/ documents, or `apply` finding IAM drift). argparse's
+own usage errors also exit 2, before any AWS call.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from airflow_gitops.aws.converge import OK, Result
+from airflow_gitops.aws.converge import BOOTSTRAP, Result
 from airflow_gitops.aws.errors import AwsError, aws_call
 from airflow_gitops.errors import ToolkitError
 from airflow_gitops.stack import REPO_ROOT, load_stack
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     if parser.prog.endswith(" plan"):
         parser.add_argument("--bootstrap", action="store_true",
-                            help="plan what `bootstrap` would change instead of `apply`")
+                            help="also plan the GitHub settings bootstrap makes (token needed)")
 
 
 class ConvergeError(ToolkitError):
@@ -48,39 +48,63 @@ def check_identity(ctx) -> str:
 
 def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=None,
              bootstrap_set: bool = False, echo: Callable[[Result], None] | None = None,
-             sleep=None) -> list[Result]:
+             sleep=None, http=None) -> list[Result]:
     """Run ``command`` (plan/apply/bootstrap) and return one Result per resource.
 
-    ``session`` is the boto3 session to use (default: a new one in stack.yaml's region).
+    ``session`` is the boto3 session to use (default: a new one in stack.yaml's region);
+    ``http`` answers GitHub API calls (default: api.github.com with GITHUB_TOKEN, if set).
     """
-    from airflow_gitops.aws.iam import check_github_subject
+    from airflow_gitops.aws import github
     from airflow_gitops.aws.resources import (
-        DEPLOY_TRUST,
-        apply_resources,
-        bootstrap_resources,
+        all_resources,
+        apply_owned,
+        bootstrap_owned,
+        ci_roles,
     )
     from airflow_gitops.aws.session import AwsContext, new_session
 
     bootstrap = command == "bootstrap" or bootstrap_set
     try:
         region = stack["aws"]["region"]
-        resources = bootstrap_resources(stack) if bootstrap else apply_resources(stack)
+        resources = all_resources(stack)
     except (KeyError, TypeError) as exc:
         raise ToolkitError(f"stack.yaml: missing or malformed {exc}; run `make validate`") from None
     kwargs = {"sleep": sleep} if sleep else {}
-    ctx = AwsContext(stack, root, session or new_session(region), dry_run=command == "plan",
+    ctx = AwsContext(stack, root, session or new_session(region), dry_run=command != "bootstrap",
                      **kwargs)
     results: list[Result] = []
-    try:
-        check_identity(ctx)
-        if bootstrap:
-            check_github_subject(ctx, DEPLOY_TRUST)
-        for resource in resources:
+
+    def run_all(items) -> None:
+        for resource in items:
             with aws_call(resource.label):
                 for result in resource.converge(ctx):
                     results.append(result)
                     if echo:
                         echo(result)
+
+    try:
+        check_identity(ctx)
+        for role in ci_roles(stack):
+            github.check_trust_subject(ctx, role.trust_file,
+                                       github.subject(stack, role.workflow, role.environment))
+        if bootstrap:
+            token = github.token()
+            http = http or (github.api(token) if token else None)
+            run_all([github.GithubSubjectTemplate(stack, http),
+                     github.GithubEnvironment(stack, http)])
+        if command == "apply":
+            # IAM and access control are bootstrap's: read them, and stop before any change
+            # if they are not what iam/ and stack.yaml say.
+            run_all(bootstrap_owned(resources))
+            drifted = [r for r in results if r.changes]
+            if drifted:
+                names = ", ".join(f"{r.kind} {r.name}" for r in drifted)
+                raise ToolkitError(f"{names}: not as iam/ and stack.yaml describe (see "
+                                   "`make plan`); run `make bootstrap`")
+            ctx.dry_run = False
+            run_all(apply_owned(resources))
+        else:
+            run_all(resources)
     except KeyError as exc:
         raise ConvergeError(f"stack.yaml: missing {exc}; run `make validate`", results) from None
     except ToolkitError as exc:
@@ -90,13 +114,19 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
 
 def summary(command: str, results: list[Result]) -> str:
     counts = {action: sum(r.action == action for r in results)
-              for action in ("create", "update", OK)}
+              for action in ("create", "update", "ok", "manual")}
+    manual = f", {counts['manual']} to do by hand" if counts["manual"] else ""
     if command == "plan":
-        tail = ("; run `make apply`" if counts["create"] or counts["update"] else "")
+        changed = [r for r in results if r.changes]
+        tail = ""
+        if any(r.owner == BOOTSTRAP for r in changed):
+            tail = "; run `make bootstrap` (as an admin)"
+        elif changed:
+            tail = "; run `make apply`"
         return (f"Plan: {counts['create']} to create, {counts['update']} to update, "
-                f"{counts[OK]} unchanged{tail}.")
+                f"{counts['ok']} unchanged{manual}{tail}.")
     return (f"{command.capitalize()} complete: {counts['create']} created, "
-            f"{counts['update']} updated, {counts[OK]} unchanged.")
+            f"{counts['update']} updated, {counts['ok']} unchanged{manual}.")
 
 
 def run(args, session=None, root: Path | str | None = None) -> int:
@@ -119,7 +149,7 @@ def run(args, session=None, root: Path | str | None = None) -> int:
         results = converge(command, stack, root, session, bootstrap_set, echo)
     except ConvergeError as exc:
         results, error = exc.results, str(exc)
-    changes = any(r.action != OK for r in results)
+    changes = any(r.changes for r in results)
     if as_json:
         print(json.dumps({
             "command": "plan --bootstrap" if bootstrap_set else command,

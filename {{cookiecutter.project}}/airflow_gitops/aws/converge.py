@@ -10,11 +10,20 @@ from typing import Any, Callable
 from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.errors import ToolkitError
 
-CREATE, UPDATE, OK = "create", "update", "ok"
+CREATE, UPDATE, DELETE, OK = "create", "update", "delete", "ok"
+# A step only a person can take (no GitHub token given, an environment rule to set by hand):
+# reported, never counted as a change, never a failure.
+MANUAL = "manual"
 
-# IRSA trust documents carry this token where the cluster's issuer goes (unknown when the repo
-# is generated); `apply` replaces it with eks:DescribeCluster's issuer (host/path).
+# Who writes a resource. IAM, trust, access control and anything handed a role are written only
+# by `bootstrap` (an admin, once); `apply` (the deploy role in CI) converges the rest and only
+# reads these, failing with "run `make bootstrap`" when they drifted.
+BOOTSTRAP, APPLY = "bootstrap", "apply"
+
+# Tokens for facts unknown when the repo is generated, replaced in iam/ documents at run time
+# from eks:DescribeCluster: the cluster's OIDC issuer (host/path) and its VPC id.
 ISSUER_TOKEN = "EKS_OIDC_ISSUER"
+VPC_TOKEN = "EKS_CLUSTER_VPC"
 
 
 @dataclass
@@ -23,14 +32,22 @@ class Result:
     kind: str
     name: str
     details: list[str] = field(default_factory=list)
+    owner: str = BOOTSTRAP
+    # Unified diff (current -> wanted) of the documents this result would change.
+    diff: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         detail = f"  ({'; '.join(self.details)})" if self.details else ""
-        return f"{self.action:<7}{self.kind:<22}{self.name}{detail}"
+        text = f"{self.action:<7}{self.kind:<22}{self.name}{detail}"
+        return "\n".join([text, *(f"         {line}" for line in self.diff)])
 
     def as_dict(self) -> dict[str, Any]:
         return {"action": self.action, "kind": self.kind, "name": self.name,
-                "details": self.details}
+                "details": self.details, "owner": self.owner, "diff": self.diff}
+
+    @property
+    def changes(self) -> bool:
+        return self.action not in (OK, MANUAL)
 
 
 Step = tuple[str, Callable[[], Any]]
@@ -45,9 +62,11 @@ class Converger:
     """
 
     kind = "resource"
+    owner = BOOTSTRAP
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.diff: list[str] = []
 
     @property
     def label(self) -> str:
@@ -57,15 +76,23 @@ class Converger:
         raise NotImplementedError
 
     def converge(self, ctx) -> list[Result]:
+        self.diff = []
         exists, steps = self.steps(ctx)
         return [self.finish(ctx, exists, steps)]
 
-    def finish(self, ctx, exists: bool, steps: list[Step], name: str | None = None) -> Result:
+    def finish(self, ctx, exists: bool, steps: list[Step], name: str | None = None,
+               diff: list[str] | None = None) -> Result:
         action = OK if not steps else UPDATE if exists else CREATE
         if not ctx.dry_run:
             for _, act in steps:
                 act()
-        return Result(action, self.kind, name or self.name, [d for d, _ in steps])
+        shown = self.diff if diff is None else diff
+        return Result(action, self.kind, name or self.name, [d for d, _ in steps], self.owner,
+                      list(shown) if steps else [])
+
+    def show_diff(self, label: str, current, wanted) -> None:
+        """Add the diff of one document (current -> wanted) to this resource's result."""
+        self.diff += document_diff(label, current, wanted)
 
 
 def error_code(exc) -> str:
@@ -83,6 +110,8 @@ def load_document(ctx, filename: str) -> dict:
             from None
     if ISSUER_TOKEN in text:
         text = text.replace(ISSUER_TOKEN, ctx.oidc_issuer())
+    if VPC_TOKEN in text:
+        text = text.replace(VPC_TOKEN, ctx.cluster_vpc())
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -122,4 +151,18 @@ def to_json(document: dict) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
-__all__ = ["AwsError", "Converger", "Result", "CREATE", "UPDATE", "OK"]
+def document_diff(label: str, current, wanted) -> list[str]:
+    """Unified diff of two documents in canonical form; ``current`` None means "absent"."""
+    import difflib
+
+    def lines(value) -> list[str]:
+        if value is None:
+            return []
+        return json.dumps(canonical(value), indent=2, sort_keys=True).splitlines()
+
+    return list(difflib.unified_diff(lines(current), lines(wanted), f"{label} (now)",
+                                     f"{label} (wanted)", lineterm="", n=2))
+
+
+__all__ = ["AwsError", "Converger", "Result", "CREATE", "UPDATE", "DELETE", "OK", "MANUAL",
+           "BOOTSTRAP", "APPLY"]

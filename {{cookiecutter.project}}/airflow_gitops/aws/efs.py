@@ -3,13 +3,17 @@
 Everything is found by a stable name, so an interrupted run is finished by the next one: the
 file system by its creation token (stack.yaml dags.efs.creation_token, which is also EFS's own
 idempotency key), the security group by name in the cluster's VPC, mount targets by zone.
+
+These are `apply`'s (the deploy role's): nothing here writes IAM. The file system and the group
+carry the tag ``airflow-gitops/project = <project>`` from their creation on, and the deploy
+role may change only tagged file systems and groups in the cluster's VPC.
 """
 
 from __future__ import annotations
 
 import time
 
-from airflow_gitops.aws.converge import Converger, Result, Step
+from airflow_gitops.aws.converge import APPLY, Converger, Result, Step, document_diff
 from airflow_gitops.aws.errors import AwsError
 
 NFS_PORT = 2049
@@ -31,8 +35,13 @@ def security_group_name(ctx) -> str:
     return f"{ctx.stack['dags']['efs']['creation_token']}-mount-targets"
 
 
+def project_tags(ctx) -> list[dict]:
+    return [{"Key": TAG_KEY, "Value": ctx.stack["project"]}]
+
+
 class EfsFileSystem(Converger):
     kind = "efs file system"
+    owner = APPLY
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
         efs = ctx.client("efs")
@@ -44,7 +53,7 @@ class EfsFileSystem(Converger):
             def create():
                 fs = efs.create_file_system(CreationToken=token, Encrypted=True,
                                             PerformanceMode="generalPurpose",
-                                            ThroughputMode=mode)
+                                            ThroughputMode=mode, Tags=project_tags(ctx))
                 ctx.found["efs_id"] = fs["FileSystemId"]
                 self._wait_available(ctx, fs["FileSystemId"])
             return False, [(f"encrypted, {mode} throughput", create)]
@@ -59,6 +68,10 @@ class EfsFileSystem(Converger):
             raise AwsError(f"{self.label}: {fs['FileSystemId']} is {fs.get('LifeCycleState')}; "
                            "wait for it to go, then run again")
         steps: list[Step] = []
+        tags = {t["Key"]: t["Value"] for t in fs.get("Tags", [])}
+        if tags.get(TAG_KEY) != ctx.stack["project"]:
+            steps.append((f"tag {TAG_KEY}", lambda: efs.tag_resource(
+                ResourceId=fs["FileSystemId"], Tags=project_tags(ctx))))
         if fs.get("ThroughputMode") != mode:
             steps.append((f"throughput mode {fs.get('ThroughputMode')} -> {mode}",
                           lambda: efs.update_file_system(FileSystemId=fs["FileSystemId"],
@@ -85,6 +98,7 @@ class MountTargetSecurityGroup(Converger):
     """A security group for the mount targets, with one rule: NFS from the cluster's group."""
 
     kind = "ec2 security group"
+    owner = APPLY
 
     def converge(self, ctx) -> list[Result]:
         ec2 = ctx.client("ec2")
@@ -102,9 +116,8 @@ class MountTargetSecurityGroup(Converger):
             created = ec2.create_security_group(
                 GroupName=self.name, VpcId=vpc_id,
                 Description=f"NFS from EKS cluster to EFS {ctx.stack['dags']['efs']['creation_token']}",
-                TagSpecifications=[{"ResourceType": "security-group", "Tags": [
-                    {"Key": "Name", "Value": self.name},
-                    {"Key": TAG_KEY, "Value": ctx.stack["project"]}]}])
+                TagSpecifications=[{"ResourceType": "security-group",
+                                    "Tags": project_tags(ctx)}])
             ctx.found["efs_sg"] = created["GroupId"]
 
         group_result = self.finish(ctx, group is not None,
@@ -116,17 +129,61 @@ class MountTargetSecurityGroup(Converger):
                     and any(p.get("GroupId") == cluster_sg
                             for p in permission.get("UserIdGroupPairs", [])))
 
-        rule_exists = bool(group) and any(has_rule(p) for p in group.get("IpPermissions", []))
-        rule_steps: list[Step] = [] if rule_exists else [(f"tcp {NFS_PORT} from {cluster_sg}",
-            lambda: ec2.authorize_security_group_ingress(
-                GroupId=ctx.found["efs_sg"],
-                IpPermissions=[{"IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
-                                "UserIdGroupPairs": [{
-                                    "GroupId": cluster_sg,
-                                    "Description": "EKS cluster security group"}]}]))]
-        rule = self.finish(ctx, False, rule_steps, name=f"{self.name} nfs from cluster")
-        rule.kind = "ec2 ingress rule"
+        ours = {"IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
+                "UserIdGroupPairs": [{"GroupId": cluster_sg,
+                                      "Description": "EKS cluster security group"}]}
+        current = group.get("IpPermissions", []) if group else []
+        # Exactly our rule stays; any other ingress (0.0.0.0/0, another group or port, or ours
+        # sharing an entry with other sources) is not ours and is revoked.
+        exact = any(has_rule(p) and not _wider_than_ours(p, cluster_sg) for p in current)
+        extra = [p for p in current if not has_rule(p) or _wider_than_ours(p, cluster_sg)]
+        rule_steps: list[Step] = []
+        for permission in extra:
+            rule_steps.append((f"revoke {_describe(permission)} (not ours)",
+                               lambda permission=permission: ec2.revoke_security_group_ingress(
+                                   GroupId=ctx.found["efs_sg"],
+                                   IpPermissions=[_revocable(permission)])))
+        if not exact:
+            rule_steps.append((f"tcp {NFS_PORT} from {cluster_sg}",
+                               lambda: ec2.authorize_security_group_ingress(
+                                   GroupId=ctx.found["efs_sg"], IpPermissions=[ours])))
+        rule_exists = bool(current)
+        diff = document_diff(f"ingress of {self.name}", {"IpPermissions": [
+            _describe(p) for p in current]}, {"IpPermissions": [_describe(ours)]}) \
+            if rule_steps and group else []
+        rule = self.finish(ctx, bool(group) and rule_exists, rule_steps,
+                           name=f"{self.name} ingress", diff=diff)
+        rule.kind = "ec2 ingress rules"
         return [group_result, rule]
+
+
+def _describe(permission: dict) -> str:
+    sources = [p.get("GroupId") for p in permission.get("UserIdGroupPairs", [])] + \
+        [r.get("CidrIp") for r in permission.get("IpRanges", [])] + \
+        [r.get("CidrIpv6") for r in permission.get("Ipv6Ranges", [])] + \
+        [r.get("PrefixListId") for r in permission.get("PrefixListIds", [])]
+    ports = (f"{permission.get('FromPort')}-{permission.get('ToPort')}"
+             if permission.get("FromPort") != permission.get("ToPort")
+             else str(permission.get("FromPort")))
+    return f"{permission.get('IpProtocol')} {ports} from {', '.join(map(str, sources))}"
+
+
+def _wider_than_ours(permission: dict, cluster_sg: str) -> bool:
+    """Our NFS rule, but sharing its entry with other sources (AWS groups them by port)."""
+    others = [p for p in permission.get("UserIdGroupPairs", []) if p.get("GroupId") != cluster_sg]
+    return bool(others or permission.get("IpRanges") or permission.get("Ipv6Ranges")
+                or permission.get("PrefixListIds")) or \
+        (permission.get("FromPort"), permission.get("ToPort")) != (NFS_PORT, NFS_PORT)
+
+
+def _revocable(permission: dict) -> dict:
+    """A described permission in the shape RevokeSecurityGroupIngress takes."""
+    keep = ("IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges", "PrefixListIds")
+    out = {k: v for k, v in permission.items() if k in keep and v not in ([], None)}
+    pairs = [{"GroupId": p["GroupId"]} for p in permission.get("UserIdGroupPairs", [])]
+    if pairs:
+        out["UserIdGroupPairs"] = pairs
+    return out
 
 
 class MountTargets(Converger):
@@ -138,6 +195,7 @@ class MountTargets(Converger):
     """
 
     kind = "efs mount target"
+    owner = APPLY
 
     def converge(self, ctx) -> list[Result]:
         efs, ec2 = ctx.client("efs"), ctx.client("ec2")

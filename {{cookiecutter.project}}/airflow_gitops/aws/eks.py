@@ -1,6 +1,7 @@
-"""EKS pieces moto does not have: the EFS CSI driver add-on and the deploy role's access entry.
+"""EKS pieces moto does not have: the CSI driver add-ons and the CI roles' access entries.
 
-(Tests cover these with botocore's Stubber; see docs/aws-setup.md.)
+(Tests cover these with botocore's Stubber; see docs/aws-setup.md.) Both are bootstrap's:
+an add-on is handed a role (iam:PassRole), an access entry grants Kubernetes rights.
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from airflow_gitops.aws.converge import Converger, Result, Step, error_code
 from airflow_gitops.aws.errors import AwsError
 
 EFS_CSI_ADDON = "aws-efs-csi-driver"
+# EBS volumes for the chart's claims (workers, triggerer, Redis): clusters on Kubernetes 1.30+
+# have no default StorageClass and no EBS provisioner without this add-on.
+EBS_CSI_ADDON = "aws-ebs-csi-driver"
 # Kubernetes `admin` ClusterRole, bound in the Airflow namespace only: enough for `helm upgrade`
 # of the chart (Deployments, StatefulSets, Services, Secrets, ServiceAccounts, PVCs, and the
 # Roles/RoleBindings the chart makes; `edit` cannot make those), and nothing cluster-wide.
-DEPLOY_ACCESS_POLICY = "AmazonEKSAdminPolicy"
+ADMIN_ACCESS_POLICY = "AmazonEKSAdminPolicy"
+# Kubernetes `edit` in the namespace: create a pod and exec into it (efs-publish), no RBAC.
+EDIT_ACCESS_POLICY = "AmazonEKSEditPolicy"
 
 
 def _not_found(exc) -> bool:
@@ -50,13 +56,18 @@ class EksAddon(Converger):
             resolveConflicts="PRESERVE"))]
 
 
-class DeployAccess(Converger):
-    """The deploy role's EKS access entry and its namespace-scoped access policy."""
+class EksAccess(Converger):
+    """A CI role's EKS access entry with exactly one access policy, scoped to the namespace.
+
+    Any other access policy associated with the entry (cluster admin, say) is drift: `plan`
+    shows it and `bootstrap` removes it.
+    """
 
     kind = "eks access entry"
 
-    def __init__(self, role_name: str) -> None:
+    def __init__(self, role_name: str, access_policy: str) -> None:
         super().__init__(role_name)
+        self.access_policy = access_policy
 
     def converge(self, ctx) -> list[Result]:
         from botocore.exceptions import ClientError
@@ -65,7 +76,7 @@ class DeployAccess(Converger):
         cluster = ctx.stack["eks"]["cluster_name"]
         namespace = ctx.stack["airflow"]["namespace"]
         principal = ctx.arn("iam", f"role/{self.name}")
-        policy = f"arn:{ctx.partition}:eks::aws:cluster-access-policy/{DEPLOY_ACCESS_POLICY}"
+        policy = f"arn:{ctx.partition}:eks::aws:cluster-access-policy/{self.access_policy}"
         mode = (ctx.cluster().get("accessConfig") or {}).get("authenticationMode")
         if mode == "CONFIG_MAP":
             raise AwsError(
@@ -92,9 +103,24 @@ class DeployAccess(Converger):
         current = next((a for a in associated if a["policyArn"] == policy), None)
         ok = current is not None and current.get("accessScope", {}).get("type") == "namespace" \
             and sorted(current["accessScope"].get("namespaces", [])) == [namespace]
-        association = self.finish(ctx, current is not None, [] if ok else [
+        steps: list[Step] = [] if ok else [
             (f"namespace {namespace}", lambda: eks.associate_access_policy(
                 clusterName=cluster, principalArn=principal, policyArn=policy,
-                accessScope=scope))], name=f"{self.name} {DEPLOY_ACCESS_POLICY}")
+                accessScope=scope))]
+        others = [a["policyArn"] for a in associated if a["policyArn"] != policy]
+        for other in others:
+            steps.append((f"disassociate {other.rsplit('/', 1)[1]} (not ours)",
+                          lambda other=other: eks.disassociate_access_policy(
+                              clusterName=cluster, principalArn=principal, policyArn=other)))
+        diff = []
+        if steps and entry_exists:
+            from airflow_gitops.aws.converge import document_diff
+
+            diff = document_diff(
+                f"access policies of {self.name}",
+                {a["policyArn"].rsplit("/", 1)[1]: a.get("accessScope") for a in associated},
+                {self.access_policy: scope})
+        association = self.finish(ctx, current is not None or bool(others), steps,
+                                  name=f"{self.name} {self.access_policy}", diff=diff)
         association.kind = "eks access policy"
         return [entry, association]

@@ -28,7 +28,8 @@ def explain_client_error(resource: str, exc) -> str:
 
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
-    message = (error.get("Message") or "").strip().rstrip(".")
+    # One line: some endpoints answer with an HTML page (a proxy, a missing API).
+    message = " ".join((error.get("Message") or "").split()).rstrip(".")[:300]
     operation = exc.operation_name
     service = service_of(operation)
     actions = ", ".join(iam_actions(service, operation)) if service else operation

@@ -44,7 +44,7 @@ class ManagedPolicy(Converger):
 
     A changed document becomes a new default version (so roles pick it up at once and the old
     one stays for a rollback); at IAM's limit of five versions the oldest non-default one goes
-    first.
+    first. `plan` shows the change as a diff of the document.
     """
 
     kind = "iam policy"
@@ -64,12 +64,15 @@ class ManagedPolicy(Converger):
         except ClientError as exc:
             if not _missing(exc):
                 raise
+            self.show_diff(f"iam/{self.filename}", None, document)
             return False, [(f"from iam/{self.filename}", lambda: iam.create_policy(
                 PolicyName=self.name, PolicyDocument=to_json(document),
                 Description=f"airflow-gitops: iam/{self.filename}"))]
         current = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
-        if same_document(current["PolicyVersion"]["Document"], document):
+        current_document = as_document(current["PolicyVersion"]["Document"])
+        if same_document(current_document, document):
             return True, []
+        self.show_diff(f"policy {self.name}", current_document, document)
         steps: list[Step] = []
         versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
         if len(versions) >= MAX_POLICY_VERSIONS:
@@ -127,27 +130,34 @@ class OidcProvider(Converger):
 
 
 class IamRole(Converger):
-    """A role with the trust policy of iam/<trust_file> and our managed policies attached.
+    """A role whose trust is iam/<trust_file> and whose permissions are exactly our policies.
 
-    Policies attached by someone else are left attached (and not reported): detaching what this
-    tool did not attach could break a workload it knows nothing about.
+    The role is ours, so anything else on it is drift and is removed by `bootstrap`: a policy
+    attached by someone else (an AWS managed ``AdministratorAccess``, say) and every inline
+    policy. `plan` shows each as a diff. ``managed`` names AWS managed policies to attach (by
+    name under arn:<partition>:iam::aws:policy/).
     """
 
     kind = "iam role"
 
     def __init__(self, name: str, trust_file: str, policy_files: list[str],
-                 description: str) -> None:
+                 description: str, managed: tuple[str, ...] = ()) -> None:
         super().__init__(name)
         self.trust_file = trust_file
         self.policy_files = policy_files
         self.description = description
+        self.managed = managed
+
+    def wanted_policies(self, ctx) -> list[str]:
+        aws_managed = [f"arn:{ctx.partition}:iam::aws:policy/{name}" for name in self.managed]
+        return [policy_arn(ctx, f) for f in self.policy_files] + aws_managed
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
         from botocore.exceptions import ClientError
 
         iam = ctx.client("iam")
         trust = load_document(ctx, self.trust_file)
-        wanted = [policy_arn(ctx, f) for f in self.policy_files]
+        wanted = self.wanted_policies(ctx)
         steps: list[Step] = []
         try:
             role = iam.get_role(RoleName=self.name)["Role"]
@@ -155,43 +165,40 @@ class IamRole(Converger):
             if not _missing(exc):
                 raise
             role = None
+            self.show_diff(f"iam/{self.trust_file}", None, trust)
             steps.append((f"trust from iam/{self.trust_file}", lambda: iam.create_role(
                 RoleName=self.name, AssumeRolePolicyDocument=to_json(trust),
                 Description=self.description)))
         if role and not same_document(as_document(role["AssumeRolePolicyDocument"]), trust):
+            self.show_diff(f"role {self.name} trust", as_document(role["AssumeRolePolicyDocument"]),
+                           trust)
             steps.append((f"trust from iam/{self.trust_file}", lambda: iam.update_assume_role_policy(
                 RoleName=self.name, PolicyDocument=to_json(trust))))
-        attached = set()
+        attached: list[str] = []
+        inline: list[str] = []
         if role:
             pages = iam.get_paginator("list_attached_role_policies").paginate(RoleName=self.name)
-            attached = {p["PolicyArn"] for page in pages for p in page["AttachedPolicies"]}
+            attached = [p["PolicyArn"] for page in pages for p in page["AttachedPolicies"]]
+            pages = iam.get_paginator("list_role_policies").paginate(RoleName=self.name)
+            inline = [name for page in pages for name in page["PolicyNames"]]
+        if sorted(attached) != sorted(wanted):
+            self.show_diff(f"role {self.name} attached policies",
+                           {"AttachedPolicies": sorted(attached)},
+                           {"AttachedPolicies": sorted(wanted)})
+        for arn in attached:
+            if arn not in wanted:
+                steps.append((f"detach {arn.rsplit('/', 1)[1]} (not ours)",
+                              lambda arn=arn: iam.detach_role_policy(RoleName=self.name,
+                                                                     PolicyArn=arn)))
         for arn in wanted:
             if arn not in attached:
                 steps.append((f"attach {arn.rsplit('/', 1)[1]}", lambda arn=arn: iam.attach_role_policy(
                     RoleName=self.name, PolicyArn=arn)))
+        for name in inline:
+            document = as_document(iam.get_role_policy(RoleName=self.name,
+                                                       PolicyName=name)["PolicyDocument"])
+            self.show_diff(f"role {self.name} inline policy {name}", document, None)
+            steps.append((f"delete inline policy {name} (not ours)",
+                          lambda name=name: iam.delete_role_policy(RoleName=self.name,
+                                                                   PolicyName=name)))
         return role is not None, steps
-
-
-def check_github_subject(ctx, trust_file: str) -> None:
-    """The deploy role's trust must pin the subject stack.yaml describes (classic or immutable)."""
-    github = ctx.stack["github"]
-    owner, _, name = github["repository"].partition("/")
-    if github.get("oidc_subject") == "immutable":
-        repo = f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
-    else:
-        repo = github["repository"]
-    expected = f"repo:{repo}:environment:{github['environment']}"
-    document = load_document(ctx, trust_file)
-    subjects = [
-        value
-        for statement in document["Statement"]
-        for condition in (statement.get("Condition") or {}).values()
-        for key, value in condition.items()
-        if key.endswith(":sub")
-    ]
-    if subjects != [expected]:
-        raise ToolkitError(
-            f"iam/{trust_file}: subject {subjects} does not match stack.yaml's github settings "
-            f"({expected!r}); fix the file or stack.yaml so the deploy role trusts exactly this "
-            "repository's environment"
-        )

@@ -1,25 +1,37 @@
-"""Which resources each command converges, read from stack.yaml (dags.source, dags.sync_image).
+"""Every AWS resource this repo owns, in dependency order, and who writes it.
 
-| mode                  | apply                                                             |
-|-----------------------|-------------------------------------------------------------------|
-| s3-sync, s3-bundle    | DAG bucket, dag-read policy, cluster OIDC provider, dag-reader role |
-| s3-sync + own-image   | ... and the s3-sync image's ECR repository                        |
-| efs                   | efs-csi-driver policy, cluster OIDC provider, CSI driver role,     |
-|                       | file system, mount-target security group + NFS rule, mount        |
-|                       | targets, aws-efs-csi-driver add-on                                |
-| git-sync, git-bundle  | nothing in AWS                                                    |
+`bootstrap` (an admin, once and after any change to iam/) converges all of them. `apply` (the
+deploy role in CI) first reads every bootstrap-owned one and stops with "run `make bootstrap`"
+if any drifted, then converges the few it owns: the EFS file system and its network. So the
+roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 
-bootstrap (once, as an admin) adds what the deploy role cannot make for itself: the GitHub OIDC
-provider, the deploy role and its policy, the EKS access entry; and the bucket and ECR
-repository, so the first deploy can push before its `apply` runs.
+| resource                                   | modes            | written by |
+|--------------------------------------------|------------------|------------|
+| GitHub OIDC provider, subject template     | all              | bootstrap  |
+| one role + policy per CI job (CI_ROLES)    | by workflow      | bootstrap  |
+| DAG bucket (private, TLS only, versioned)  | s3-sync, s3-bundle | bootstrap |
+| s3-sync image ECR repository               | s3-sync + own-image | bootstrap |
+| cluster OIDC provider, IRSA roles/policies | all (EBS CSI)    | bootstrap  |
+| EKS access entries of CI roles             | deploy; sync-dags in efs | bootstrap |
+| EKS add-ons (EBS CSI; EFS CSI in efs)      | all              | bootstrap  |
+| EFS file system, mount-target group, targets | efs            | apply      |
 """
 
 from __future__ import annotations
 
-from airflow_gitops.aws.converge import Converger
+from dataclasses import dataclass
+
+from airflow_gitops.aws.converge import APPLY, BOOTSTRAP, Converger
 from airflow_gitops.aws.ecr import EcrRepository
 from airflow_gitops.aws.efs import EfsFileSystem, MountTargets, MountTargetSecurityGroup
-from airflow_gitops.aws.eks import EFS_CSI_ADDON, DeployAccess, EksAddon
+from airflow_gitops.aws.eks import (
+    ADMIN_ACCESS_POLICY,
+    EBS_CSI_ADDON,
+    EDIT_ACCESS_POLICY,
+    EFS_CSI_ADDON,
+    EksAccess,
+    EksAddon,
+)
 from airflow_gitops.aws.iam import IamRole, ManagedPolicy, OidcProvider
 from airflow_gitops.aws.s3 import DagBucket
 
@@ -30,8 +42,42 @@ DAG_READ_POLICY = "dag-read-policy.json"
 DAG_READER_TRUST = "dag-reader-trust.json"
 EFS_CSI_POLICY = "efs-csi-driver-policy.json"
 EFS_CSI_TRUST = "efs-csi-driver-trust.json"
-DEPLOY_POLICY = "deploy-role-policy.json"
-DEPLOY_TRUST = "deploy-role-trust.json"
+EBS_CSI_TRUST = "ebs-csi-driver-trust.json"
+# AWS's own policy for the EBS CSI driver (the least it needs; AWS keeps it current).
+EBS_CSI_MANAGED_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+# Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
+READ_STATE_POLICY = "read-state-policy.json"
+
+
+@dataclass(frozen=True)
+class CiRole:
+    """One GitHub Actions job's role: stack.yaml aws.<key>, iam/<stem>-trust.json and
+    iam/<stem>-policy.json, trusted only for .github/workflows/<workflow> on the deploy branch."""
+
+    key: str
+    stem: str
+    workflow: str
+    environment: bool
+    kube_access: str | None = None  # EKS access policy, namespace-scoped
+
+    @property
+    def trust_file(self) -> str:
+        return f"{self.stem}-trust.json"
+
+    @property
+    def policy_file(self) -> str:
+        return f"{self.stem}-policy.json"
+
+
+DEPLOY = CiRole("deploy_role", "deploy-role", "deploy.yml", True, ADMIN_ACCESS_POLICY)
+SYNC_DAGS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True)
+SYNC_DAGS_EFS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True,
+                       EDIT_ACCESS_POLICY)
+BUILD_SYNC_IMAGE = CiRole("build_sync_image_role", "build-sync-image-role",
+                          "build-sync-image.yml", True)
+DRIFT_CHECK = CiRole("drift_check_role", "drift-check-role", "drift-check.yml", False)
+# The deploy trust file keeps its name from before per-job roles.
+DEPLOY_TRUST = DEPLOY.trust_file
 
 
 def dag_source(stack: dict) -> str:
@@ -42,48 +88,75 @@ def uses_own_sync_image(stack: dict) -> bool:
     return dag_source(stack) == "s3-sync" and stack["dags"].get("sync_image") == "own-image"
 
 
-def bucket_and_registry(stack: dict) -> list[Converger]:
-    items: list[Converger] = []
+def ci_roles(stack: dict) -> list[CiRole]:
+    """The CI roles this repo's workflows use (a workflow pruned for this mode has none)."""
+    roles = [DEPLOY]
     if dag_source(stack) in S3_MODES:
+        roles.append(SYNC_DAGS)
+    elif dag_source(stack) == "efs":
+        roles.append(SYNC_DAGS_EFS)
+    if uses_own_sync_image(stack):
+        roles.append(BUILD_SYNC_IMAGE)
+    roles.append(DRIFT_CHECK)
+    return roles
+
+
+def role_policy_files(role: CiRole) -> list[str]:
+    if role is DRIFT_CHECK:
+        return [READ_STATE_POLICY]
+    if role is DEPLOY:
+        return [READ_STATE_POLICY, role.policy_file]
+    return [role.policy_file]
+
+
+def all_resources(stack: dict) -> list[Converger]:
+    """Every resource of this repo, in dependency order (each knows its ``owner``)."""
+    source = dag_source(stack)
+    aws = stack["aws"]
+    repository = stack["github"]["repository"]
+    items: list[Converger] = [OidcProvider(GITHUB_OIDC)]
+    policies = {f for role in ci_roles(stack) for f in role_policy_files(role)}
+    items += [ManagedPolicy(f, stack) for f in sorted(policies)]
+    for role in ci_roles(stack):
+        items.append(IamRole(aws[role.key], role.trust_file, role_policy_files(role),
+                             f"GitHub Actions {role.workflow} of {repository}"))
+    if source in S3_MODES:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
-    return items
-
-
-def apply_resources(stack: dict) -> list[Converger]:
-    """What `apply` (and `plan`) converge, in dependency order."""
-    source = dag_source(stack)
-    items = bucket_and_registry(stack)
+    items.append(OidcProvider())
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
-            OidcProvider(),
             IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST, [DAG_READ_POLICY],
                     "Airflow pods that read DAGs from S3 (IRSA)"),
         ]
     if source == "efs":
-        efs = stack["dags"]["efs"]
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),
-            OidcProvider(),
-            IamRole(efs["csi_driver_role"], EFS_CSI_TRUST, [EFS_CSI_POLICY],
+            IamRole(stack["dags"]["efs"]["csi_driver_role"], EFS_CSI_TRUST, [EFS_CSI_POLICY],
                     "EFS CSI driver controller (IRSA)"),
+        ]
+    items.append(IamRole(aws["ebs_csi_driver_role"], EBS_CSI_TRUST, [],
+                         "EBS CSI driver controller (IRSA)", managed=(EBS_CSI_MANAGED_POLICY,)))
+    for role in ci_roles(stack):
+        if role.kube_access:
+            items.append(EksAccess(aws[role.key], role.kube_access))
+    items.append(EksAddon(EBS_CSI_ADDON, aws["ebs_csi_driver_role"]))
+    if source == "efs":
+        efs = stack["dags"]["efs"]
+        items += [
+            EksAddon(EFS_CSI_ADDON, efs["csi_driver_role"]),
             EfsFileSystem(efs["creation_token"]),
             MountTargetSecurityGroup(f"{efs['creation_token']}-mount-targets"),
             MountTargets(efs["creation_token"]),
-            EksAddon(EFS_CSI_ADDON, efs["csi_driver_role"]),
         ]
     return items
 
 
-def bootstrap_resources(stack: dict) -> list[Converger]:
-    role = stack["aws"]["deploy_role"]
-    return [
-        OidcProvider(GITHUB_OIDC),
-        ManagedPolicy(DEPLOY_POLICY, stack),
-        IamRole(role, DEPLOY_TRUST, [DEPLOY_POLICY],
-                f"GitHub Actions deploys of {stack['github']['repository']}"),
-        *bucket_and_registry(stack),
-        DeployAccess(role),
-    ]
+def bootstrap_owned(items: list[Converger]) -> list[Converger]:
+    return [item for item in items if item.owner == BOOTSTRAP]
+
+
+def apply_owned(items: list[Converger]) -> list[Converger]:
+    return [item for item in items if item.owner == APPLY]

@@ -1,4 +1,9 @@
-"""The DAG bucket: private, encrypted, versioned, reachable over TLS only."""
+"""The DAG bucket: private, encrypted, versioned, reachable over TLS only.
+
+Bootstrap's: its public access block and bucket policy are access control, which no CI role
+may write. The bucket policy is ours alone: any other statement (a cross-account grant, say) is
+drift that `plan` shows as a diff and `bootstrap` removes.
+"""
 
 from __future__ import annotations
 
@@ -72,8 +77,10 @@ class DagBucket(Converger):
                 VersioningConfiguration={"Status": "Enabled"})))
 
         policy = read(s3.get_bucket_policy, {"NoSuchBucketPolicy"})
-        wanted = self._policy_with_tls_only(policy, bucket_arn)
-        if wanted is not None:
+        current = self._normalised(policy)
+        wanted = bucket_policy(bucket_arn)
+        if current is None or canonical(current) != canonical(wanted):
+            self.show_diff(f"bucket policy of {bucket}", current, wanted)
             steps.append(("TLS-only bucket policy", lambda: s3.put_bucket_policy(
                 Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted))))
         return exists, steps
@@ -121,22 +128,19 @@ class DagBucket(Converger):
             raise
 
     @staticmethod
-    def _policy_with_tls_only(current, bucket_arn: str) -> dict | None:
-        """The bucket policy with our TLS-only statement in it, or None when it already is.
-
-        Statements others added are kept; only the one with our Sid is ours to set.
-        """
+    def _normalised(current) -> dict | None:
+        """The bucket policy as a dict, with S3's {"AWS": "*"} read as "*" (both mean anyone)."""
         import json
 
-        document = json.loads(current["Policy"]) if current else {"Version": "2012-10-17",
-                                                                   "Statement": []}
+        if not current:
+            return None
+        document = json.loads(current["Policy"])
         statements = document.get("Statement", [])
         statements = statements if isinstance(statements, list) else [statements]
-        ours = tls_only_statement(bucket_arn)
-        # S3 may hand a "*" principal back as {"AWS": "*"}; both mean everyone.
-        mine = [{**s, "Principal": "*"} if s.get("Principal") == {"AWS": "*"} else s
-                for s in statements if s.get("Sid") == TLS_ONLY_SID]
-        if len(mine) == 1 and canonical(mine[0]) == canonical(ours):
-            return None
-        others = [s for s in statements if s.get("Sid") != TLS_ONLY_SID]
-        return {**document, "Statement": [*others, ours]}
+        document["Statement"] = [{**s, "Principal": "*"} if s.get("Principal") == {"AWS": "*"}
+                                 else s for s in statements]
+        return document
+
+
+def bucket_policy(bucket_arn: str) -> dict:
+    return {"Version": "2012-10-17", "Statement": [tls_only_statement(bucket_arn)]}

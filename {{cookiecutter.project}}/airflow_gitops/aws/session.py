@@ -101,3 +101,13 @@ class AwsContext:
                 "OIDC issuer; this cluster cannot use IAM roles for service accounts"
             )
         return issuer.removeprefix("https://").rstrip("/")
+
+    def cluster_vpc(self) -> str:
+        """The cluster's VPC id: the ec2:Vpc the deploy role's EC2 permissions are bound to."""
+        vpc = (self.cluster().get("resourcesVpcConfig") or {}).get("vpcId")
+        if not vpc:
+            raise ToolkitError(
+                f"eks cluster {self.stack['eks']['cluster_name']}: DescribeCluster returned no "
+                "VPC id; the EFS network permissions are bound to the cluster's VPC"
+            )
+        return vpc

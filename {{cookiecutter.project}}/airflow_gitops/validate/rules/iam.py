@@ -30,6 +30,7 @@ RESOURCE_STAR_ALLOWED = (
     "iam:ListPolicies",
     "iam:ListRoles",
     "s3:ListAllMyBuckets",
+    "elasticfilesystem:CreateFileSystem",  # no resource type; narrowed by its conditions
 )
 
 _ALLOWED_LOWER = {a.lower() for a in RESOURCE_STAR_ALLOWED}  # IAM action names ignore case

@@ -279,7 +279,10 @@ def _bucket_and_prefix(repo) -> Iterator[Finding]:
         for index, statement in enumerate(as_list(reader_policy.get("Statement"))):
             for op, conditions in as_dict(as_dict(statement).get("Condition")).items():
                 values = as_dict(conditions).get("s3:prefix")
-                if values is None:
+                if values is None or op == "Null":  # Null tests presence (HeadBucket has none)
+                    continue
+                # The bucket's top level only (S3DagBundle's check_for_prefix): "" with "/".
+                if values == "" and as_dict(conditions).get("s3:delimiter") == "/":
                     continue
                 for item_index, value in enumerate(values if isinstance(values, list) else [values]):
                     if isinstance(value, str) and prefix and not (value == prefix or value.startswith(prefix + "/")):

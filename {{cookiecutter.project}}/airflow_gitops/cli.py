@@ -29,7 +29,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
     "bootstrap": ("airflow_gitops.aws.command", "once, as an admin: GitHub OIDC, deploy role, EKS access"),
+    "local-aws": ("airflow_gitops.local_aws", "a local AWS (moto) on 127.0.0.1 to try the AWS commands"),
 }
+
+
+def version_line() -> str:
+    """The toolkit's version and, for a repo made by cruft, the template commit it came from."""
+    import json
+    from pathlib import Path
+
+    from airflow_gitops import __version__
+
+    line = f"airflow_gitops {__version__}"
+    repo_root = Path(__file__).resolve().parent.parent
+    try:
+        state = json.loads((repo_root / ".cruft.json").read_text(encoding="utf-8"))
+        line += f" (template {state['template']} at {str(state['commit'])[:12]})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not made by cruft, or its record is unreadable: the version alone
+    return line
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
@@ -37,6 +55,7 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         prog="python -m airflow_gitops",
         description="Toolkit of this Airflow-on-EKS GitOps repository.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import tomllib
 
 import pytest
 
-from conftest import DEFAULTS, run_make
+from conftest import DEFAULTS, PYTHON, TEMPLATE, run_make
 
 # One bake per DAG family is enough here: the toolkit tests build their own stacks.
 MODES = ["s3-sync", "efs", "git-sync"]
@@ -45,3 +47,19 @@ def test_help_lists_every_target_of_the_makefile(default_repo):
     shown = {line.split()[0] for line in run_make(default_repo, "help").stdout.splitlines()}
     assert targets == shown and {"install", "lint", "local-aws"} <= shown
     assert "$(" not in run_make(default_repo, "help").stdout
+
+
+def test_toolkit_version_is_one_fact(default_repo):
+    """`python -m airflow_gitops --version` reads the one copy (airflow_gitops/__init__.py);
+    the template's pyproject.toml names the same release."""
+    result = subprocess.run(
+        [PYTHON, "-m", "airflow_gitops", "--version"],
+        cwd=default_repo,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    release = tomllib.loads((TEMPLATE / "pyproject.toml").read_text())["project"]["version"]
+    assert result.stdout.strip() == f"airflow_gitops {release}"
+    init = (default_repo / "airflow_gitops" / "__init__.py").read_text()
+    assert init.count(release) == 1

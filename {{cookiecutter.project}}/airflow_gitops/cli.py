@@ -17,19 +17,43 @@ from airflow_gitops.errors import ToolkitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "push-dags": ("airflow_gitops.dagsync.push", "upload dags/ to the DAG bucket (only changes)"),
     "pull-dags": ("airflow_gitops.dagsync.pull", "one sync of the DAG bucket into a local folder"),
-    "sync-agent": ("airflow_gitops.dagsync.agent", "the S3 DAG sync agent (sidecar/init container)"),
+    "sync-agent": (
+        "airflow_gitops.dagsync.agent",
+        "the S3 DAG sync agent (sidecar/init container)",
+    ),
     "render": ("airflow_gitops.render", "write build/values.yaml and build/k8s/ for deploy"),
-    "image-tag": ("airflow_gitops.image_tag", "print the s3-sync image tag (digest of its sources)"),
+    "image-tag": (
+        "airflow_gitops.image_tag",
+        "print the s3-sync image tag (digest of its sources)",
+    ),
     "ci-facts": ("airflow_gitops.ci_facts", "stack.yaml facts as GitHub step outputs"),
-    "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
-    "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
-    "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
-    "validate": ("airflow_gitops.validate", "check every file against its schema and the cross-file rules"),
+    "ensure-secrets": (
+        "airflow_gitops.cluster_secrets",
+        "create the chart's key Secrets if absent",
+    ),
+    "dag-check": (
+        "airflow_gitops.dag_check",
+        "import dags/ with the Airflow version the chart runs",
+    ),
+    "manifests": (
+        "airflow_gitops.manifests",
+        "k8s/ + helm template of the pinned chart, for review",
+    ),
+    "validate": (
+        "airflow_gitops.validate",
+        "check every file against its schema and the cross-file rules",
+    ),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
-    "bootstrap": ("airflow_gitops.aws.command", "once, as an admin: GitHub OIDC, deploy role, EKS access"),
-    "local-aws": ("airflow_gitops.local_aws", "a local AWS (moto) on 127.0.0.1 to try the AWS commands"),
+    "bootstrap": (
+        "airflow_gitops.aws.command",
+        "once, as an admin: GitHub OIDC, deploy role, EKS access",
+    ),
+    "local-aws": (
+        "airflow_gitops.local_aws",
+        "a local AWS (moto) on 127.0.0.1 to try the AWS commands",
+    ),
 }
 
 
@@ -50,12 +74,25 @@ def version_line() -> str:
     return line
 
 
+class VersionAction(argparse.Action):
+    """``--version`` as one unwrapped line (argparse's own action wraps long lines)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_gitops",
         description="Toolkit of this Airflow-on-EKS GitOps repository.",
     )
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument(
+        "--version", action=VersionAction, help="show the toolkit's version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)

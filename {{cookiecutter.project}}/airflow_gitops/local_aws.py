@@ -176,8 +176,9 @@ def local_aws_app(extras):
         path = environ.get("PATH_INFO", "")
         if path == STATE_PATH:
             data = json.dumps({"answered": extras.answered, **extras.state()}).encode()
-            start_response("200 OK", [("Content-Type", "application/json"),
-                                      ("Content-Length", str(len(data)))])
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+            )
             return [data]
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             extras.reset()
@@ -209,8 +210,7 @@ def make_local_server(port: int, account: str | None):
         listener.close()
         raise
     extras = EksExtras()
-    server = make_server(HOST, port, local_aws_app(extras), threaded=True,
-                         fd=listener.fileno())
+    server = make_server(HOST, port, local_aws_app(extras), threaded=True, fd=listener.fileno())
     listener.detach()  # werkzeug's socket owns the descriptor now
     return server, extras
 
@@ -251,8 +251,12 @@ def create_cluster(ec2, eks, name: str, account: str) -> dict:
 
 
 def exports(endpoint: str, region: str) -> str:
-    variables = {**FAKE_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region,
-                 "AWS_DEFAULT_REGION": region}
+    variables = {
+        **FAKE_ENV,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
     return "export " + " ".join(f"{k}={v}" for k, v in variables.items()) + "; unset AWS_PROFILE"
 
 
@@ -260,8 +264,9 @@ def exports(endpoint: str, region: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})"
+    )
 
 
 def run(args) -> int:
@@ -277,18 +282,30 @@ def run(args) -> int:
     try:
         server, _ = make_local_server(args.port, account)
     except OSError as exc:
-        raise UsageError(f"--port {args.port}: cannot listen on {HOST} ({exc.strerror}); "
-                         "stop what uses it or pass another, e.g. make local-aws PORT=5124") from None
+        raise UsageError(
+            f"--port {args.port}: cannot listen on {HOST} ({exc.strerror}); "
+            "stop what uses it or pass another, e.g. make local-aws PORT=5124"
+        ) from None
     endpoint = f"http://{HOST}:{server.port}"
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
-    session = boto3.Session(region_name=region, aws_access_key_id="testing",
-                            aws_secret_access_key="testing", aws_session_token="testing")
-    create_cluster(session.client("ec2", endpoint_url=endpoint),
-                   session.client("eks", endpoint_url=endpoint), cluster, account)
+    session = boto3.Session(
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )
+    create_cluster(
+        session.client("ec2", endpoint_url=endpoint),
+        session.client("eks", endpoint_url=endpoint),
+        cluster,
+        account,
+    )
     import moto
 
-    print(f"Local AWS (moto {moto.__version__}, with EKS access entries and add-ons) on "
-          f"{endpoint}: account {account}, region {region}, EKS cluster {cluster}.")
+    print(
+        f"Local AWS (moto {moto.__version__}, with EKS access entries and add-ons) on "
+        f"{endpoint}: account {account}, region {region}, EKS cluster {cluster}."
+    )
     print("In another shell, in this repository:")
     print(f"  {exports(endpoint, region)}")
     print("  make bootstrap && make apply && make push-dags && make pull-dags DEST=/tmp/dags")

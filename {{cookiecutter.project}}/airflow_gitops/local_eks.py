@@ -108,8 +108,11 @@ class EksExtras:
         if key not in self.entries:
             return not_found("access entry")
         associated = list(self.policies.get(key, {}).values())
-        return 200, {"clusterName": key[0], "principalArn": key[1],
-                     "associatedAccessPolicies": associated}
+        return 200, {
+            "clusterName": key[0],
+            "principalArn": key[1],
+            "associatedAccessPolicies": associated,
+        }
 
     @handles("AssociateAccessPolicy")
     def _associate_access_policy(self, p: dict) -> Answer:
@@ -118,8 +121,11 @@ class EksExtras:
             return not_found("access entry")
         association = {"policyArn": p["policyArn"], "accessScope": p["accessScope"]}
         self.policies.setdefault(key, {})[p["policyArn"]] = association
-        return 200, {"clusterName": key[0], "principalArn": key[1],
-                     "associatedAccessPolicy": association}
+        return 200, {
+            "clusterName": key[0],
+            "principalArn": key[1],
+            "associatedAccessPolicy": association,
+        }
 
     # --- add-ons -----------------------------------------------------------------------------
 
@@ -219,8 +225,9 @@ def wsgi(extras: EksExtras, app):
         body = environ["wsgi.input"].read(length) if length else b""
         # The path as sent: PATH_INFO is already percent-decoded, and an ARN's "/" would split it.
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-        found = route(environ["REQUEST_METHOD"], raw.split("?", 1)[0],
-                      environ.get("QUERY_STRING", ""), body)
+        found = route(
+            environ["REQUEST_METHOD"], raw.split("?", 1)[0], environ.get("QUERY_STRING", ""), body
+        )
         if found is None:  # moto's, with the body we read put back
             environ["wsgi.input"] = io.BytesIO(body)
             return app(environ, start_response)

@@ -21,8 +21,13 @@ POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy"
 
 
 def client(server, service: str):
-    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.mark.parametrize("operation", sorted(local_eks.OPERATIONS))
@@ -30,9 +35,14 @@ def test_every_answered_operation_is_routed_from_the_request_botocore_sends(oper
     """The HTTP routes come from botocore's model, so a handler is all a new call needs."""
     model = boto3.Session().client("eks", region_name=REGION).meta.service_model
     operation_model = model.operation_model(operation)
-    params = {"clusterName": "data-platform", "principalArn": PRINCIPAL,
-              "addonName": "aws-efs-csi-driver", "policyArn": POLICY, "accessScope": SCOPE,
-              "serviceAccountRoleArn": f"arn:aws:iam::{ACCOUNT}:role/efs"}
+    params = {
+        "clusterName": "data-platform",
+        "principalArn": PRINCIPAL,
+        "addonName": "aws-efs-csi-driver",
+        "policyArn": POLICY,
+        "accessScope": SCOPE,
+        "serviceAccountRoleArn": f"arn:aws:iam::{ACCOUNT}:role/efs",
+    }
     params = {k: v for k, v in params.items() if k in operation_model.input_shape.members}
     request = create_serializer("rest-json").serialize_to_request(params, operation_model)
     path, _, query = request["url_path"].partition("?")
@@ -52,16 +62,24 @@ def test_eks_extras_over_http_next_to_moto(aws):
     with pytest.raises(ClientError) as twice:
         eks.create_access_entry(clusterName="data-platform", principalArn=PRINCIPAL)
     assert twice.value.response["Error"]["Code"] == "ResourceInUseException"
-    eks.associate_access_policy(clusterName="data-platform", principalArn=PRINCIPAL,
-                                policyArn=POLICY, accessScope=SCOPE)
-    listed = eks.list_associated_access_policies(clusterName="data-platform",
-                                                 principalArn=PRINCIPAL)
+    eks.associate_access_policy(
+        clusterName="data-platform", principalArn=PRINCIPAL, policyArn=POLICY, accessScope=SCOPE
+    )
+    listed = eks.list_associated_access_policies(
+        clusterName="data-platform", principalArn=PRINCIPAL
+    )
     assert listed["associatedAccessPolicies"] == [{"policyArn": POLICY, "accessScope": SCOPE}]
 
-    eks.create_addon(clusterName="data-platform", addonName="aws-efs-csi-driver",
-                     serviceAccountRoleArn="arn:aws:iam::123456789012:role/a")
-    eks.update_addon(clusterName="data-platform", addonName="aws-efs-csi-driver",
-                     serviceAccountRoleArn="arn:aws:iam::123456789012:role/b")
+    eks.create_addon(
+        clusterName="data-platform",
+        addonName="aws-efs-csi-driver",
+        serviceAccountRoleArn="arn:aws:iam::123456789012:role/a",
+    )
+    eks.update_addon(
+        clusterName="data-platform",
+        addonName="aws-efs-csi-driver",
+        serviceAccountRoleArn="arn:aws:iam::123456789012:role/b",
+    )
     addon = eks.describe_addon(clusterName="data-platform", addonName="aws-efs-csi-driver")
     assert addon["addon"]["serviceAccountRoleArn"].endswith("role/b")
 
@@ -78,15 +96,24 @@ def test_tls_only_bucket_policy_is_evaluated_as_aws_does(aws):
     s3 = client(aws, "s3")
 
     def deny(bucket: str, secure: str) -> str:
-        return json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": secure}}}]})
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                        "Condition": {"Bool": {"aws:SecureTransport": secure}},
+                    }
+                ],
+            }
+        )
 
     outcome = {}
     for bucket, secure in (("tls-only", "false"), ("deny-all-tls", "true")):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
-            "LocationConstraint": REGION})
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_policy(Bucket=bucket, Policy=deny(bucket, secure))
         try:
             s3.put_object(Bucket=bucket, Key="k", Body=b"x")
@@ -104,4 +131,5 @@ def test_an_answer_that_is_no_aws_error_is_one_line(aws):
     assert message == (
         "eks pod identity associations: ListPodIdentityAssociations got HTTP 404 Not Found "
         "with a text/html body, not an AWS error; the endpoint does not answer this call as "
-        "AWS does (AWS_ENDPOINT_URL?)")
+        "AWS does (AWS_ENDPOINT_URL?)"
+    )

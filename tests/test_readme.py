@@ -26,3 +26,17 @@ def test_quickstart_is_two_make_targets_that_exist():
 def test_ci_runs_the_readme_test_command():
     test_command = next(c for c in quickstart_commands() if "test" in c)
     assert test_command in (TEMPLATE / ".ci" / "run").read_text()
+
+
+def test_readme_sample_output_has_the_real_file_count(default_repo):
+    """The demo's sample output in the README names the number of files a default bake has."""
+    readme = (TEMPLATE / "README.md").read_text()
+    shown = {int(n) for n in re.findall(r"out/airflow-gitops/?: (\d+) files", readme)}
+    files = [p for p in default_repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert shown == {len(files)}
+
+
+def test_readme_generates_outside_the_template_clone():
+    section = (TEMPLATE / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ")[0]
+    commands = [line for line in section.splitlines() if line.startswith(".venv/bin/")]
+    assert commands and all("--output-dir .." in line for line in commands), commands

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import tomllib
 
@@ -63,3 +65,27 @@ def test_toolkit_version_is_one_fact(default_repo):
     assert result.stdout.strip() == f"airflow_gitops {release}"
     init = (default_repo / "airflow_gitops" / "__init__.py").read_text()
     assert init.count(release) == 1
+
+
+@pytest.mark.slow  # a real `make install` from the package index: minutes on a cold cache
+def test_make_install_gives_every_target_what_it_needs(baked, tmp_path):
+    """A user's path: `make install`, then the other targets with the repo's own .venv (no
+    PYTHON= override): lint needs the linters of requirements-ci.txt, test needs pytest and
+    moto of requirements-dev.txt."""
+    repo = tmp_path / "repo"
+    shutil.copytree(baked(), repo)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+
+    def make(*targets: str, **extra_env: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(["make", "--no-print-directory", "-C", str(repo), *targets],
+                                capture_output=True, text=True, env={**env, **extra_env})  # fmt: skip
+        assert result.returncode == 0, f"make {targets}: {result.stdout}\n{result.stderr}"
+        return result
+
+    installed = make("install")
+    assert "==> .venv is ready" in installed.stdout
+    assert "Successfully installed" in installed.stdout  # pip's progress is shown, not hidden
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)  # lint lists files with git
+    make("lint")
+    make("validate")
+    assert " passed" in make("test", PYTEST_ADDOPTS="-k test_local_aws").stdout

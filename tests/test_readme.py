@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 from conftest import TEMPLATE
 
@@ -40,3 +41,15 @@ def test_readme_generates_outside_the_template_clone():
     section = (TEMPLATE / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ")[0]
     commands = [line for line in section.splitlines() if line.startswith(".venv/bin/")]
     assert commands and all("--output-dir .." in line for line in commands), commands
+
+
+def test_make_help_shows_real_values():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(TEMPLATE), "help", "OUT=elsewhere"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "$(" not in result.stdout and "./elsewhere/" in result.stdout, result.stdout
+    targets = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"test", "test-slow", "bake", "demo", "bench"} <= targets

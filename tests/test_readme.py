@@ -53,3 +53,8 @@ def test_make_help_shows_real_values():
     assert "$(" not in result.stdout and "./elsewhere/" in result.stdout, result.stdout
     targets = {line.split()[0] for line in result.stdout.splitlines()}
     assert {"test", "test-slow", "bake", "demo", "bench"} <= targets
+
+
+def test_ci_also_runs_the_documented_slow_target():
+    assert "make test-slow" in (TEMPLATE / "README.md").read_text()
+    assert re.search(r"^make test-slow$", (TEMPLATE / ".ci" / "run").read_text(), re.M)

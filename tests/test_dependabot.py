@@ -55,3 +55,23 @@ def test_every_requirements_folder_is_watched():
     }
     folders = {"/" if f == "/." else f for f in folders}
     assert folders == set(watched("pip"))
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line)
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def test_a_package_pinned_in_template_and_product_has_one_version():
+    template = pins(TEMPLATE / "requirements.txt")
+    product: dict[str, str] = {}
+    for path in (TEMPLATE / "{{cookiecutter.project}}").glob("requirements*.txt"):
+        product.update(pins(path))
+    differ = {name: (v, product[name]) for name, v in template.items()
+              if name in product and product[name] != v}  # fmt: skip
+    assert not differ, differ
+    assert {"cruft", "ruff", "pytest", "boto3"} <= set(template) & set(product)

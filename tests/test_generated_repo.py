@@ -89,3 +89,24 @@ def test_make_install_gives_every_target_what_it_needs(baked, tmp_path):
     make("lint")
     make("validate")
     assert " passed" in make("test", PYTEST_ADDOPTS="-k test_local_aws").stdout
+
+
+@pytest.mark.slow  # installs Airflow when no cached .venv-airflow exists
+def test_airflow_constraints_reproduce_the_committed_pins(default_repo, tmp_path):
+    """`make airflow-venv` installs with constraints/airflow-<version>.txt and
+    `make airflow-constraints` writes the same pins back: the file is what it says it is."""
+    from test_workflows import airflow_venv
+
+    version = DEFAULTS["airflow_version"]
+    venv = airflow_venv(version)
+    run_make(default_repo, "airflow-venv", f"AIRFLOW_VENV={venv}")
+    repo = tmp_path / "repo"
+    shutil.copytree(default_repo, repo)
+    written = run_make(repo, "airflow-constraints", f"AIRFLOW_VENV={venv}")
+    assert "commit it" in written.stdout
+
+    def pinned(path):
+        return sorted(line for line in path.read_text().splitlines() if "==" in line)
+
+    name = f"constraints/airflow-{version}.txt"
+    assert pinned(repo / name) == pinned(default_repo / name)

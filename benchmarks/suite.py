@@ -40,6 +40,8 @@ def report(name: str, marker: str, budget: float | None) -> None:
     if budget:
         verdict = f"; budget {budget / 60:.0f} min: {'within' if wall <= budget else 'OVER'}"
     print(f"{name:16} wall {wall:6.1f} s  CPU {cpu:6.1f} s  ({tally}){verdict}")
+    for failed in re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.M):
+        print(f"    failed: {failed}")
     durations = re.findall(r"^(\d+\.\d+)s (call|setup|teardown)\s+(\S+)$", output, re.M)
     for seconds, phase, test in durations[:SLOWEST]:
         print(f"    {float(seconds):6.1f} s  {phase:8} {test}")

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
@@ -61,6 +62,7 @@ def parent_cwd() -> Path | None:
     return next((Path(line[1:]) for line in listing.splitlines() if line.startswith("n/")), None)
 
 
+@lru_cache(maxsize=1)
 def template_dir() -> Path | None:
     """The template checkout being rendered, or None.
 

@@ -83,6 +83,8 @@ def test_cruft_create_records_template_and_commit(tmp_path, template_repo):
     assert "cruft check" in readme and "cruft update" in readme
     # never a command that regenerates over the team's files
     assert "--replay-file" not in readme and "--overwrite-if-exists" not in readme
+    version = run(repo, sys.executable, "-m", "airflow_gitops", "--version").stdout
+    assert f"(template {template_repo} at {state['commit'][:12]})" in version
 
 
 def test_cruft_check_and_update_keep_the_teams_edits(tmp_path, template_repo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 from conftest import TEMPLATE
 
@@ -26,3 +27,34 @@ def test_quickstart_is_two_make_targets_that_exist():
 def test_ci_runs_the_readme_test_command():
     test_command = next(c for c in quickstart_commands() if "test" in c)
     assert test_command in (TEMPLATE / ".ci" / "run").read_text()
+
+
+def test_readme_sample_output_has_the_real_file_count(default_repo):
+    """The demo's sample output in the README names the number of files a default bake has."""
+    readme = (TEMPLATE / "README.md").read_text()
+    shown = {int(n) for n in re.findall(r"out/airflow-gitops/?: (\d+) files", readme)}
+    files = [p for p in default_repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert shown == {len(files)}
+
+
+def test_readme_generates_outside_the_template_clone():
+    section = (TEMPLATE / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ")[0]
+    commands = [line for line in section.splitlines() if line.startswith(".venv/bin/")]
+    assert commands and all("--output-dir .." in line for line in commands), commands
+
+
+def test_make_help_shows_real_values():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(TEMPLATE), "help", "OUT=elsewhere"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "$(" not in result.stdout and "./elsewhere/" in result.stdout, result.stdout
+    targets = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"test", "test-slow", "bake", "demo", "bench"} <= targets
+
+
+def test_ci_also_runs_the_documented_slow_target():
+    assert "make test-slow" in (TEMPLATE / "README.md").read_text()
+    assert re.search(r"^make test-slow$", (TEMPLATE / ".ci" / "run").read_text(), re.M)

@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 TEMPLATE = Path(__file__).resolve().parent.parent
-TOOLS = Path(__file__).resolve().parent
-# A one-function fix to moto's bucket-policy evaluation, loaded by the moto server only.
-MOTO_FIX = TOOLS / "demo_moto"
 TAIL_LINES = 25
 # Before moto is up, any AWS call goes to the discard port on 127.0.0.1, never to AWS.
 NOWHERE = "http://127.0.0.1:9"
@@ -70,7 +67,6 @@ class Demo:
         self.repo: Path | None = None
         self.stack: dict = {}
         self.server = None  # airflow_gitops.local_aws.MotoServer, once started
-        self.eks = None  # demo_eks.EksStandIn
         self.endpoint = NOWHERE
         self.facts: dict = {"steps": []}
         self._step_log: Path | None = None
@@ -92,8 +88,6 @@ class Demo:
         )
         if self.server is not None:
             env.update(self.server.env(region))
-        if self.eks is not None:
-            env["AWS_ENDPOINT_URL_EKS"] = self.eks.endpoint
         env.pop("MAKEFLAGS", None)  # `make demo -j` must not leak into the generated Makefile
         env.pop("MAKELEVEL", None)
         return env
@@ -182,72 +176,35 @@ class Demo:
         return last
 
     def start_aws(self) -> str:
-        """moto on 127.0.0.1, the EKS stand-in in front of it, and a cluster to deploy to."""
-        sys.path.insert(0, str(self.repo))  # local_aws comes from the generated repo
-        sys.path.insert(0, str(TOOLS))
-        from airflow_gitops.local_aws import MotoServer
-        from demo_eks import EksStandIn
+        """The generated repo's local AWS (moto with the EKS calls it lacks answered, as
+        `make local-aws` serves it) and the cluster `apply` reads, made as that target makes it."""
+        import boto3
 
-        self.server = MotoServer()  # assigned before start(): `finally` stops a half start
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MOTO_FIX), saved]))
-        try:  # the server process inherits this environment; nothing else sees MOTO_FIX
-            self.server.start()
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH")
-            else:
-                os.environ["PYTHONPATH"] = saved
-        self.eks = EksStandIn(self.server.endpoint).start()
+        sys.path.insert(0, str(self.repo))  # local_aws comes from the generated repo
+        from airflow_gitops.local_aws import MotoServer, create_cluster
+
+        region = self.stack["aws"]["region"]
+        account = str(self.stack["aws"]["account_id"])
+        cluster = self.stack["eks"]["cluster_name"]
+        self.server = MotoServer(account=account)  # assigned before start(): `finally` stops it
+        self.server.start()
         self.endpoint = self.server.endpoint
-        cluster = self.create_cluster()
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
+        )
+        create_cluster(
+            session.client("ec2", endpoint_url=self.endpoint),
+            session.client("eks", endpoint_url=self.endpoint),
+            cluster,
+            account,
+        )
         pid = self.server.process.pid
         self.facts["moto"] = {
             "endpoint": self.server.endpoint,
             "port": self.server.port,
             "pid": pid,
-            "eks_stand_in": self.eks.endpoint,
         }
         return f"moto {self.server.endpoint} (pid {pid}); EKS cluster {cluster}"
-
-    def create_cluster(self) -> str:
-        """The cluster `apply` reads (its OIDC issuer, VPC, subnets, cluster security group),
-        made the way EKS reports one: moto keeps resourcesVpcConfig as sent and botocore drops
-        output-only fields, so vpcId and clusterSecurityGroupId are added to the request."""
-        import boto3
-
-        region = self.stack["aws"]["region"]
-        name = self.stack["eks"]["cluster_name"]
-        session = boto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
-        )
-        ec2 = session.client("ec2", endpoint_url=self.server.endpoint)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [
-            ec2.create_subnet(
-                VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{region}{zone}"
-            )["Subnet"]["SubnetId"]
-            for i, zone in enumerate("ab")
-        ]
-        group = ec2.create_security_group(
-            GroupName=f"eks-cluster-sg-{name}", Description="EKS cluster", VpcId=vpc
-        )["GroupId"]
-        eks = session.client("eks", endpoint_url=self.server.endpoint)
-
-        def add_output_fields(request, **kwargs):
-            body = json.loads(request.body)
-            body["resourcesVpcConfig"].update(clusterSecurityGroupId=group, vpcId=vpc)
-            request.data = json.dumps(body).encode()
-            request.headers["Content-Length"] = str(len(request.data))
-
-        eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields)
-        account = self.stack["aws"]["account_id"]
-        eks.create_cluster(
-            name=name,
-            roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
-            resourcesVpcConfig={"subnetIds": subnets},
-        )
-        return name
 
     def bootstrap(self) -> str:
         return self._converge("bootstrap")
@@ -370,23 +327,33 @@ class Demo:
                 for p in iam.list_policies(Scope="Local")["Policies"]
             ),
             "iam role": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
-            "eks access entry": sorted(
-                f"{principal.rsplit('/', 1)[-1]} ("
-                + ", ".join(
-                    f"{a['policyArn'].rsplit('/', 1)[-1]} in "
-                    f"{','.join(a['accessScope'].get('namespaces', []))}"
-                    for a in self.eks.policies.get((cluster, principal), {}).values()
-                )
-                + ")"
-                for cluster, principal in self.eks.entries
-            ),
-            "eks add-on": sorted(name for _, name in self.eks.addons),
+            **self.eks_state(),
         }
         state["_trust"] = sorted(
             json.dumps(r["AssumeRolePolicyDocument"], sort_keys=True)
             for r in iam.list_roles()["Roles"]
         )
         return state
+
+    def eks_state(self) -> dict:
+        """Access entries (with their policies) and add-ons held by the local EKS stand-in."""
+        held = self.server.state()
+        entries = [json.loads(line) for line in held["entries"]]
+        policies = [json.loads(line) for line in held["policies"]]
+        return {
+            "eks access entry": sorted(
+                f"{e['principalArn'].rsplit('/', 1)[-1]} ("
+                + ", ".join(
+                    f"{p['policyArn'].rsplit('/', 1)[-1]} in "
+                    f"{','.join(p['accessScope'].get('namespaces', []))}"
+                    for p in policies
+                    if p["principalArn"] == e["principalArn"]
+                )
+                + ")"
+                for e in entries
+            ),
+            "eks add-on": sorted(json.loads(line)["addonName"] for line in held["addons"]),
+        }
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -471,8 +438,11 @@ class Demo:
 
     def stop_aws(self) -> None:
         t0 = time.monotonic()
-        if self.eks is not None:
-            self.eks.stop()
+        if self.server is not None and self.server.process is not None:
+            try:  # what the EKS stand-in answered, for the summary
+                self.facts["eks_answered"] = sorted(set(self.server.state()["answered"]))
+            except OSError:
+                pass  # a server that died says nothing; the summary shows none
         if self.server is not None:
             pid = self.server.process.pid if self.server.process else None
             self.server.stop()
@@ -559,14 +529,13 @@ class Demo:
             f"moto server  pid {moto['pid']} on {moto['endpoint']}: stopped, "
             + ("port closed" if moto["port_closed"] else "PORT STILL OPEN")
         )
-        answered = sorted(set(self.eks.answered)) if self.eks else []
+        answered = f.get("eks_answered", [])
         lines.append(
-            "stand-ins    moto 5.2.5 has no EKS access entries or add-ons; "
-            f"tools/demo_eks.py answered {', '.join(answered) or 'none'}"
+            "stand-ins    moto 5.2.5 has no EKS access entries or add-ons; the repo's "
+            f"local_eks answered {', '.join(answered) or 'none'}"
         )
         lines.append(
-            "             tools/demo_moto/ makes moto apply the bucket's TLS-only "
-            "policy as AWS does (HTTPS)"
+            "             local_aws makes moto apply the bucket's TLS-only policy as AWS does (HTTPS)"
         )
         print("\n".join(lines), flush=True)
 

@@ -17,9 +17,15 @@ from airflow_gitops.errors import ToolkitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "push-dags": ("airflow_gitops.dagsync.push", "upload dags/ to the DAG bucket (only changes)"),
     "pull-dags": ("airflow_gitops.dagsync.pull", "one sync of the DAG bucket into a local folder"),
-    "sync-agent": ("airflow_gitops.dagsync.agent", "the S3 DAG sync agent (sidecar/init container)"),
+    "sync-agent": (
+        "airflow_gitops.dagsync.agent",
+        "the S3 DAG sync agent (sidecar/init container)",
+    ),
     "render": ("airflow_gitops.render", "write build/values.yaml and build/k8s/ for deploy"),
-    "image-tag": ("airflow_gitops.image_tag", "print the s3-sync image tag (digest of its sources)"),
+    "image-tag": (
+        "airflow_gitops.image_tag",
+        "print the s3-sync image tag (digest of its sources)",
+    ),
     "ci-facts": ("airflow_gitops.ci_facts", "stack.yaml facts as GitHub step outputs"),
     "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
     "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
@@ -31,14 +37,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
-    "bootstrap": ("airflow_gitops.aws.command", "once, as an admin: GitHub OIDC, deploy role, EKS access"),
+    "bootstrap": (
+        "airflow_gitops.aws.command",
+        "once, as an admin: GitHub OIDC, deploy role, EKS access",
+    ),
+    "local-aws": (
+        "airflow_gitops.local_aws",
+        "a local AWS (moto) on 127.0.0.1 to try the AWS commands",
+    ),
 }
+
+
+def version_line() -> str:
+    """The toolkit's version and, for a repo made by cruft, the template commit it came from."""
+    import json
+    from pathlib import Path
+
+    from airflow_gitops import __version__
+
+    line = f"airflow_gitops {__version__}"
+    repo_root = Path(__file__).resolve().parent.parent
+    try:
+        state = json.loads((repo_root / ".cruft.json").read_text(encoding="utf-8"))
+        line += f" (template {state['template']} at {str(state['commit'])[:12]})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not made by cruft, or its record is unreadable: the version alone
+    return line
+
+
+class VersionAction(argparse.Action):
+    """``--version`` as one unwrapped line (argparse's own action wraps long lines)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_gitops",
         description="Toolkit of this Airflow-on-EKS GitOps repository.",
+    )
+    parser.add_argument(
+        "--version", action=VersionAction, help="show the toolkit's version and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

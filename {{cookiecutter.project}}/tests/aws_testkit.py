@@ -5,8 +5,9 @@
   ``before-parameter-build`` hook records every operation the code asks for, with its
   parameters, whether it then goes to moto or to the EKS fake below.
 - ``EksExtras``: moto 5.2.5 has no EKS add-on or access-entry API (it answers 404), so the
-  whole-run tests answer those seven operations from a small in-memory model, in process. They
-  never reach moto and are counted apart (``CallLog.faked``). Their request shapes are checked
+  whole-run tests answer those operations from the repo's one EKS fake
+  (``airflow_gitops.local_eks``, also behind `make local-aws`), in process. They never reach
+  moto and are counted apart (``CallLog.faked``). Their request shapes are checked
   with botocore's Stubber in test_aws_eks_stubbed.py.
 - ``Faults``: make the k-th mutating call fail, before it is sent (refused) or after AWS did it
   (the answer lost).
@@ -30,14 +31,13 @@ import yaml
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
+from airflow_gitops import local_aws, local_eks
 from airflow_gitops.aws.iam_actions import is_read_only
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
 CLUSTER = "data-platform"
-EKS_FAKED = {"DescribeAddon", "CreateAddon", "UpdateAddon", "DescribeAccessEntry",
-             "CreateAccessEntry", "ListAssociatedAccessPolicies", "AssociateAccessPolicy",
-             "DisassociateAccessPolicy"}
+EKS_FAKED = local_eks.OPERATIONS
 
 
 def session(account: str = ACCOUNT, region: str = REGION) -> boto3.Session:
@@ -114,84 +114,13 @@ def _response(status: int, body: dict):
     return http, body
 
 
-def _not_found(message: str):
-    return _response(404, {"Error": {"Code": "ResourceNotFoundException", "Message": message}})
-
-
-class EksExtras:
-    """In-memory add-ons and access entries, keyed like EKS keys them."""
-
-    def __init__(self) -> None:
-        self.addons: dict[tuple[str, str], dict] = {}
-        self.entries: dict[tuple[str, str], dict] = {}
-        self.policies: dict[tuple[str, str], dict[str, dict]] = {}
+class EksExtras(local_eks.EksExtras):
+    """The one EKS fake (airflow_gitops.local_eks, also behind `make local-aws`), answering in
+    process: ``answer`` returns what a botocore ``before-call`` hook returns instead of
+    sending the request."""
 
     def answer(self, operation: str, p: dict):
-        cluster = p.get("clusterName")
-        if operation == "DescribeAddon":
-            addon = self.addons.get((cluster, p["addonName"]))
-            return _response(200, {"addon": addon}) if addon else _not_found("no add-on")
-        if operation in ("CreateAddon", "UpdateAddon"):
-            key = (cluster, p["addonName"])
-            if operation == "CreateAddon" and key in self.addons:
-                return _response(409, {"Error": {"Code": "ResourceInUseException",
-                                                 "Message": "add-on exists"}})
-            addon = {"addonName": p["addonName"], "clusterName": cluster, "status": "ACTIVE",
-                     "serviceAccountRoleArn": p.get("serviceAccountRoleArn")}
-            self.addons[key] = addon
-            return _response(200, {"addon" if operation == "CreateAddon" else "update": addon})
-        key = (cluster, p.get("principalArn"))
-        if operation == "DescribeAccessEntry":
-            entry = self.entries.get(key)
-            return _response(200, {"accessEntry": entry}) if entry else _not_found("no entry")
-        if operation == "CreateAccessEntry":
-            if key in self.entries:
-                return _response(409, {"Error": {"Code": "ResourceInUseException",
-                                                 "Message": "entry exists"}})
-            self.entries[key] = {"clusterName": cluster, "principalArn": p["principalArn"],
-                                 "type": p.get("type", "STANDARD")}
-            return _response(200, {"accessEntry": self.entries[key]})
-        if operation == "ListAssociatedAccessPolicies":
-            if key not in self.entries:
-                return _not_found("no entry")
-            return _response(200, {"associatedAccessPolicies": list(
-                self.policies.get(key, {}).values())})
-        if operation == "AssociateAccessPolicy":
-            if key not in self.entries:
-                return _not_found("no entry")
-            association = {"policyArn": p["policyArn"], "accessScope": p["accessScope"]}
-            self.policies.setdefault(key, {})[p["policyArn"]] = association
-            return _response(200, {"associatedAccessPolicy": association})
-        if operation == "DisassociateAccessPolicy":
-            if p["policyArn"] not in self.policies.get(key, {}):
-                return _not_found("no association")
-            del self.policies[key][p["policyArn"]]
-            return _response(200, {})
-        raise AssertionError(operation)
-
-    def save(self, path: Path) -> None:
-        """Keep the model in a file, for a CLI run in another process (cli_with_eks_fake.py)."""
-        path.write_text(json.dumps({
-            "addons": [[list(k), v] for k, v in self.addons.items()],
-            "entries": [[list(k), v] for k, v in self.entries.items()],
-            "policies": [[list(k), v] for k, v in self.policies.items()]}))
-
-    @classmethod
-    def load(cls, path: Path) -> "EksExtras":
-        model = cls()
-        if path.exists():
-            data = json.loads(path.read_text())
-            for name in ("addons", "entries", "policies"):
-                getattr(model, name).update({tuple(k): v for k, v in data[name]})
-        return model
-
-    def state(self) -> dict:
-        return {
-            "addons": sorted(json.dumps(a, sort_keys=True) for a in self.addons.values()),
-            "entries": sorted(json.dumps(e, sort_keys=True) for e in self.entries.values()),
-            "policies": sorted(json.dumps(v, sort_keys=True)
-                               for p in self.policies.values() for v in p.values()),
-        }
+        return _response(*super().answer(operation, p))
 
 
 class Faults:
@@ -257,33 +186,10 @@ def _cluster_client():
 
 
 def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> dict:
-    """An EKS cluster in moto, with what DescribeCluster shows on AWS: subnets, VPC, cluster SG.
-
-    moto keeps resourcesVpcConfig as sent and botocore drops fields that are output-only, so
-    clusterSecurityGroupId and vpcId are added to the request body before it is signed.
-    """
-    ec2 = _observer_client(target, "ec2")
-    region = ec2.meta.region_name
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
-                                 AvailabilityZone=f"{region}{zone}")["Subnet"]["SubnetId"]
-               for i, zone in enumerate("aba")]
-    cluster_sg = ec2.create_security_group(GroupName=f"eks-cluster-sg-{name}",
-                                           Description="EKS cluster", VpcId=vpc)["GroupId"]
+    """An EKS cluster in moto, with what DescribeCluster shows on AWS (local_aws.create_cluster,
+    as `make local-aws` makes it)."""
     eks = target.client("eks") if target is not None else _cluster_client()
-
-    def add_output_fields(request, **kwargs):
-        body = json.loads(request.body)
-        body["resourcesVpcConfig"].update(clusterSecurityGroupId=cluster_sg, vpcId=vpc)
-        request.data = json.dumps(body).encode()
-        request.headers["Content-Length"] = str(len(request.data))
-
-    eks.meta.events.unregister("before-sign.eks.CreateCluster", unique_id="add-output-fields")
-    eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields,
-                             unique_id="add-output-fields")
-    eks.create_cluster(name=name, roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks-cluster",
-                       resourcesVpcConfig={"subnetIds": subnets})
-    return {"vpc": vpc, "subnets": subnets, "cluster_sg": cluster_sg}
+    return local_aws.create_cluster(_observer_client(target, "ec2"), eks, name, ACCOUNT)
 
 
 def stack_for(source: str = "s3-sync", sync_image: str = "own-image",

@@ -27,7 +27,13 @@ def explain_client_error(resource: str, exc) -> str:
     from airflow_gitops.aws.iam_actions import iam_actions
 
     error = exc.response.get("Error", {})
-    code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = str(error.get("Code") or status)
+    if code.isdigit():  # no error code in the answer: botocore fell back to the status
+        if status == 403 and (error.get("Message") or "Forbidden") == "Forbidden":
+            code = "AccessDenied"  # a HEAD request's refusal, which never has a body
+        else:
+            return not_an_aws_answer(resource, exc.operation_name, status, exc.response)
     # One line: some endpoints answer with an HTML page (a proxy, a missing API).
     message = " ".join((error.get("Message") or "").split()).rstrip(".")[:300]
     operation = exc.operation_name
@@ -46,6 +52,18 @@ def explain_client_error(resource: str, exc) -> str:
                 "refresh them (e.g. `aws sso login`) and run again")
     detail = f"{code}: {message}" if message else code
     return f"{resource}: {operation} failed ({detail}); fix the cause above and run again"
+
+
+def not_an_aws_answer(resource: str, operation: str, status, response: dict) -> str:
+    """An answer that was neither JSON nor XML (an HTML page, say): botocore then reports the
+    bare status as the code and the whole body as the message; one line instead."""
+    import http.client
+
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    kind = headers.get("content-type", "").split(";")[0] or "untyped"
+    reason = http.client.responses.get(status, "") if isinstance(status, int) else ""
+    return (f"{resource}: {operation} got HTTP {status} {reason} with a {kind} body, not an "
+            "AWS error; the endpoint does not answer this call as AWS does (AWS_ENDPOINT_URL?)")
 
 
 SERVICES = ("sts", "s3", "iam", "eks", "efs", "ec2", "ecr")

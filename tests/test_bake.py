@@ -297,10 +297,15 @@ def test_deploy_trust_pins_repository_and_environment(case):
         repo_part = f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
     else:
         repo_part = github["repository"]
-    assert condition == {
-        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        "token.actions.githubusercontent.com:sub": f"repo:{repo_part}:environment:{github['environment']}",
-    }
+    # GitHub's customized subject (repo, context, job_workflow_ref): this repository, in its
+    # environment, running deploy.yml as it is on the deploy branch; nothing else matches.
+    assert condition["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+    subject = condition["token.actions.githubusercontent.com:sub"]
+    prefix = f"repo:{repo_part}:environment:{github['environment']}:job_workflow_ref:"
+    suffix = f"/.github/workflows/deploy.yml@refs/heads/{github['deploy_branch']}"
+    assert subject.startswith(prefix) and subject.endswith(suffix), subject
+    assert "*" not in subject and "?" not in subject
+    assert set(condition) == {"token.actions.githubusercontent.com:aud", "token.actions.githubusercontent.com:sub"}
 
 
 def test_security_defaults(case):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflows import assert_read_only_role_pinned_to
 
 # --- GitHub's filter patterns ------------------------------------------------------------------
 
@@ -121,12 +122,12 @@ MODES = {
 }
 # Which workflow files each mode keeps (post_gen prunes the rest).
 EXPECTED_WORKFLOWS = {
-    "s3-sync-own-image": {"validate", "dag-check", "deploy", "sync-dags", "build-sync-image"},
-    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "sync-dags"},
-    "git-sync": {"validate", "dag-check", "deploy"},
-    "efs": {"validate", "dag-check", "deploy", "sync-dags"},
-    "git-bundle": {"validate", "dag-check", "deploy"},
-    "s3-bundle": {"validate", "dag-check", "deploy", "sync-dags"},
+    "s3-sync-own-image": {"validate", "dag-check", "deploy", "sync-dags", "build-sync-image", "drift-check"},
+    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "sync-dags", "drift-check"},
+    "git-sync": {"validate", "dag-check", "deploy", "drift-check"},
+    "efs": {"validate", "dag-check", "deploy", "sync-dags", "drift-check"},
+    "git-bundle": {"validate", "dag-check", "deploy", "drift-check"},
+    "s3-bundle": {"validate", "dag-check", "deploy", "sync-dags", "drift-check"},
 }
 DEPLOY_BRANCH = "main"  # the default answer
 
@@ -219,6 +220,13 @@ def test_only_the_deploy_branch_reaches_aws(mode, repo):
     for name, workflow in workflows(repo).items():
         for job_name, job in workflow["jobs"].items():
             if (job.get("permissions") or {}).get("id-token") != "write":
+                continue
+            if "environment" not in job:
+                # The nightly drift check: never on a push, and a read-only role whose trust
+                # pins this workflow on the deploy branch (test_workflows checks the role).
+                triggers = workflow.get("on", workflow.get(True))
+                assert set(triggers) <= {"schedule", "workflow_dispatch"}, f"{name}.{job_name}"
+                assert_read_only_role_pinned_to(repo, f"{name}.yml")
                 continue
             gate = "github.ref_name == needs.facts.outputs.deploy_branch"
             needs = job.get("needs")

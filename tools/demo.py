@@ -34,7 +34,10 @@ TEMPLATE = Path(__file__).resolve().parent.parent
 TAIL_LINES = 25
 # Before moto is up, any AWS call goes to the discard port on 127.0.0.1, never to AWS.
 NOWHERE = "http://127.0.0.1:9"
-SUMMARY_RE = re.compile(r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged\.$", re.M)
+SUMMARY_RE = re.compile(
+    r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged(?:, (\d+) to do by hand)?\.$",
+    re.MULTILINE,
+)
 CHANGE_RE = re.compile(r"^(create|update)\s+(.+?)(?:\s+\(.*\))?$", re.M)
 
 
@@ -241,16 +244,19 @@ class Demo:
                 self._step_log,
             )
         created, updated, unchanged = (int(n) for n in match.group(2, 3, 4))
+        by_hand = int(match.group(5) or 0)  # steps bootstrap cannot do offline (GitHub settings)
         self.facts[key or command] = {
             "created": created,
             "updated": updated,
             "unchanged": unchanged,
+            "by_hand": by_hand,
             # [kind, name] of each resource created or updated, as the command printed it
             "changes": [
                 re.split(r"\s{2,}", m.group(2), maxsplit=1) for m in CHANGE_RE.finditer(output)
             ],
         }
-        return f"{created} created, {updated} updated, {unchanged} unchanged"
+        tail = f", {by_hand} to do by hand" if by_hand else ""
+        return f"{created} created, {updated} updated, {unchanged} unchanged{tail}"
 
     def push_dags(self) -> str:
         output = self.make("push-dags")

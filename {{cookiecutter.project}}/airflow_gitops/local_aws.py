@@ -70,6 +70,9 @@ class MotoServer:
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        # AWS managed policies exist in every real account, and bootstrap attaches one
+        # (AmazonEBSCSIDriverPolicy); moto has them only when told to load them.
+        env["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         argv = [sys.executable, "-m", "airflow_gitops.local_aws", "--port", str(self.port)]
         if self.account:
             argv += ["--account", self.account]

@@ -11,7 +11,6 @@ from airflow_gitops.aws.converge import (
     same_document,
     to_json,
 )
-from airflow_gitops.errors import ToolkitError
 
 # IAM keeps at most five versions of a managed policy.
 MAX_POLICY_VERSIONS = 5

@@ -35,9 +35,9 @@ from airflow_gitops.aws.iam_actions import is_read_only
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
 CLUSTER = "data-platform"
-EKS_FAKED = {"DescribeAddon", "CreateAddon", "UpdateAddon", "DescribeAccessEntry",
-             "CreateAccessEntry", "ListAssociatedAccessPolicies", "AssociateAccessPolicy",
-             "DisassociateAccessPolicy"}
+EKS_FAKED = {"DescribeAddon", "CreateAddon", "UpdateAddon", "DeleteAddon",
+             "DescribeAccessEntry", "CreateAccessEntry", "ListAssociatedAccessPolicies",
+             "AssociateAccessPolicy", "DisassociateAccessPolicy", "DeleteAccessEntry"}
 
 
 def session(account: str = ACCOUNT, region: str = REGION) -> boto3.Session:
@@ -137,10 +137,22 @@ class EksExtras:
                 return _response(409, {"Error": {"Code": "ResourceInUseException",
                                                  "Message": "add-on exists"}})
             addon = {"addonName": p["addonName"], "clusterName": cluster, "status": "ACTIVE",
-                     "serviceAccountRoleArn": p.get("serviceAccountRoleArn")}
+                     "serviceAccountRoleArn": p.get("serviceAccountRoleArn"),
+                     "tags": (self.addons.get(key) or {}).get("tags") or p.get("tags", {})}
             self.addons[key] = addon
             return _response(200, {"addon" if operation == "CreateAddon" else "update": addon})
+        if operation == "DeleteAddon":
+            key = (cluster, p["addonName"])
+            if key not in self.addons:
+                return _not_found("no add-on")
+            return _response(200, {"addon": self.addons.pop(key)})
         key = (cluster, p.get("principalArn"))
+        if operation == "DeleteAccessEntry":
+            if key not in self.entries:
+                return _not_found("no entry")
+            del self.entries[key]
+            self.policies.pop(key, None)
+            return _response(200, {})
         if operation == "DescribeAccessEntry":
             entry = self.entries.get(key)
             return _response(200, {"accessEntry": entry}) if entry else _not_found("no entry")

@@ -58,7 +58,8 @@ def test_addon_created_with_the_csi_role(stubbed):
     key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
     not_found(stub, "describe_addon", key)
     stub.add_response("create_addon", addon(), {
-        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE"})
+        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE",
+        "tags": {"airflow-gitops/project": "airflow-gitops"}})
     [result] = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver").converge(ctx)
     assert (result.action, result.kind) == ("create", "eks add-on")
 

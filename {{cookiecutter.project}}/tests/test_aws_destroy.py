@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from airflow_gitops.aws.command import ConvergeError, converge, run
 from aws_testkit import (
     EksExtras,
     aws,  # noqa: F401  (fixture)
@@ -17,8 +18,6 @@ from aws_testkit import (
     snapshot,
     stack_for,
 )
-
-from airflow_gitops.aws.command import ConvergeError, converge, run
 
 MODES = {
     "s3-sync+own-image": ("s3-sync", "own-image"),

@@ -7,10 +7,9 @@ it writes, with the bodies GitHub documents); no test reaches api.github.com.
 from __future__ import annotations
 
 import pytest
-from aws_testkit import stack_for
-
 from airflow_gitops.aws import github
 from airflow_gitops.aws.session import AwsContext
+from aws_testkit import stack_for
 
 REPO = "example-org/airflow-gitops"
 SUB = f"/repos/{REPO}/actions/oidc/customization/sub"
@@ -111,9 +110,8 @@ def test_environment_check_says_what_is_missing(environment, branches, missing):
 def test_a_trust_for_another_branch_is_refused(tmp_path):
     import json
 
-    from aws_testkit import make_repo
-
     from airflow_gitops.errors import ToolkitError
+    from aws_testkit import make_repo
 
     stack = stack_for("git-sync")
     root = make_repo(tmp_path, stack)

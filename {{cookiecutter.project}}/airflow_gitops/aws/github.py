@@ -21,7 +21,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from airflow_gitops.aws.converge import MANUAL, OK, Converger, Result, load_document
 from airflow_gitops.errors import ToolkitError

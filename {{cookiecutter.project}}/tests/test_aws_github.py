@@ -75,15 +75,15 @@ def test_without_a_token_the_exact_gh_command_is_printed():
     ctx = context()
     [result] = github.GithubSubjectTemplate(ctx.stack, None).converge(ctx)
     assert result.action == "manual"
-    assert result.details == [
+    assert result.details == [(
         "no GITHUB_TOKEN: run `gh api --method PUT repos/example-org/airflow-gitops/actions/"
         "oidc/customization/sub -F use_default=false -f 'include_claim_keys[]=repo' "
-        "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`"]
+        "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`")]
 
 
 @pytest.mark.parametrize("environment,branches,missing", [
-    (None, [], ["the environment does not exist yet (a first push would create it "
-                "unprotected): create it with required reviewers and a branch rule"]),
+    (None, [], [("the environment does not exist yet (a first push would create it "
+                 "unprotected): create it with required reviewers and a branch rule")]),
     ({"protection_rules": [], "deployment_branch_policy": None}, [],
      ["no required reviewers", "no deployment branch rule (allow only main)"]),
     ({"protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "User"}]}],

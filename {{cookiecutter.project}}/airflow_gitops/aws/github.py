@@ -157,9 +157,9 @@ class GithubEnvironment(Converger):
         repository = self.stack["github"]["repository"]
         branch = self.stack["github"]["deploy_branch"]
         if self.http is None:
-            return [Result(MANUAL, self.kind, self.name, [
+            return [Result(MANUAL, self.kind, self.name, [(
                 "no GITHUB_TOKEN: check by hand that it has required reviewers and admits "
-                f"only branch {branch}"])]
+                f"only branch {branch}")])]
         path = f"/repos/{repository}/environments/{self.name}"
         status, environment = self.http("GET", path, None)
         missing: list[str] = []

@@ -172,9 +172,13 @@ class Demo:
         self.server = MotoServer()  # assigned before start(): `finally` stops a half start
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MOTO_FIX), saved]))
+        # bootstrap attaches AWS's managed AmazonEBSCSIDriverPolicy, which moto has only
+        # when it loads AWS's managed policies.
+        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         try:  # the server process inherits this environment; nothing else sees MOTO_FIX
             self.server.start()
         finally:
+            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES")
             if saved is None:
                 os.environ.pop("PYTHONPATH")
             else:

@@ -121,12 +121,12 @@ MODES = {
 }
 # Which workflow files each mode keeps (post_gen prunes the rest).
 EXPECTED_WORKFLOWS = {
-    "s3-sync-own-image": {"validate", "dag-check", "deploy", "sync-dags", "build-sync-image"},
-    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "sync-dags"},
-    "git-sync": {"validate", "dag-check", "deploy"},
-    "efs": {"validate", "dag-check", "deploy", "sync-dags"},
-    "git-bundle": {"validate", "dag-check", "deploy"},
-    "s3-bundle": {"validate", "dag-check", "deploy", "sync-dags"},
+    "s3-sync-own-image": {"validate", "dag-check", "deploy", "drift-check", "sync-dags", "build-sync-image"},
+    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
+    "git-sync": {"validate", "dag-check", "deploy", "drift-check"},
+    "efs": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
+    "git-bundle": {"validate", "dag-check", "deploy", "drift-check"},
+    "s3-bundle": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
 }
 DEPLOY_BRANCH = "main"  # the default answer
 
@@ -227,6 +227,9 @@ def test_only_the_deploy_branch_reaches_aws(mode, repo):
                 workflow["jobs"][n].get("if") == gate for n in needs
             )
             assert gated, f"{name}.{job_name} may reach AWS from any branch"
+            if name == "drift-check":  # read-only role, no reviewer to wait for at night
+                assert "environment" not in job
+                continue
             assert job["environment"]["name"] == "${{ needs.facts.outputs.environment }}"
 
 

@@ -56,7 +56,8 @@ class Mistake:
 BUCKET = "airflow-gitops-dags-123456789012-eu-west-1"
 KNOWN_HOSTS = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 READER_SA = '    create: false\n    name: "airflow-dag-reader"\n'
-SUB = '"EKS_OIDC_ISSUER:sub": "system:serviceaccount:airflow:airflow-dag-reader",'
+SUB = ('"EKS_OIDC_ISSUER:sub": ["system:serviceaccount:airflow:airflow-dag-reader", '
+       '"system:serviceaccount:airflow:airflow-dag-parser"],')
 AUD = '\n          "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"'
 
 MISTAKES = [
@@ -159,7 +160,9 @@ MISTAKES = [
     Mistake("trust-policy-without-aud", "s3-sync-celery", "iam/dag-reader-trust.json",
             SUB + AUD, SUB.rstrip(","), "trust-unpinned", at='"StringEquals"'),
     Mistake("github-trust-sub-wildcard", "git-sync-celery", "iam/deploy-role-trust.json",
-            '"repo:example-org/airflow-gitops:environment:production"', '"repo:example-org/*"', "trust-unpinned"),
+            '"repo:example-org/airflow-gitops:environment:production:job_workflow_ref:'
+            'example-org/airflow-gitops/.github/workflows/deploy.yml@refs/heads/main"',
+            '"repo:example-org/*"', "trust-unpinned"),
     Mistake("policy-action-star", "s3-sync-celery", "iam/dag-read-policy.json",
             '"Action": "s3:GetObject"', '"Action": "s3:*"', "iam-wildcard"),
     Mistake("policy-resource-star", "s3-bundle-celery", "iam/dag-read-policy.json",

@@ -37,10 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
-    "bootstrap": (
-        "airflow_gitops.aws.command",
-        "once, as an admin: GitHub OIDC, deploy role, EKS access",
-    ),
+    "bootstrap": ("airflow_gitops.aws.command", "as an admin: every role, policy, bucket, add-on (all IAM)"),
+    "destroy": ("airflow_gitops.aws.command", "delete what bootstrap and apply made (--dry-run first)"),
     "local-aws": (
         "airflow_gitops.local_aws",
         "a local AWS (moto) on 127.0.0.1 to try the AWS commands",

@@ -152,6 +152,14 @@ class EksExtras:
             "associatedAccessPolicy": association,
         }
 
+    @handles("DeleteAccessEntry")
+    def _delete_access_entry(self, p: dict) -> Answer:
+        key = (p["clusterName"], p["principalArn"])
+        if self.entries.pop(key, None) is None:
+            return not_found("access entry")
+        self.policies.pop(key, None)
+        return 200, {}
+
     @handles("DisassociateAccessPolicy")
     def _disassociate_access_policy(self, p: dict) -> Answer:
         associations = self.policies.get((p["clusterName"], p["principalArn"]), {})
@@ -172,8 +180,14 @@ class EksExtras:
             "clusterName": key[0],
             "status": "ACTIVE",
             "serviceAccountRoleArn": p.get("serviceAccountRoleArn"),
+            "tags": p.get("tags") or {},  # destroy removes only the add-ons it tagged as made
         }
         return 200, {"addon": self.addons[key]}
+
+    @handles("DeleteAddon")
+    def _delete_addon(self, p: dict) -> Answer:
+        addon = self.addons.pop((p["clusterName"], p["addonName"]), None)
+        return (200, {"addon": addon}) if addon else not_found("add-on")
 
     @handles("DescribeAddon")
     def _describe_addon(self, p: dict) -> Answer:

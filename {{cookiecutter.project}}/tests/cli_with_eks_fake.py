@@ -13,10 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, os.getcwd())
 
-from aws_testkit import EksExtras, instrument  # noqa: E402
-
-import airflow_gitops.aws.session as aws_session  # noqa: E402
-from airflow_gitops.cli import main  # noqa: E402
+import airflow_gitops.aws.session as aws_session
+from airflow_gitops.cli import main
+from aws_testkit import EksExtras, instrument
 
 STATE = Path(os.environ["EKS_FAKE_STATE"])
 MODEL = EksExtras.load(STATE)

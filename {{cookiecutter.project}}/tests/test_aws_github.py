@@ -7,10 +7,9 @@ it writes, with the bodies GitHub documents); no test reaches api.github.com.
 from __future__ import annotations
 
 import pytest
-from aws_testkit import stack_for
-
 from airflow_gitops.aws import github
 from airflow_gitops.aws.session import AwsContext
+from aws_testkit import stack_for
 
 REPO = "example-org/airflow-gitops"
 SUB = f"/repos/{REPO}/actions/oidc/customization/sub"
@@ -76,15 +75,15 @@ def test_without_a_token_the_exact_gh_command_is_printed():
     ctx = context()
     [result] = github.GithubSubjectTemplate(ctx.stack, None).converge(ctx)
     assert result.action == "manual"
-    assert result.details == [
+    assert result.details == [(
         "no GITHUB_TOKEN: run `gh api --method PUT repos/example-org/airflow-gitops/actions/"
         "oidc/customization/sub -F use_default=false -f 'include_claim_keys[]=repo' "
-        "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`"]
+        "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`")]
 
 
 @pytest.mark.parametrize("environment,branches,missing", [
-    (None, [], ["the environment does not exist yet (a first push would create it "
-                "unprotected): create it with required reviewers and a branch rule"]),
+    (None, [], [("the environment does not exist yet (a first push would create it "
+                 "unprotected): create it with required reviewers and a branch rule")]),
     ({"protection_rules": [], "deployment_branch_policy": None}, [],
      ["no required reviewers", "no deployment branch rule (allow only main)"]),
     ({"protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "User"}]}],
@@ -111,9 +110,8 @@ def test_environment_check_says_what_is_missing(environment, branches, missing):
 def test_a_trust_for_another_branch_is_refused(tmp_path):
     import json
 
-    from aws_testkit import make_repo
-
     from airflow_gitops.errors import ToolkitError
+    from aws_testkit import make_repo
 
     stack = stack_for("git-sync")
     root = make_repo(tmp_path, stack)

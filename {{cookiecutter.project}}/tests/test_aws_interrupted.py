@@ -25,14 +25,15 @@ from aws_testkit import (
 
 from airflow_gitops.aws.command import ConvergeError, converge
 
-# case -> (mode, the commands of a full run). Together they cover every converger: the
-# s3-sync apply has the bucket, the registry and IRSA; efs the file system, network and
-# add-on; bootstrap (in git-sync, where it is all there is) the GitHub provider, deploy role
-# and EKS access.
+# case -> (mode, what runs first untouched, the commands of a full run). Together they cover
+# every converger: bootstrap of s3-sync with its own image makes the GitHub provider, every CI
+# role, the bucket, the registry, IRSA, EKS access and the EBS add-on; apply in efs makes the
+# file system and its network (bootstrap first, then those pieces removed); destroy in efs
+# deletes all of it, network and file system included.
 MODES = {
-    "s3-sync+own-image apply": (("s3-sync", "own-image"), ("apply",)),
-    "efs apply": (("efs", "own-image"), ("apply",)),
-    "git-sync bootstrap": (("git-sync", "own-image"), ("bootstrap",)),
+    "s3-sync+own-image bootstrap": (("s3-sync", "own-image"), (), ("bootstrap",)),
+    "efs apply": (("efs", "own-image"), ("bootstrap", "remove-efs"), ("apply",)),
+    "efs destroy": (("efs", "own-image"), ("bootstrap",), ("destroy",)),
 }
 
 
@@ -41,13 +42,19 @@ def full_run(stack, root, eks, commands, faults=None) -> list[str]:
     target = session()
     log = instrument(target, eks, faults)
     for command in commands:
+        if command == "remove-efs":
+            from test_aws_policy import delete_efs_pieces
+
+            delete_efs_pieces(session(), stack)
+            continue
         converge(command, stack, root, target, sleep=lambda seconds: None)
     return log.mutating()
 
 
 # Losing the answer to a Put/Update (which sets a whole value) leaves the same state as the
-# call succeeding; the "after" case matters for calls that make something new.
-MAKES_SOMETHING = ("Create", "Attach", "Authorize", "Add", "Associate")
+# call succeeding; the "after" case matters for calls that make or remove something.
+MAKES_SOMETHING = ("Create", "Attach", "Authorize", "Add", "Associate", "Delete", "Detach",
+                   "Disassociate", "Revoke")
 
 
 def cases(mutating: list[str]) -> list[tuple[str, int]]:
@@ -61,20 +68,22 @@ def cases(mutating: list[str]) -> list[tuple[str, int]]:
                     reason="AIRFLOW_GITOPS_SKIP_INTERRUPTED is set")
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
-    answers, commands = MODES[mode]
+    answers, prepare, commands = MODES[mode]
     stack = stack_for(*answers)
     root = make_repo(tmp_path, stack)
 
     create_cluster()
     clean_eks = EksExtras()
+    full_run(stack, root, clean_eks, prepare)
     mutating = full_run(stack, root, clean_eks, commands)
     clean = snapshot(None, clean_eks)
-    assert len(mutating) >= 6
+    assert len(mutating) >= 5
 
     for when, k in cases(mutating):
         aws.reset()
         create_cluster()
         eks = EksExtras()
+        full_run(stack, root, eks, prepare)
         faults = Faults(k, when)
         with pytest.raises(ConvergeError, match="injected failure"):
             full_run(stack, root, eks, commands, faults)

@@ -21,6 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from airflow_gitops.aws.command import ConvergeError, converge
+from airflow_gitops.aws.resources import ci_roles
+from airflow_gitops.ci_facts import ci_facts
+from airflow_gitops.local_aws import aws_env
+from airflow_gitops.stack import load_stack
 from aws_testkit import (
     EksExtras,
     create_cluster,
@@ -28,12 +33,6 @@ from aws_testkit import (
     session,
 )
 from iam_eval import Request, allowed, granted_actions
-
-from airflow_gitops.aws.command import ConvergeError, converge
-from airflow_gitops.aws.resources import ci_roles
-from airflow_gitops.ci_facts import ci_facts
-from airflow_gitops.local_aws import aws_env
-from airflow_gitops.stack import load_stack
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -196,7 +195,7 @@ class Requests:
         raise AssertionError(f"{service}:{op}")
 
     def efs(self, op: str, params: dict, ids: dict) -> list[Request]:
-        fs = lambda fs_id: self.arn("elasticfilesystem", f"file-system/{fs_id}")  # noqa: E731
+        fs = lambda fs_id: self.arn("elasticfilesystem", f"file-system/{fs_id}")
         if op == "CreateFileSystem":
             tags = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in params.get("Tags", [])}
             keys = {"aws:TagKeys": [t["Key"] for t in params.get("Tags", [])]} if tags else {}
@@ -253,7 +252,7 @@ class Requests:
                 context["aws:TagKeys"] = [t["Key"] for t in tags]
             out = [Request("ec2:CreateSecurityGroup",
                            self.arn("ec2", f"vpc/{params['VpcId']}"),
-                           {"ec2:VpcID": params["VpcId"]}),
+                           {**context, "ec2:VpcID": params["VpcId"]}),
                    Request("ec2:CreateSecurityGroup",
                            self.arn("ec2", f"security-group/{ids['GroupId']}"), context)]
             if tags:

@@ -58,7 +58,8 @@ def test_addon_created_with_the_csi_role(stubbed):
     key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
     not_found(stub, "describe_addon", key)
     stub.add_response("create_addon", addon(), {
-        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE"})
+        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE",
+        "tags": {"airflow-gitops/project": "airflow-gitops"}})
     [result] = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver").converge(ctx)
     assert (result.action, result.kind) == ("create", "eks add-on")
 
@@ -185,7 +186,8 @@ def test_new_oidc_provider_is_created_without_thumbprint(stubbed):
     iam.add_client_error("get_open_id_connect_provider", "NoSuchEntity", "no", 404)
     iam.add_response("create_open_id_connect_provider", {"OpenIDConnectProviderArn": "arn:aws:iam::123456789012:oidc-provider/x"}, {
         "Url": "https://token.actions.githubusercontent.com",
-        "ClientIDList": ["sts.amazonaws.com"]})  # no ThumbprintList: IAM handles it
+        "ClientIDList": ["sts.amazonaws.com"],  # no ThumbprintList: IAM handles it
+        "Tags": [{"Key": "airflow-gitops/project", "Value": "airflow-gitops"}]})
     assert OidcProvider("token.actions.githubusercontent.com").converge(ctx)[0].action == "create"
     iam.assert_no_pending_responses()
 

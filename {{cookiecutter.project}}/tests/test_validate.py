@@ -33,7 +33,8 @@ SYNC_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/s3-sync:src-0123456
 def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
     dags: dict = {"source": source, "mount_path": "/opt/airflow/dags", "sync_interval_seconds": 30}
     if source in ("s3-sync", "s3-bundle"):
-        dags.update(bucket=BUCKET, prefix="dags", reader_service_account="af-dag-reader", reader_role="team-dag-reader")
+        dags.update(bucket=BUCKET, prefix="dags", reader_service_account="af-dag-reader",
+                    parser_service_account="af-dag-parser", reader_role="team-dag-reader")
     if source == "s3-sync":
         dags["sync_image"] = "own-image"
     if source == "git-sync":
@@ -45,7 +46,8 @@ def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
     return {
         "project": "team",
         "github": {"repository": "org/team", "deploy_branch": "main", "environment": "production", "oidc_subject": "classic"},
-        "aws": {"account_id": ACCOUNT, "region": REGION, "deploy_role": "team-deploy"},
+        "aws": {"account_id": ACCOUNT, "region": REGION, "deploy_role": "team-deploy",
+                "drift_check_role": "team-drift-check", "ebs_csi_driver_role": "team-ebs-csi-driver"},
         "eks": {"cluster_name": "platform"},
         "airflow": {"namespace": "af", "release": "af", "chart_version": "1.22.0", "version": "3.2.2", "executor": executor},
         "dags": dags,
@@ -116,10 +118,12 @@ def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor")
     (root / "helm" / "values.yaml").write_text(yaml.safe_dump(values(source, executor), sort_keys=False))
     manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "af"}}]
     if source in ("s3-sync", "s3-bundle"):
-        manifests.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-            "name": "af-dag-reader", "namespace": "af",
-            "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"}}})
-        (root / "iam" / "dag-reader-trust.json").write_text(json.dumps(trust("system:serviceaccount:af:af-dag-reader"), indent=2))
+        for name in ("af-dag-reader", "af-dag-parser"):
+            manifests.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+                "name": name, "namespace": "af",
+                "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"}}})
+        (root / "iam" / "dag-reader-trust.json").write_text(json.dumps(trust([
+            "system:serviceaccount:af:af-dag-reader", "system:serviceaccount:af:af-dag-parser"]), indent=2))
         (root / "iam" / "dag-read-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}",
              "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}}},

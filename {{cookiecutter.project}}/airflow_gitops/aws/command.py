@@ -25,6 +25,12 @@ def add_arguments(parser) -> None:
     if parser.prog.endswith(" plan"):
         parser.add_argument("--bootstrap", action="store_true",
                             help="also plan the GitHub settings bootstrap makes (token needed)")
+    if parser.prog.endswith(" destroy"):
+        parser.add_argument("--dry-run", action="store_true",
+                            help="only say what would be deleted (exit 2 if anything)")
+        parser.add_argument("--delete-data", action="store_true",
+                            help="also delete a bucket with DAGs, images, a file system "
+                                 "with files")
 
 
 class ConvergeError(ToolkitError):
@@ -48,7 +54,8 @@ def check_identity(ctx) -> str:
 
 def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=None,
              bootstrap_set: bool = False, echo: Callable[[Result], None] | None = None,
-             sleep=None, http=None) -> list[Result]:
+             sleep=None, http=None, dry_run: bool = False,
+             delete_data: bool = False) -> list[Result]:
     """Run ``command`` (plan/apply/bootstrap) and return one Result per resource.
 
     ``session`` is the boto3 session to use (default: a new one in stack.yaml's region);
@@ -84,6 +91,9 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
 
     try:
         check_identity(ctx)
+        if command == "destroy":
+            destroy(ctx, resources, results, echo, dry_run, delete_data)
+            return results
         for role in ci_roles(stack):
             github.check_trust_subject(ctx, role.trust_file,
                                        github.subject(stack, role.workflow, role.environment))
@@ -112,7 +122,31 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
     return results
 
 
-def summary(command: str, results: list[Result]) -> str:
+def destroy(ctx, resources, results: list[Result], echo, dry_run: bool,
+            delete_data: bool) -> None:
+    """Everything this repo made, in reverse order. A first read-only pass finds what would
+    be refused (a bucket with DAGs, a file system with files) before anything is deleted."""
+    ctx.delete_data = delete_data
+    ctx.dry_run = True
+    for resource in reversed(resources):
+        with aws_call(resource.label):
+            resource.removal(ctx)
+    ctx.dry_run = dry_run
+    for resource in reversed(resources):
+        with aws_call(resource.label):
+            for result in resource.destroy(ctx):
+                results.append(result)
+                if echo:
+                    echo(result)
+
+
+def summary(command: str, results: list[Result], dry_run: bool = False) -> str:
+    if command == "destroy":
+        deleted = sum(r.action == "delete" for r in results)
+        if dry_run:
+            tail = "; run `make destroy`" if deleted else ""
+            return f"Destroy plan: {deleted} to delete{tail}."
+        return f"Destroy complete: {deleted} deleted."
     counts = {action: sum(r.action == action for r in results)
               for action in ("create", "update", "ok", "manual")}
     manual = f", {counts['manual']} to do by hand" if counts["manual"] else ""
@@ -134,6 +168,7 @@ def run(args, session=None, root: Path | str | None = None) -> int:
     root = Path(root or REPO_ROOT)
     as_json = getattr(args, "json", False)
     bootstrap_set = getattr(args, "bootstrap", False)
+    dry_run = getattr(args, "dry_run", False)
     try:
         stack = load_stack(root)
     except ToolkitError as exc:  # a UsageError's exit 2 would read as "plan found changes"
@@ -146,7 +181,8 @@ def run(args, session=None, root: Path | str | None = None) -> int:
 
     error: str | None = None
     try:
-        results = converge(command, stack, root, session, bootstrap_set, echo)
+        results = converge(command, stack, root, session, bootstrap_set, echo,
+                           dry_run=dry_run, delete_data=getattr(args, "delete_data", False))
     except ConvergeError as exc:
         results, error = exc.results, str(exc)
     changes = any(r.changes for r in results)
@@ -159,9 +195,9 @@ def run(args, session=None, root: Path | str | None = None) -> int:
             "error": error,
         }, indent=2))
     elif error is None:
-        print(summary(command, results) if results else "Nothing to manage in AWS for "
-              f"dags.source {stack['dags']['source']!r}.")
+        print(summary(command, results, dry_run))
     if error is not None:
         print(f"ERROR [AwsError]: {error}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_CHANGES if command == "plan" and changes else EXIT_OK
+    planning = command == "plan" or (command == "destroy" and dry_run)
+    return EXIT_CHANGES if planning and changes else EXIT_OK

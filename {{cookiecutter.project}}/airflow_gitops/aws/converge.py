@@ -90,6 +90,21 @@ class Converger:
         return Result(action, self.kind, name or self.name, [d for d, _ in steps], self.owner,
                       list(shown) if steps else [])
 
+    def removal(self, ctx) -> list[Step]:
+        """Reads only: the steps that delete this resource (none when it is absent or not
+        ours to delete). ``ctx.delete_data`` allows deleting a bucket or file system that
+        holds data; without it a converger raises AwsError instead."""
+        raise NotImplementedError
+
+    def destroy(self, ctx) -> list[Result]:
+        self.diff = []
+        steps = self.removal(ctx)
+        if not ctx.dry_run:
+            for _, act in steps:
+                act()
+        return [Result(DELETE if steps else OK, self.kind, self.name, [d for d, _ in steps],
+                       self.owner)]
+
     def show_diff(self, label: str, current, wanted) -> None:
         """Add the diff of one document (current -> wanted) to this resource's result."""
         self.diff += document_diff(label, current, wanted)

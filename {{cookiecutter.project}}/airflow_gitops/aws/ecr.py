@@ -66,3 +66,24 @@ class EcrRepository(Converger):
             steps.append(("lifecycle policy", lambda: ecr.put_lifecycle_policy(
                 repositoryName=name, lifecyclePolicyText=json.dumps(LIFECYCLE_POLICY))))
         return repo is not None, steps
+
+    def removal(self, ctx) -> list[Step]:
+        """Images are rebuilt from images/s3-sync, but a deploy may still run one: a repository
+        with images is refused unless ``ctx.delete_data``."""
+        from botocore.exceptions import ClientError
+
+        from airflow_gitops.aws.errors import AwsError
+
+        ecr = ctx.client("ecr")
+        try:
+            ecr.describe_repositories(repositoryNames=[self.name])
+        except ClientError as exc:
+            if error_code(exc) != "RepositoryNotFoundException":
+                raise
+            return []
+        images = ecr.list_images(repositoryName=self.name)["imageIds"]
+        if images and not ctx.delete_data:
+            raise AwsError(f"{self.label}: holds {len(images)} images; run `make destroy "
+                           "DELETE_DATA=yes` to delete them with it")
+        return [(f"and its {len(images)} images" if images else "empty",
+                 lambda: ecr.delete_repository(repositoryName=self.name, force=bool(images)))]

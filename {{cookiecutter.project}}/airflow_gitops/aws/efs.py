@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import time
 
-from airflow_gitops.aws.converge import APPLY, Converger, Result, Step, document_diff
+from airflow_gitops.aws.converge import (
+    APPLY,
+    Converger,
+    Result,
+    Step,
+    document_diff,
+    error_code,
+)
 from airflow_gitops.aws.errors import AwsError
 
 NFS_PORT = 2049
 TAG_KEY = "airflow-gitops/project"
 WAIT_SECONDS = 300
+# EFS meters an empty file system at 6 KiB; more than that means files were written to it.
+EMPTY_FS_BYTES = 6144
 
 
 def cluster_network(ctx) -> tuple[str, list[str], str]:
@@ -79,6 +88,20 @@ class EfsFileSystem(Converger):
         if fs.get("LifeCycleState") == "creating" and not ctx.dry_run:
             self._wait_available(ctx, fs["FileSystemId"])
         return True, steps
+
+    def removal(self, ctx) -> list[Step]:
+        efs = ctx.client("efs")
+        found = efs.describe_file_systems(CreationToken=self.name)["FileSystems"]
+        if not found:
+            return []
+        fs = found[0]
+        size = (fs.get("SizeInBytes") or {}).get("Value", 0)
+        if size > EMPTY_FS_BYTES and not ctx.delete_data:
+            raise AwsError(f"{self.label}: {fs['FileSystemId']} holds {size} bytes (the "
+                           "published DAGs); copy what you need, then run `make destroy "
+                           "DELETE_DATA=yes`")
+        return [(fs["FileSystemId"], lambda: efs.delete_file_system(
+            FileSystemId=fs["FileSystemId"]))]
 
     def _wait_available(self, ctx, fs_id: str) -> None:
         """Mount targets can only be made on an available file system (usually seconds)."""
@@ -157,6 +180,31 @@ class MountTargetSecurityGroup(Converger):
         return [group_result, rule]
 
 
+    def removal(self, ctx) -> list[Step]:
+        ec2 = ctx.client("ec2")
+        vpc_id, _, _ = cluster_network(ctx)
+        groups = ec2.describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [self.name]},
+            {"Name": "vpc-id", "Values": [vpc_id]},
+        ])["SecurityGroups"]
+        def delete(group_id: str) -> None:
+            # The mount targets' network interfaces can outlive them by a little while.
+            from botocore.exceptions import ClientError
+
+            deadline = time.monotonic() + WAIT_SECONDS
+            while True:
+                try:
+                    ec2.delete_security_group(GroupId=group_id)
+                    return
+                except ClientError as exc:
+                    if error_code(exc) != "DependencyViolation" or time.monotonic() > deadline:
+                        raise
+                ctx.sleep(5)
+
+        return [(group["GroupId"], lambda group=group: delete(group["GroupId"]))
+                for group in groups]
+
+
 def _describe(permission: dict) -> str:
     sources = [p.get("GroupId") for p in permission.get("UserIdGroupPairs", [])] + \
         [r.get("CidrIp") for r in permission.get("IpRanges", [])] + \
@@ -232,3 +280,28 @@ class MountTargets(Converger):
                                       SecurityGroups=[*groups, ctx.found["efs_sg"]])))
             results.append(self.finish(ctx, target is not None, steps, name=f"{token} in {zone}"))
         return results
+
+    def removal(self, ctx) -> list[Step]:
+        """Every mount target of our file system, then wait until EFS has let them go (the
+        security group and the file system can only be deleted after that)."""
+        efs = ctx.client("efs")
+        found = efs.describe_file_systems(CreationToken=self.name)["FileSystems"]
+        if not found:
+            return []
+        fs_id = found[0]["FileSystemId"]
+        targets = [t["MountTargetId"] for page in efs.get_paginator(
+            "describe_mount_targets").paginate(FileSystemId=fs_id) for t in page["MountTargets"]]
+        if not targets:
+            return []
+
+        def delete() -> None:
+            for target in targets:
+                efs.delete_mount_target(MountTargetId=target)
+            deadline = time.monotonic() + WAIT_SECONDS
+            while efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]:
+                if time.monotonic() > deadline:
+                    raise AwsError(f"{self.label}: mount targets of {fs_id} still there after "
+                                   f"{WAIT_SECONDS}s; run `make destroy` again later")
+                ctx.sleep(5)
+
+        return [(f"{len(targets)} of {fs_id}", delete)]

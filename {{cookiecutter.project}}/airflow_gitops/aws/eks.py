@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from airflow_gitops.aws.converge import Converger, Result, Step, error_code
 from airflow_gitops.aws.errors import AwsError
+from airflow_gitops.aws.iam import PROJECT_TAG
 
 EFS_CSI_ADDON = "aws-efs-csi-driver"
 # EBS volumes for the chart's claims (workers, triggerer, Redis): clusters on Kubernetes 1.30+
@@ -48,12 +49,31 @@ class EksAddon(Converger):
             # OVERWRITE: a driver installed earlier by hand (helm) is taken over by EKS.
             return False, [(f"role {self.role_name}", lambda: eks.create_addon(
                 clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
-                resolveConflicts="OVERWRITE"))]
+                resolveConflicts="OVERWRITE", tags={PROJECT_TAG: ctx.stack["project"]}))]
         if addon.get("serviceAccountRoleArn") == role:
             return True, []
         return True, [(f"role {self.role_name}", lambda: eks.update_addon(
             clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
             resolveConflicts="PRESERVE"))]
+
+
+    def removal(self, ctx) -> list[Step]:
+        """Only an add-on this repo created (our tag): one that was there before serves other
+        workloads of the cluster. Run `helm uninstall` first: the chart's volumes need it."""
+        from botocore.exceptions import ClientError
+
+        eks = ctx.client("eks")
+        cluster = ctx.stack["eks"]["cluster_name"]
+        try:
+            addon = eks.describe_addon(clusterName=cluster, addonName=self.name)["addon"]
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            return []
+        if (addon.get("tags") or {}).get(PROJECT_TAG) != ctx.stack["project"]:
+            return []
+        return [("made by this repo", lambda: eks.delete_addon(clusterName=cluster,
+                                                                addonName=self.name))]
 
 
 class EksAccess(Converger):
@@ -124,3 +144,18 @@ class EksAccess(Converger):
                                   name=f"{self.name} {self.access_policy}", diff=diff)
         association.kind = "eks access policy"
         return [entry, association]
+
+    def removal(self, ctx) -> list[Step]:
+        from botocore.exceptions import ClientError
+
+        eks = ctx.client("eks")
+        cluster = ctx.stack["eks"]["cluster_name"]
+        principal = ctx.arn("iam", f"role/{self.name}")
+        try:
+            eks.describe_access_entry(clusterName=cluster, principalArn=principal)
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            return []
+        return [("and its access policies", lambda: eks.delete_access_entry(
+            clusterName=cluster, principalArn=principal))]

@@ -21,7 +21,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from airflow_gitops.aws.converge import MANUAL, OK, Converger, Result, load_document
 from airflow_gitops.errors import ToolkitError
@@ -157,9 +157,9 @@ class GithubEnvironment(Converger):
         repository = self.stack["github"]["repository"]
         branch = self.stack["github"]["deploy_branch"]
         if self.http is None:
-            return [Result(MANUAL, self.kind, self.name, [
+            return [Result(MANUAL, self.kind, self.name, [(
                 "no GITHUB_TOKEN: check by hand that it has required reviewers and admits "
-                f"only branch {branch}"])]
+                f"only branch {branch}")])]
         path = f"/repos/{repository}/environments/{self.name}"
         status, environment = self.http("GET", path, None)
         missing: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from airflow_gitops.aws.converge import (
     Converger,
     Step,
@@ -12,6 +14,9 @@ from airflow_gitops.aws.converge import (
     to_json,
 )
 
+# Tag on what this repo creates where the resource may be shared (OIDC providers): `destroy`
+# removes only what carries it.
+PROJECT_TAG = "airflow-gitops/project"
 # IAM keeps at most five versions of a managed policy.
 MAX_POLICY_VERSIONS = 5
 STS_AUDIENCE = "sts.amazonaws.com"
@@ -87,6 +92,35 @@ class ManagedPolicy(Converger):
         return True, steps
 
 
+    def removal(self, ctx) -> list[Step]:
+        from botocore.exceptions import ClientError
+
+        iam = ctx.client("iam")
+        arn = policy_arn(ctx, self.filename)
+        try:
+            iam.get_policy(PolicyArn=arn)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            return []
+
+        def delete() -> None:
+            # Detach first (our roles are usually gone already), then old versions, then it.
+            for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=arn):
+                for role in page["PolicyRoles"]:
+                    iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=arn)
+                for user in page["PolicyUsers"]:
+                    iam.detach_user_policy(UserName=user["UserName"], PolicyArn=arn)
+                for group in page["PolicyGroups"]:
+                    iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
+            for version in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
+                if not version["IsDefaultVersion"]:
+                    iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
+            iam.delete_policy(PolicyArn=arn)
+
+        return [("policy and its versions", delete)]
+
+
 class OidcProvider(Converger):
     """An IAM OIDC identity provider for ``url`` that accepts STS as its audience.
 
@@ -121,11 +155,44 @@ class OidcProvider(Converger):
             if not _missing(exc):
                 raise
             return False, [(f"audience {STS_AUDIENCE}", lambda: iam.create_open_id_connect_provider(
-                Url=f"https://{self.name}", ClientIDList=[STS_AUDIENCE]))]
+                Url=f"https://{self.name}", ClientIDList=[STS_AUDIENCE],
+                Tags=[{"Key": PROJECT_TAG, "Value": ctx.stack["project"]}]))]
         if STS_AUDIENCE in provider.get("ClientIDList", []):
             return True, []
         return True, [(f"add audience {STS_AUDIENCE}", lambda: iam.add_client_id_to_open_id_connect_provider(
             OpenIDConnectProviderArn=arn, ClientID=STS_AUDIENCE))]
+
+
+    def destroy(self, ctx):
+        self.name = self.resolve(ctx)
+        return super().destroy(ctx)
+
+    def removal(self, ctx) -> list[Step]:
+        """Only a provider this repo made (our tag) and no role still trusts: OIDC providers
+        are shared by every role of the account that federates with the same issuer."""
+        from botocore.exceptions import ClientError
+
+        iam = ctx.client("iam")
+        arn = ctx.arn("iam", f"oidc-provider/{self.name}")
+        try:
+            provider = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            return []
+        tags = {t["Key"]: t["Value"] for t in provider.get("Tags", [])}
+        if tags.get(PROJECT_TAG) != ctx.stack["project"]:
+            return []
+
+        def delete() -> None:
+            users = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate()
+                     for r in page["Roles"] if arn in json.dumps(
+                         as_document(r.get("AssumeRolePolicyDocument") or {}))]
+            if users:  # another repo's role relies on it: keep it
+                return
+            iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+
+        return [("made by this repo, if no role trusts it any more", delete)]
 
 
 class IamRole(Converger):
@@ -201,3 +268,26 @@ class IamRole(Converger):
                           lambda name=name: iam.delete_role_policy(RoleName=self.name,
                                                                    PolicyName=name)))
         return role is not None, steps
+
+    def removal(self, ctx) -> list[Step]:
+        from botocore.exceptions import ClientError
+
+        iam = ctx.client("iam")
+        try:
+            iam.get_role(RoleName=self.name)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            return []
+
+        def delete() -> None:
+            for page in iam.get_paginator("list_attached_role_policies").paginate(
+                    RoleName=self.name):
+                for policy in page["AttachedPolicies"]:
+                    iam.detach_role_policy(RoleName=self.name, PolicyArn=policy["PolicyArn"])
+            for page in iam.get_paginator("list_role_policies").paginate(RoleName=self.name):
+                for name in page["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=self.name, PolicyName=name)
+            iam.delete_role(RoleName=self.name)
+
+        return [("detach, delete inline policies, delete", delete)]

@@ -85,6 +85,31 @@ class DagBucket(Converger):
                 Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted))))
         return exists, steps
 
+    def removal(self, ctx) -> list[Step]:
+        """A bucket with any object version is refused unless ``ctx.delete_data``."""
+        s3 = ctx.client("s3")
+        if not self._exists(s3, ctx):
+            return []
+        versions = []
+        for page in s3.get_paginator("list_object_versions").paginate(
+                Bucket=self.name, ExpectedBucketOwner=ctx.account):
+            versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                         for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if versions and not ctx.delete_data:
+            raise AwsError(f"{self.label}: holds {len(versions)} object versions (DAGs and "
+                           "their history); copy what you need, then run `make destroy "
+                           "DELETE_DATA=yes`")
+
+        def delete() -> None:
+            for start in range(0, len(versions), 1000):
+                s3.delete_objects(Bucket=self.name, ExpectedBucketOwner=ctx.account,
+                                  Delete={"Objects": versions[start:start + 1000],
+                                          "Quiet": True})
+            s3.delete_bucket(Bucket=self.name, ExpectedBucketOwner=ctx.account)
+
+        detail = f"and its {len(versions)} object versions" if versions else "empty"
+        return [(detail, delete)]
+
     def _exists(self, s3, ctx) -> bool:
         from botocore.exceptions import ClientError
 

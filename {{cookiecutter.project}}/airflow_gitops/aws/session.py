@@ -50,6 +50,8 @@ class AwsContext:
         self.region: str = stack["aws"]["region"]
         self.account: str = str(stack["aws"]["account_id"])
         self.found: dict[str, Any] = {}
+        # `destroy --delete-data`: a bucket with objects or a file system with files may go.
+        self.delete_data = False
         self._clients: dict[str, Any] = {}
         self._cluster: dict | None = None
         self._config = client_config()

@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -25,15 +24,26 @@ def demo_env(**extra: str) -> dict[str, str]:
     """The caller's environment with AWS settings that must NOT be used: if the demo let any
     of them through, boto3 would fail (unknown profile) or go to a closed port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_PROFILE="must-not-be-used", AWS_ACCESS_KEY_ID="AKIAMUSTNOTBEUSED",
-               AWS_SECRET_ACCESS_KEY="must-not-be-used", AWS_ENDPOINT_URL="http://127.0.0.1:9",
-               AWS_ENDPOINT_URL_S3="http://127.0.0.1:9", **extra)
+    env.update(
+        AWS_PROFILE="must-not-be-used",
+        AWS_ACCESS_KEY_ID="AKIAMUSTNOTBEUSED",
+        AWS_SECRET_ACCESS_KEY="must-not-be-used",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",
+        **extra,
+    )
     return env
 
 
 def start_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_stopped(port: int, pid: int) -> None:
@@ -45,8 +55,14 @@ def assert_stopped(port: int, pid: int) -> None:
 
 
 def test_demo_runs_the_whole_flow_and_the_second_apply_changes_nothing(tmp_path):
-    result = subprocess.run([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=demo_env(), capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
 
@@ -61,21 +77,32 @@ def test_demo_runs_the_whole_flow_and_the_second_apply_changes_nothing(tmp_path)
     assert summary["validate"].startswith("0 findings"), summary["validate"]
 
     created = {kind for kind, _ in summary["bootstrap"]["changes"]} | {
-        kind for kind, _ in summary["apply"]["changes"]}
-    assert {"s3 bucket", "ecr repository", "iam oidc provider", "iam role", "iam policy",
-            "eks access entry", "eks access policy"} <= created
+        kind for kind, _ in summary["apply"]["changes"]
+    }
+    assert {
+        "s3 bucket",
+        "ecr repository",
+        "iam oidc provider",
+        "iam role",
+        "iam policy",
+        "eks access entry",
+        "eks access policy",
+    } <= created
     # bootstrap (the admin) makes everything; in s3-sync the deploy role's apply only checks.
     assert summary["bootstrap"]["created"] > 0 and summary["apply"]["created"] == 0
     again = summary["apply_again"]
     assert (again["created"], again["updated"], again["changes"]) == (0, 0, [])
     assert again["state_unchanged"] is True
-    assert re.search(r"^apply again  0 created, 0 updated, \d+ unchanged -> changed nothing",
-                     out, re.M), out
+    assert re.search(
+        r"^apply again  0 created, 0 updated, \d+ unchanged -> changed nothing", out, re.M
+    ), out
 
     repo = Path(summary["generated"]["path"])
     pulled = Path(summary["pull_dags"]["dest"])
     assert pulled == tmp_path / "out" / "demo-dags" / "current"
-    assert (pulled / "example_dag.py").read_bytes() == (repo / "dags" / "example_dag.py").read_bytes()
+    assert (pulled / "example_dag.py").read_bytes() == (
+        repo / "dags" / "example_dag.py"
+    ).read_bytes()
     assert "pull-dags    out/demo-dags/current/: example_dag.py" in out
 
     moto = summary["moto"]
@@ -89,19 +116,28 @@ def test_a_failing_step_is_named_with_its_output_and_moto_is_stopped(tmp_path):
     """A `make` that fails for `bootstrap` only: step 4 fails after moto is up."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    real_make = subprocess.run(["sh", "-c", "command -v make"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    (fake_bin / "make").write_text(textwrap.dedent(f"""\
+    real_make = subprocess.run(
+        ["sh", "-c", "command -v make"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (fake_bin / "make").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         for arg in "$@"; do
           if [ "$arg" = bootstrap ]; then echo "injected failure for bootstrap"; exit 3; fi
         done
         exec {real_make} "$@"
-        """))
+        """)
+    )
     (fake_bin / "make").chmod(0o755)
     env = demo_env(PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run([PYTHON, str(DEMO), "--out", str(tmp_path / "out")], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^\[4/8\] make bootstrap \.+ FAILED", result.stdout, re.M), result.stdout
     assert "FAILED at step 4/8 (bootstrap)" in result.stderr
@@ -134,40 +170,3 @@ def test_ctrl_c_stops_moto_and_exits_130(tmp_path):
     url, port, pid = match.groups()
     assert f"moto server (pid {pid}, {url}) stopped." in rest
     assert_stopped(int(port), int(pid))
-
-
-def test_moto_fix_applies_a_tls_only_bucket_policy_like_aws(default_repo):
-    """tools/demo_moto must not switch bucket policies off: a Deny whose condition holds
-    (SecureTransport true: every request to AWS) still denies; the TLS-only one does not."""
-    script = textwrap.dedent("""\
-        import json, os, sys
-        sys.path.insert(0, sys.argv[1])
-        os.environ["PYTHONPATH"] = sys.argv[2]
-        import boto3
-        from botocore.exceptions import ClientError
-        from airflow_gitops.local_aws import moto_server
-
-        def policy(bucket, secure):
-            return json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": secure}}}]})
-
-        with moto_server() as server:
-            s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-            for bucket, secure in (("tls-only", "false"), ("deny-all-tls", "true")):
-                s3.create_bucket(Bucket=bucket)
-                s3.put_bucket_policy(Bucket=bucket, Policy=policy(bucket, secure))
-                try:
-                    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-                    print(bucket, "allowed")
-                except ClientError as exc:
-                    print(bucket, exc.response["Error"]["Code"])
-        """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    result = subprocess.run([PYTHON, "-c", script, str(default_repo),
-                             str(TEMPLATE / "tools" / "demo_moto")],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["tls-only allowed", "deny-all-tls 403"]

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Callable
 
 TEMPLATE = Path(__file__).resolve().parent.parent
-TOOLS = Path(__file__).resolve().parent
-# A one-function fix to moto's bucket-policy evaluation, loaded by the moto server only.
-MOTO_FIX = TOOLS / "demo_moto"
 TAIL_LINES = 25
 # Before moto is up, any AWS call goes to the discard port on 127.0.0.1, never to AWS.
 NOWHERE = "http://127.0.0.1:9"
-SUMMARY_RE = re.compile(r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged\.$",
-                        re.M)
+SUMMARY_RE = re.compile(
+    r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged(?:, (\d+) to do by hand)?\.$",
+    re.MULTILINE,
+)
 CHANGE_RE = re.compile(r"^(create|update)\s+(.+?)(?:\s+\(.*\))?$", re.M)
 
 
@@ -71,7 +70,6 @@ class Demo:
         self.repo: Path | None = None
         self.stack: dict = {}
         self.server = None  # airflow_gitops.local_aws.MotoServer, once started
-        self.eks = None  # demo_eks.EksStandIn
         self.endpoint = NOWHERE
         self.facts: dict = {"steps": []}
         self._step_log: Path | None = None
@@ -84,14 +82,15 @@ class Demo:
         env = dict(os.environ)
         region = self.stack.get("aws", {}).get("region", "eu-west-1")
         env.update(
-            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-            AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION=region, AWS_REGION=region,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_SESSION_TOKEN="testing",
+            AWS_DEFAULT_REGION=region,
+            AWS_REGION=region,
             AWS_ENDPOINT_URL=self.endpoint,
         )
         if self.server is not None:
             env.update(self.server.env(region))
-        if self.eks is not None:
-            env["AWS_ENDPOINT_URL_EKS"] = self.eks.endpoint
         env.pop("MAKEFLAGS", None)  # `make demo -j` must not leak into the generated Makefile
         env.pop("MAKELEVEL", None)
         return env
@@ -103,8 +102,9 @@ class Demo:
         with self._step_log.open("a") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            process = subprocess.Popen(argv, env=self.env(), stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(
+                argv, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             lines: list[str] = []
             try:
                 for line in process.stdout:
@@ -127,19 +127,32 @@ class Demo:
 
     def make(self, target: str, *variables: str) -> str:
         assert self.repo is not None
-        return self.run(["make", "--no-print-directory", "-C", str(self.repo),
-                         f"PYTHON={self.python}", target, *variables],
-                        shown=" ".join(["make", target, *variables]))
+        return self.run(
+            [
+                "make",
+                "--no-print-directory",
+                "-C",
+                str(self.repo),
+                f"PYTHON={self.python}",
+                target,
+                *variables,
+            ],
+            shown=" ".join(["make", target, *variables]),
+        )
 
     # --- the steps -------------------------------------------------------------------------
 
     def generate(self) -> str:
         """Bake the template with its default answers, as `make bake` does."""
-        code = ("import sys; from cookiecutter.main import cookiecutter; "
-                "print(cookiecutter(sys.argv[1], no_input=True, output_dir=sys.argv[2], "
-                "overwrite_if_exists=True))")
-        output = self.run([self.python, "-c", code, str(TEMPLATE), str(self.out)],
-                          shown=f"cookiecutter --no-input --overwrite-if-exists {_show(TEMPLATE)}")
+        code = (
+            "import sys; from cookiecutter.main import cookiecutter; "
+            "print(cookiecutter(sys.argv[1], no_input=True, output_dir=sys.argv[2], "
+            "overwrite_if_exists=True))"
+        )
+        output = self.run(
+            [self.python, "-c", code, str(TEMPLATE), str(self.out)],
+            shown=f"cookiecutter --no-input --overwrite-if-exists {_show(TEMPLATE)}",
+        )
         self.repo = Path(output.strip().splitlines()[-1])
         if not (self.repo / "stack.yaml").is_file():
             raise StepFailed(f"no stack.yaml in {self.repo}", self._step_log)
@@ -150,8 +163,11 @@ class Demo:
         dags = self.stack["dags"]
         mode = dags["source"] + (f" + {dags['sync_image']}" if dags.get("sync_image") else "")
         self.facts["generated"] = {
-            "path": str(self.repo), "files": len(files), "dag_source": dags["source"],
-            "sync_image": dags.get("sync_image"), "executor": self.stack["airflow"]["executor"],
+            "path": str(self.repo),
+            "files": len(files),
+            "dag_source": dags["source"],
+            "sync_image": dags.get("sync_image"),
+            "executor": self.stack["airflow"]["executor"],
             "mode": mode,
         }
         return f"{_show(self.repo)}: {len(files)} files, dags.source {mode}"
@@ -163,64 +179,35 @@ class Demo:
         return last
 
     def start_aws(self) -> str:
-        """moto on 127.0.0.1, the EKS stand-in in front of it, and a cluster to deploy to."""
-        sys.path.insert(0, str(self.repo))  # local_aws comes from the generated repo
-        sys.path.insert(0, str(TOOLS))
-        from airflow_gitops.local_aws import MotoServer
-        from demo_eks import EksStandIn
-
-        self.server = MotoServer()  # assigned before start(): `finally` stops a half start
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MOTO_FIX), saved]))
-        # bootstrap attaches AWS's managed AmazonEBSCSIDriverPolicy, which moto has only
-        # when it loads AWS's managed policies.
-        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
-        try:  # the server process inherits this environment; nothing else sees MOTO_FIX
-            self.server.start()
-        finally:
-            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES")
-            if saved is None:
-                os.environ.pop("PYTHONPATH")
-            else:
-                os.environ["PYTHONPATH"] = saved
-        self.eks = EksStandIn(self.server.endpoint).start()
-        self.endpoint = self.server.endpoint
-        cluster = self.create_cluster()
-        pid = self.server.process.pid
-        self.facts["moto"] = {"endpoint": self.server.endpoint, "port": self.server.port,
-                              "pid": pid, "eks_stand_in": self.eks.endpoint}
-        return f"moto {self.server.endpoint} (pid {pid}); EKS cluster {cluster}"
-
-    def create_cluster(self) -> str:
-        """The cluster `apply` reads (its OIDC issuer, VPC, subnets, cluster security group),
-        made the way EKS reports one: moto keeps resourcesVpcConfig as sent and botocore drops
-        output-only fields, so vpcId and clusterSecurityGroupId are added to the request."""
+        """The generated repo's local AWS (moto with the EKS calls it lacks answered, as
+        `make local-aws` serves it) and the cluster `apply` reads, made as that target makes it."""
         import boto3
 
+        sys.path.insert(0, str(self.repo))  # local_aws comes from the generated repo
+        from airflow_gitops.local_aws import MotoServer, create_cluster
+
         region = self.stack["aws"]["region"]
-        name = self.stack["eks"]["cluster_name"]
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                region_name=region)
-        ec2 = session.client("ec2", endpoint_url=self.server.endpoint)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
-                                     AvailabilityZone=f"{region}{zone}")["Subnet"]["SubnetId"]
-                   for i, zone in enumerate("ab")]
-        group = ec2.create_security_group(GroupName=f"eks-cluster-sg-{name}",
-                                          Description="EKS cluster", VpcId=vpc)["GroupId"]
-        eks = session.client("eks", endpoint_url=self.server.endpoint)
-
-        def add_output_fields(request, **kwargs):
-            body = json.loads(request.body)
-            body["resourcesVpcConfig"].update(clusterSecurityGroupId=group, vpcId=vpc)
-            request.data = json.dumps(body).encode()
-            request.headers["Content-Length"] = str(len(request.data))
-
-        eks.meta.events.register("before-sign.eks.CreateCluster", add_output_fields)
-        account = self.stack["aws"]["account_id"]
-        eks.create_cluster(name=name, roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
-                           resourcesVpcConfig={"subnetIds": subnets})
-        return name
+        account = str(self.stack["aws"]["account_id"])
+        cluster = self.stack["eks"]["cluster_name"]
+        self.server = MotoServer(account=account)  # assigned before start(): `finally` stops it
+        self.server.start()
+        self.endpoint = self.server.endpoint
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
+        )
+        create_cluster(
+            session.client("ec2", endpoint_url=self.endpoint),
+            session.client("eks", endpoint_url=self.endpoint),
+            cluster,
+            account,
+        )
+        pid = self.server.process.pid
+        self.facts["moto"] = {
+            "endpoint": self.server.endpoint,
+            "port": self.server.port,
+            "pid": pid,
+        }
+        return f"moto {self.server.endpoint} (pid {pid}); EKS cluster {cluster}"
 
     def bootstrap(self) -> str:
         return self._converge("bootstrap")
@@ -235,34 +222,51 @@ class Demo:
         after = self.aws_state()
         self.facts["apply_again"]["state_unchanged"] = before == after
         if counts["created"] or counts["updated"]:
-            raise StepFailed(f"the second apply changed {counts['created']} created, "
-                             f"{counts['updated']} updated; it must change nothing",
-                             self._step_log)
+            raise StepFailed(
+                f"the second apply changed {counts['created']} created, "
+                f"{counts['updated']} updated; it must change nothing",
+                self._step_log,
+            )
         if before != after:
-            raise StepFailed("the second apply reported no change but the resources in moto "
-                             "differ before and after it", self._step_log)
+            raise StepFailed(
+                "the second apply reported no change but the resources in moto "
+                "differ before and after it",
+                self._step_log,
+            )
         return detail + "; resources in moto identical before and after"
 
     def _converge(self, command: str, key: str | None = None) -> str:
         output = self.make(command)
         match = SUMMARY_RE.search(output)
         if not match:
-            raise StepFailed(f"`make {command}` printed no '{command.capitalize()} complete: "
-                             "...' summary line", self._step_log)
+            raise StepFailed(
+                f"`make {command}` printed no '{command.capitalize()} complete: ...' summary line",
+                self._step_log,
+            )
         created, updated, unchanged = (int(n) for n in match.group(2, 3, 4))
+        by_hand = int(match.group(5) or 0)  # steps bootstrap cannot do offline (GitHub settings)
         self.facts[key or command] = {
-            "created": created, "updated": updated, "unchanged": unchanged,
+            "created": created,
+            "updated": updated,
+            "unchanged": unchanged,
+            "by_hand": by_hand,
             # [kind, name] of each resource created or updated, as the command printed it
-            "changes": [re.split(r"\s{2,}", m.group(2), maxsplit=1)
-                        for m in CHANGE_RE.finditer(output)],
+            "changes": [
+                re.split(r"\s{2,}", m.group(2), maxsplit=1) for m in CHANGE_RE.finditer(output)
+            ],
         }
-        return f"{created} created, {updated} updated, {unchanged} unchanged"
+        tail = f", {by_hand} to do by hand" if by_hand else ""
+        return f"{created} created, {updated} updated, {unchanged} unchanged{tail}"
 
     def push_dags(self) -> str:
         output = self.make("push-dags")
         bucket, prefix = self.stack["dags"]["bucket"], self.stack["dags"]["prefix"]
-        objects = [o["Key"] for o in self._client("s3").list_objects_v2(
-            Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", [])]
+        objects = [
+            o["Key"]
+            for o in self._client("s3")
+            .list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
+            .get("Contents", [])
+        ]
         self.facts["push_dags"] = {"output": _last_line(output), "objects": objects}
         if not objects:
             raise StepFailed(f"s3://{bucket}/{prefix} is empty after push-dags", self._step_log)
@@ -272,17 +276,31 @@ class Demo:
         dest = self.out / "demo-dags"
         output = self.make("pull-dags", f"DEST={dest}")
         source = self.repo / "dags"
-        expected = {p.relative_to(source).as_posix(): p.read_bytes()
-                    for p in source.rglob("*") if p.is_file() and not _is_cache(p, source)}
+        expected = {
+            p.relative_to(source).as_posix(): p.read_bytes()
+            for p in source.rglob("*")
+            if p.is_file() and not _is_cache(p, source)
+        }
         current = dest / "current"
-        arrived = {p.relative_to(current).as_posix(): p.read_bytes()
-                   for p in current.rglob("*") if p.is_file()} if current.is_dir() else {}
+        arrived = (
+            {
+                p.relative_to(current).as_posix(): p.read_bytes()
+                for p in current.rglob("*")
+                if p.is_file()
+            }
+            if current.is_dir()
+            else {}
+        )
         missing = sorted(name for name, data in expected.items() if arrived.get(name) != data)
-        self.facts["pull_dags"] = {"dest": str(current), "files": sorted(arrived),
-                                   "output": _last_line(output)}
+        self.facts["pull_dags"] = {
+            "dest": str(current),
+            "files": sorted(arrived),
+            "output": _last_line(output),
+        }
         if missing:
-            raise StepFailed(f"not in {current} (or different): {', '.join(missing)}",
-                             self._step_log)
+            raise StepFailed(
+                f"not in {current} (or different): {', '.join(missing)}", self._step_log
+            )
         dags = sorted(name for name in arrived if not name.startswith("."))
         return f"{_show(current)}/: {', '.join(dags)} (same bytes as dags/)"
 
@@ -291,9 +309,11 @@ class Demo:
     def _client(self, service: str):
         import boto3
 
-        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                             region_name=self.stack["aws"]["region"]).client(
-            service, endpoint_url=self.server.endpoint)
+        return boto3.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=self.stack["aws"]["region"],
+        ).client(service, endpoint_url=self.server.endpoint)
 
     def aws_state(self) -> dict:
         """What exists in moto now (names, policy versions, trust documents): the summary's
@@ -301,26 +321,45 @@ class Demo:
         s3, iam, ecr = self._client("s3"), self._client("iam"), self._client("ecr")
         state: dict = {
             "s3 bucket": sorted(b["Name"] for b in s3.list_buckets()["Buckets"]),
-            "ecr repository": sorted(r["repositoryName"]
-                                     for r in ecr.describe_repositories()["repositories"]),
+            "ecr repository": sorted(
+                r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
+            ),
             "iam oidc provider": sorted(
                 p["Arn"].split(":oidc-provider/", 1)[1]
-                for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]),
-            "iam policy": sorted(f"{p['PolicyName']} (version {p['DefaultVersionId']})"
-                                 for p in iam.list_policies(Scope="Local")["Policies"]),
+                for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+            ),
+            "iam policy": sorted(
+                f"{p['PolicyName']} (version {p['DefaultVersionId']})"
+                for p in iam.list_policies(Scope="Local")["Policies"]
+            ),
             "iam role": sorted(r["RoleName"] for r in iam.list_roles()["Roles"]),
-            "eks access entry": sorted(
-                f"{principal.rsplit('/', 1)[-1]} ("
-                + ", ".join(f"{a['policyArn'].rsplit('/', 1)[-1]} in "
-                            f"{','.join(a['accessScope'].get('namespaces', []))}"
-                            for a in self.eks.policies.get((cluster, principal), {}).values())
-                + ")"
-                for cluster, principal in self.eks.entries),
-            "eks add-on": sorted(name for _, name in self.eks.addons),
+            **self.eks_state(),
         }
-        state["_trust"] = sorted(json.dumps(r["AssumeRolePolicyDocument"], sort_keys=True)
-                                 for r in iam.list_roles()["Roles"])
+        state["_trust"] = sorted(
+            json.dumps(r["AssumeRolePolicyDocument"], sort_keys=True)
+            for r in iam.list_roles()["Roles"]
+        )
         return state
+
+    def eks_state(self) -> dict:
+        """Access entries (with their policies) and add-ons held by the local EKS stand-in."""
+        held = self.server.state()
+        entries = [json.loads(line) for line in held["entries"]]
+        policies = [json.loads(line) for line in held["policies"]]
+        return {
+            "eks access entry": sorted(
+                f"{e['principalArn'].rsplit('/', 1)[-1]} ("
+                + ", ".join(
+                    f"{p['policyArn'].rsplit('/', 1)[-1]} in "
+                    f"{','.join(p['accessScope'].get('namespaces', []))}"
+                    for p in policies
+                    if p["principalArn"] == e["principalArn"]
+                )
+                + ")"
+                for e in entries
+            ),
+            "eks add-on": sorted(json.loads(line)["addonName"] for line in held["addons"]),
+        }
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -340,8 +379,11 @@ class Demo:
         self.logs.mkdir(parents=True, exist_ok=True)
         for old in self.logs.glob("*.log"):
             old.unlink()
-        print(f"make demo: {len(self.STEPS)} steps, offline; AWS is a moto server on 127.0.0.1."
-              f"\nOutput in {_show(self.out)}/ (step logs in {_show(self.logs)}/)", flush=True)
+        print(
+            f"make demo: {len(self.STEPS)} steps, offline; AWS is a moto server on 127.0.0.1."
+            f"\nOutput in {_show(self.out)}/ (step logs in {_show(self.logs)}/)",
+            flush=True,
+        )
         started = time.monotonic()
         failed: tuple[int, str, BaseException] | None = None
         width = max(len(label) for _, label, _ in self.STEPS) + 3
@@ -356,27 +398,39 @@ class Demo:
                     detail = step(self)
                 except (StepFailed, Interrupted, KeyboardInterrupt, Exception) as exc:
                     seconds = time.monotonic() - t0
-                    self.facts["steps"].append({"step": name, "seconds": round(seconds, 2),
-                                                "ok": False})
-                    word = "INTERRUPTED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
+                    self.facts["steps"].append(
+                        {"step": name, "seconds": round(seconds, 2), "ok": False}
+                    )
+                    word = (
+                        "INTERRUPTED"
+                        if isinstance(exc, (Interrupted, KeyboardInterrupt))
                         else "FAILED"
-                    print(f"{head if self.verbose else ''} {word} {seconds:5.1f}s "
-                          f"(total {time.monotonic() - started:5.1f}s)", flush=True)
+                    )
+                    print(
+                        f"{head if self.verbose else ''} {word} {seconds:5.1f}s "
+                        f"(total {time.monotonic() - started:5.1f}s)",
+                        flush=True,
+                    )
                     failed = (index, name, exc)
                     break
                 seconds = time.monotonic() - t0
-                self.facts["steps"].append({"step": name, "seconds": round(seconds, 2),
-                                            "ok": True, "detail": detail})
-                print(f"{head if self.verbose else ''} ok {seconds:5.1f}s "
-                      f"(total {time.monotonic() - started:5.1f}s)  {detail}", flush=True)
+                self.facts["steps"].append(
+                    {"step": name, "seconds": round(seconds, 2), "ok": True, "detail": detail}
+                )
+                print(
+                    f"{head if self.verbose else ''} ok {seconds:5.1f}s "
+                    f"(total {time.monotonic() - started:5.1f}s)  {detail}",
+                    flush=True,
+                )
             if failed is None:
-                self.facts["aws"] = {k: v for k, v in self.aws_state().items()
-                                     if not k.startswith("_")}
+                self.facts["aws"] = {
+                    k: v for k, v in self.aws_state().items() if not k.startswith("_")
+                }
         except (Interrupted, KeyboardInterrupt) as exc:  # between two steps
             failed = (index, name, exc)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not
-                signal.signal(signum, signal.SIG_IGN)        # leave moto running
+                signal.signal(signum, signal.SIG_IGN)  # leave moto running
             self.stop_aws()
         self.facts["total_seconds"] = round(time.monotonic() - started, 2)
         self.facts["ok"] = failed is None
@@ -390,22 +444,35 @@ class Demo:
 
     def stop_aws(self) -> None:
         t0 = time.monotonic()
-        if self.eks is not None:
-            self.eks.stop()
+        if self.server is not None and self.server.process is not None:
+            try:  # what the EKS stand-in answered, for the summary
+                self.facts["eks_answered"] = sorted(set(self.server.state()["answered"]))
+            except OSError:
+                pass  # a server that died says nothing; the summary shows none
         if self.server is not None:
             pid = self.server.process.pid if self.server.process else None
             self.server.stop()
             closed = _port_closed(self.server.port)
-            self.facts.setdefault("moto", {}).update(pid=pid, stopped=True, port_closed=closed,
-                                                     stop_seconds=round(time.monotonic() - t0, 2))
-            print(f"moto server (pid {pid}, {self.server.endpoint}) stopped"
-                  f"{'' if closed else ', BUT its port still answers'}.", flush=True)
+            self.facts.setdefault("moto", {}).update(
+                pid=pid,
+                stopped=True,
+                port_closed=closed,
+                stop_seconds=round(time.monotonic() - t0, 2),
+            )
+            print(
+                f"moto server (pid {pid}, {self.server.endpoint}) stopped"
+                f"{'' if closed else ', BUT its port still answers'}.",
+                flush=True,
+            )
 
     def report_failure(self, index: int, name: str, exc: BaseException) -> int:
         if isinstance(exc, (Interrupted, KeyboardInterrupt)):
             signum = getattr(exc, "signum", signal.SIGINT)
-            print(f"INTERRUPTED during step {index}/{len(self.STEPS)} ({name}) by "
-                  f"{signal.Signals(signum).name}.", file=sys.stderr)
+            print(
+                f"INTERRUPTED during step {index}/{len(self.STEPS)} ({name}) by "
+                f"{signal.Signals(signum).name}.",
+                file=sys.stderr,
+            )
             return 128 + int(signum)
         message = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
         print(f"FAILED at step {index}/{len(self.STEPS)} ({name}): {message}", file=sys.stderr)
@@ -422,41 +489,60 @@ class Demo:
     def print_summary(self) -> None:
         f = self.facts
         g, moto = f["generated"], f["moto"]
-        lines = ["", "Summary", "-------",
-                 f"generated    {_show(Path(g['path']))}/: {g['files']} files; dags.source "
-                 f"{g['mode']}, {g['executor']}",
-                 f"validate     {f['validate']}"]
+        lines = [
+            "",
+            "Summary",
+            "-------",
+            f"generated    {_show(Path(g['path']))}/: {g['files']} files; dags.source "
+            f"{g['mode']}, {g['executor']}",
+            f"validate     {f['validate']}",
+        ]
         for key, label in (("bootstrap", "bootstrap"), ("apply", "apply")):
             c = f[key]
-            lines.append(f"{label:<12} {c['created']} created, {c['updated']} updated, "
-                         f"{c['unchanged']} unchanged")
+            lines.append(
+                f"{label:<12} {c['created']} created, {c['updated']} updated, "
+                f"{c['unchanged']} unchanged"
+            )
             width = max((len(kind) for kind, *_ in c["changes"]), default=0)
-            lines += [f"               {kind:<{width}}  {' '.join(name)}"
-                      for kind, *name in c["changes"]]
+            lines += [
+                f"               {kind:<{width}}  {' '.join(name)}" for kind, *name in c["changes"]
+            ]
         again = f["apply_again"]
-        lines.append(f"apply again  {again['created']} created, {again['updated']} updated, "
-                     f"{again['unchanged']} unchanged -> changed nothing"
-                     + (" (moto state identical)" if again["state_unchanged"] else ""))
+        lines.append(
+            f"apply again  {again['created']} created, {again['updated']} updated, "
+            f"{again['unchanged']} unchanged -> changed nothing"
+            + (" (moto state identical)" if again["state_unchanged"] else "")
+        )
         held = [f"{kind} {len(names)}" for kind, names in f["aws"].items() if names]
         lines.append(f"in moto      {', '.join(held)}")
-        lines.append(f"             {len(f['push_dags']['objects'])} objects under "
-                     f"{self.stack['dags']['prefix']}/; EKS cluster "
-                     f"{self.stack['eks']['cluster_name']} (made by the demo for apply to read)")
+        lines.append(
+            f"             {len(f['push_dags']['objects'])} objects under "
+            f"{self.stack['dags']['prefix']}/; EKS cluster "
+            f"{self.stack['eks']['cluster_name']} (made by the demo for apply to read)"
+        )
         pull = f["pull_dags"]
         dags = [name for name in pull["files"] if not name.startswith(".")]
         lines.append(f"push-dags    {f['push_dags']['output']}")
-        lines.append(f"pull-dags    {_show(Path(pull['dest']))}/: {', '.join(dags)} "
-                     f"(same bytes as dags/)")
-        lines.append("timings      " + ", ".join(f"{s['step']} {s['seconds']:.1f}s"
-                                               for s in f["steps"])
-                     + f", stop {moto['stop_seconds']:.1f}s; total {f['total_seconds']:.1f}s")
-        lines.append(f"moto server  pid {moto['pid']} on {moto['endpoint']}: stopped, "
-                     + ("port closed" if moto["port_closed"] else "PORT STILL OPEN"))
-        answered = sorted(set(self.eks.answered)) if self.eks else []
-        lines.append("stand-ins    moto 5.2.5 has no EKS access entries or add-ons; "
-                     f"tools/demo_eks.py answered {', '.join(answered) or 'none'}")
-        lines.append("             tools/demo_moto/ makes moto apply the bucket's TLS-only "
-                     "policy as AWS does (HTTPS)")
+        lines.append(
+            f"pull-dags    {_show(Path(pull['dest']))}/: {', '.join(dags)} (same bytes as dags/)"
+        )
+        lines.append(
+            "timings      "
+            + ", ".join(f"{s['step']} {s['seconds']:.1f}s" for s in f["steps"])
+            + f", stop {moto['stop_seconds']:.1f}s; total {f['total_seconds']:.1f}s"
+        )
+        lines.append(
+            f"moto server  pid {moto['pid']} on {moto['endpoint']}: stopped, "
+            + ("port closed" if moto["port_closed"] else "PORT STILL OPEN")
+        )
+        answered = f.get("eks_answered", [])
+        lines.append(
+            "stand-ins    moto 5.2.5 has no EKS access entries or add-ons; the repo's "
+            f"local_eks answered {', '.join(answered) or 'none'}"
+        )
+        lines.append(
+            "             local_aws makes moto apply the bucket's TLS-only policy as AWS does (HTTPS)"
+        )
         print("\n".join(lines), flush=True)
 
 
@@ -466,8 +552,11 @@ def isolate_from_real_aws() -> None:
     files: whatever the caller's shell holds, nothing here can reach a real account."""
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         del os.environ[key]
-    os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-                      AWS_EC2_METADATA_DISABLED="true")
+    os.environ.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
 
 
 def _is_cache(path: Path, root: Path) -> bool:
@@ -497,21 +586,32 @@ def missing_modules() -> list[str]:
     """What the template's requirements.txt provides and this interpreter lacks."""
     import importlib.util
 
-    return [name for name in ("cookiecutter", "yaml", "boto3", "moto")
-            if importlib.util.find_spec(name) is None]
+    return [
+        name
+        for name in ("cookiecutter", "yaml", "boto3", "moto")
+        if importlib.util.find_spec(name) is None
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="out", type=Path,
-                        help="folder for the generated repo, logs and pulled DAGs (default out)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show every step's output as it runs")
+    parser.add_argument(
+        "--out",
+        default="out",
+        type=Path,
+        help="folder for the generated repo, logs and pulled DAGs (default out)",
+    )
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show every step's output as it runs"
+    )
     args = parser.parse_args(argv)
     missing = missing_modules()
     if missing:
-        print(f"ERROR: {sys.executable} has no {', '.join(missing)}; run `make demo`, which "
-              "installs requirements.txt into .venv/ first", file=sys.stderr)
+        print(
+            f"ERROR: {sys.executable} has no {', '.join(missing)}; run `make demo`, which "
+            "installs requirements.txt into .venv/ first",
+            file=sys.stderr,
+        )
         return 2
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)

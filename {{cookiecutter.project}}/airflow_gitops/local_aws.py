@@ -70,9 +70,6 @@ class MotoServer:
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        # AWS managed policies exist in every real account, and bootstrap attaches one
-        # (AmazonEBSCSIDriverPolicy); moto has them only when told to load them.
-        env["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         argv = [sys.executable, "-m", "airflow_gitops.local_aws", "--port", str(self.port)]
         if self.account:
             argv += ["--account", self.account]
@@ -173,6 +170,9 @@ def local_aws_app(extras):
     from airflow_gitops import local_eks
 
     evaluate_bucket_policies_as_aws_over_tls()
+    # AWS managed policies exist in every real account, and bootstrap attaches one
+    # (AmazonEBSCSIDriverPolicy); moto has them only when told to load them.
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     moto_app = DomainDispatcherApplication(create_backend_app)
     front = local_eks.wsgi(extras, moto_app)
 

@@ -393,3 +393,67 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     no_schemas = run_cli(tmp_path / "empty")
     assert no_schemas.returncode == 2 and "schemas" in no_schemas.stderr
+
+
+# --- hostile files: each one finding, never a hang, a crash or a traceback --------------------
+# (their time and memory are measured by the template's benchmarks/validate.py, not here)
+
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8)
+)
+HOSTILE = {
+    "billion-laughs": ("helm/values.yaml", BILLION_LAUGHS, "yaml-alias-budget"),
+    "deep-flow-yaml": ("helm/values.yaml", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", "yaml-too-deep"),
+    "deep-block-yaml": ("k8s/deep.yaml", "".join(" " * i + "a:\n" for i in range(300)), "yaml-too-deep"),
+    "deep-sequence-yaml": ("k8s/deep.yaml", "- " * 50_000 + "x\n", "yaml-too-deep"),
+    "deep-json": ("iam/deep-policy.json", "[" * 100_000 + "]" * 100_000, "yaml-too-deep"),
+    "large-values": ("helm/values.yaml", "# padding\n" * 300_000, "file-too-large"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_file_is_one_finding_and_exit_1(tmp_path, name):
+    root = build(tmp_path / "repo")
+    path, text, rule = HOSTILE[name]
+    (root / path).write_text(text)
+    result = run_cli(root)
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    hits = [m for m in map(FINDING.match, result.stdout.splitlines()) if m and m["path"] == path]
+    assert [m["rule"] for m in hits] == [rule], result.stdout
+
+
+def test_symlinks_out_of_the_repository_are_refused(tmp_path):
+    secret = tmp_path / "credentials"
+    secret.write_text("[default]\naws_secret_access_key = abc\n")
+    root = build(tmp_path / "repo")
+    (root / "k8s" / "linked.yaml").symlink_to(secret)
+    (root / "dags").mkdir()
+    (root / "dags" / "linked.py").symlink_to(secret)
+    (root / "k8s" / "inside.yaml").symlink_to(root / "k8s" / "all.yaml")  # inside: fine, read
+    found = [(f.path, f.rule) for f in findings(root)]
+    assert ("k8s/linked.yaml", "symlink-outside-repo") in found
+    assert ("dags/linked.py", "symlink-outside-repo") in found
+    assert all(rule != "secret-committed" for _, rule in found), found  # never read
+    assert ("k8s/inside.yaml", "symlink-outside-repo") not in found
+
+
+def test_one_rule_broken_on_every_line_is_capped(tmp_path):
+    root = build(tmp_path / "repo")
+    (root / "k8s" / "dupes.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n" + "  a: b\n" * 500)
+    dupes = [f for f in findings(root) if f.path == "k8s/dupes.yaml" and f.rule == "duplicate-key"]
+    assert len(dupes) == 21 and "and 479 more" in dupes[-1].message
+
+
+def test_an_internal_error_is_one_line_and_exit_2(tmp_path):
+    """A bug in a rule must not look like findings (1) or a crash (traceback): one line, exit 2."""
+    root = build(tmp_path / "repo")
+    code = (
+        "import sys; from airflow_gitops.validate import rules\n"
+        "def broken(repo):\n    raise KeyError('boom')\n"
+        "rules.SINGLE_FILE = (broken,)\n"
+        "from airflow_gitops.cli import main; sys.exit(main(['validate', '--root', sys.argv[1]]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("ERROR [ValidateCrashed]")
+    assert "KeyError" in result.stderr and "Traceback" not in result.stderr

@@ -10,6 +10,8 @@ RULE_IDS = frozenset({
     # files and schemas
     "syntax", "duplicate-key", "yaml-ambiguous-bool", "unknown-key", "wrong-type", "missing-key",
     "invalid-value", "missing-file",
+    # hostile files: read no further than is safe
+    "file-too-large", "yaml-too-deep", "yaml-alias-budget", "symlink-outside-repo",
     # names across files
     "namespace-mismatch", "sa-unnamed", "sa-missing", "irsa-mismatch", "pvc-missing", "pvc-access-mode",
     "storageclass-missing", "bucket-mismatch", "prefix-mismatch", "stack-mismatch",

@@ -4,7 +4,11 @@ Prints, from one run (median of RUNS runs each, wall clock, whole process):
   1. `make validate` on a repo baked with the default answers (target: under 1 s);
   2. the same repo with 1,000 extra manifests in k8s/ (target: under 5 s);
   3. check-jsonschema validating the same files against the same schemas (one process per
-     schema, as you would call it), which checks schemas only, none of the cross-file rules.
+     schema, as you would call it), which checks schemas only, none of the cross-file rules;
+  4. hostile files (billion laughs, 100,000-deep nesting, a 50 MB values file, a symlink out of
+     the repository): time and peak memory of `validate` on each (targets: no hang, no crash,
+     exit 1 with one finding, under 500 MB), next to check-jsonschema on the same file, which
+     runs under a 20 s / 1 GiB limit so it cannot take the machine down.
 
     .venv/bin/python benchmarks/validate.py
 """
@@ -12,6 +16,8 @@ Prints, from one run (median of RUNS runs each, wall clock, whole process):
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -75,6 +81,78 @@ def timed(commands: list[list[str]], cwd: Path, expect_ok: bool = True) -> float
     return statistics.median(samples)
 
 
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8)
+)
+HOSTILE = {  # name -> (file, content: text, "->target" for a symlink, "@50MB" for a big file)
+    "billion laughs (10^9 values)": ("helm/values.yaml", BILLION_LAUGHS, "helm-values.schema.json"),
+    "YAML nested 100,000 deep": ("helm/values.yaml", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", "helm-values.schema.json"),
+    "JSON nested 100,000 deep": ("iam/deep-policy.json", "[" * 100_000 + "]" * 100_000, "iam-policy.schema.json"),
+    "50 MB values file": ("helm/values.yaml", "@50MB", "helm-values.schema.json"),
+    "symlink to /etc/passwd": ("k8s/passwd.yaml", "->/etc/passwd", "k8s-manifest.schema.json"),
+}
+LIMIT_SECONDS, LIMIT_BYTES = 20, 1 << 30
+
+
+def write_hostile(repo: Path, file: str, content: str) -> None:
+    target = repo / file
+    target.unlink(missing_ok=True)
+    if content.startswith("->"):
+        target.symlink_to(content[2:])
+    elif content == "@50MB":  # distinct keys, as a generated config dump would have
+        with target.open("w") as out:
+            out.write("config:\n  core:\n")
+            line = 0
+            while out.tell() < 50_000_000:
+                out.write(f"    key_{line:08d}: some configuration value\n")
+                line += 1
+    else:
+        target.write_text(content)
+
+
+def measured(command: list[str], cwd: Path, limited: bool = False) -> tuple[float, float, object]:
+    """(wall seconds, peak RSS in MB, exit status or what stopped it) of one process."""
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=limits if limited else None)
+    deadline = start + (LIMIT_SECONDS if limited else 600)
+    stopped = None
+    while True:
+        pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            stopped = f"timeout {LIMIT_SECONDS} s"
+        time.sleep(0.02)
+    proc.returncode = 0  # reaped here; keep Popen from waiting again
+    elapsed = time.perf_counter() - start
+    if stopped:
+        status: object = stopped
+    elif os.WIFSIGNALED(raw):
+        status = f"signal {os.WTERMSIG(raw)}"
+    else:
+        status = os.WEXITSTATUS(raw)
+    return elapsed, usage.ru_maxrss / 1024, status
+
+
+def hostile_rows(repo: Path, tmp: Path) -> list[tuple]:
+    rows = []
+    for name, (file, content, schema) in HOSTILE.items():
+        copy = tmp / f"hostile-{len(rows)}"
+        shutil.copytree(repo, copy, symlinks=True)
+        write_hostile(copy, file, content)
+        ours = measured([PYTHON, "-m", "airflow_gitops", "validate"], copy)
+        theirs = measured([CHECK_JSONSCHEMA, "--schemafile", f"schemas/{schema}", file], copy, limited=True)
+        rows.append((name, ours, theirs))
+        shutil.rmtree(copy)
+    return rows
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = bake(Path(tmp) / "default")
@@ -92,6 +170,7 @@ def main() -> int:
                 root,
             )
             rows.append((f"{label} ({files} files)", ours, theirs))
+        hostile = hostile_rows(repo, Path(tmp))
     width = max(len(r[0]) for r in rows)
     print(f"validate benchmark: median of {RUNS} runs, whole process, wall clock")
     print(f"{'':<{width}}  {'make validate':>14}  {'check-jsonschema':>17}")
@@ -101,6 +180,15 @@ def main() -> int:
     print(f"targets: default < 1 s ({'met' if rows[0][1] < 1 else 'MISSED'}), "
           f"+{EXTRA:,} manifests < 5 s ({'met' if rows[1][1] < 5 else 'MISSED'}), "
           f"faster than check-jsonschema ({'met' if all(o < t for _, o, t in rows) else 'MISSED'})")
+    print()
+    print(f"hostile files: one process each; check-jsonschema under a {LIMIT_SECONDS} s / 1 GiB limit")
+    width = max(len(r[0]) for r in hostile)
+    print(f"{'':<{width}}  {'validate':>28}  {'check-jsonschema':>28}")
+    ok = True
+    for name, (t1, m1, s1), (t2, m2, s2) in hostile:
+        print(f"{name:<{width}}  {t1:>6.2f} s {m1:>6.0f} MB exit {s1!s:<6}  {t2:>6.2f} s {m2:>6.0f} MB exit {s2!s:<6}")
+        ok = ok and s1 == 1 and m1 < 500 and t1 < 5
+    print(f"targets: every hostile file exit 1 (a finding), under 500 MB, under 5 s ({'met' if ok else 'MISSED'})")
     return 0
 
 

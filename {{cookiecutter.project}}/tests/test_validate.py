@@ -457,3 +457,61 @@ def test_an_internal_error_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("ERROR [ValidateCrashed]")
     assert "KeyError" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- facts derived from stack.yaml (rules/facts.py DERIVED) -----------------------------------
+
+
+def _with_derived_files(root: Path) -> Path:
+    (root / "docs").mkdir()
+    (root / "docs" / "setup.md").write_text(
+        f"```\naws eks update-kubeconfig --name platform --region {REGION}\naws s3 ls s3://{BUCKET}/dags/\n```\n")
+    (root / "iam" / "deploy-role-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadCluster", "Effect": "Allow", "Action": "eks:DescribeCluster",
+         "Resource": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform"},
+        {"Sid": "PushDags", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"}]}, indent=2))
+    return root
+
+
+CLUSTER_ARN = f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform"
+
+
+@pytest.mark.parametrize("fact,old,new,expect", [
+    ("region", f"region: {REGION}", "region: eu-central-1",
+     [("docs/setup.md", "--region", "stack-mismatch"), ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch")]),
+    ("cluster", "cluster_name: platform", "cluster_name: analytics",
+     [("docs/setup.md", "--name", "stack-mismatch"), ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch")]),
+    ("account", f"account_id: '{ACCOUNT}'", "account_id: '111122223333'",
+     [("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch"), ("helm/values.yaml", SYNC_IMAGE, "stack-mismatch")]),
+    ("bucket", f"bucket: {BUCKET}", "bucket: other-dags-bucket",
+     [("docs/setup.md", "s3://", "bucket-mismatch"), ("iam/deploy-role-policy.json", "arn:aws:s3:::", "bucket-mismatch"),
+      ("iam/dag-read-policy.json", "arn:aws:s3:::", "bucket-mismatch")]),
+])
+def test_a_fact_changed_only_in_stack_yaml_is_found_where_it_is_derived(tmp_path, fact, old, new, expect):
+    root = _with_derived_files(build(tmp_path / "repo"))
+    assert findings(root) == []
+    edit(root / "stack.yaml", old, new)
+    found = {(f.path, f.line, f.rule) for f in findings(root)}
+    for path, needle, rule in expect:
+        text = (root / path).read_text()
+        line = text.count("\n", 0, text.index(needle)) + 1
+        assert (path, line, rule) in found, (path, line, rule, found)
+
+
+def test_a_typo_in_a_derived_arn_is_found_at_its_line(tmp_path):
+    root = _with_derived_files(build(tmp_path / "repo"))
+    line = edit(root / "iam" / "deploy-role-policy.json", "cluster/platform", "cluster/platfrom")
+    found = [f for f in findings(root) if f.rule == "stack-mismatch"]
+    assert [(f.path, f.line) for f in found] == [("iam/deploy-role-policy.json", line)], found
+    assert "'platfrom' is not stack.yaml's eks.cluster_name 'platform'" in found[0].message
+
+
+def test_stack_schema_takes_its_rules_from_the_answers_schema(tmp_path):
+    """One copy of each rule: the answers' limits (5-3600 s, S3 names without dots) hold in stack.yaml."""
+    root = build(tmp_path / "repo")
+    edit(root / "stack.yaml", "sync_interval_seconds: 30", "sync_interval_seconds: 86400")
+    edit(root / "stack.yaml", f"bucket: {BUCKET}", "bucket: dags.example.com")
+    found = {(f.rule, f.message.split(":")[0]) for f in findings(root) if f.path == "stack.yaml"}
+    assert ("invalid-value", "dags.sync_interval_seconds") in found and ("invalid-value", "dags.bucket") in found
+    stack_schema = json.loads((SCHEMAS / "stack.schema.json").read_text())
+    assert stack_schema["properties"]["dags"]["properties"]["bucket"] == {"$ref": "answers.schema.json#/$defs/s3BucketName"}

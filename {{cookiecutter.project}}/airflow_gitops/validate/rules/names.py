@@ -270,9 +270,8 @@ def _bucket_and_prefix(repo) -> Iterator[Finding]:
         if path.endswith("-trust.json"):
             continue
         for arn_path, arn_bucket, key in _s3_arns(doc):
-            if arn_bucket != bucket and path == "iam/dag-read-policy.json":
-                yield doc.finding(arn_path, f"bucket {arn_bucket!r} is not stack.yaml's dags.bucket {bucket!r}", "bucket-mismatch")
-            elif arn_bucket == bucket and key is not None and path == "iam/dag-read-policy.json":
+            # A bucket other than dags.bucket: rules/facts.py (DAG_BUCKET_POLICIES) reports it.
+            if arn_bucket == bucket and key is not None and path == "iam/dag-read-policy.json":
                 if prefix and not (key == f"{prefix}/*" or key.startswith(prefix + "/")):
                     yield doc.finding(arn_path, f"object ARN key {key!r} is outside stack.yaml's dags.prefix {prefix!r}", "prefix-mismatch")
     if reader_policy is not None:

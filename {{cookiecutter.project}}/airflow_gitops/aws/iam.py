@@ -172,15 +172,21 @@ class IamRole(Converger):
         return role is not None, steps
 
 
-def check_github_subject(ctx, trust_file: str) -> None:
-    """The deploy role's trust must pin the subject stack.yaml describes (classic or immutable)."""
-    github = ctx.stack["github"]
+def github_subject(github: dict) -> str:
+    """The `sub` claim of the deploy job's GitHub OIDC token, from stack.yaml's ``github`` facts
+    (classic: repo:owner/name:environment:ENV; immutable: repo:owner@ID/name@ID:environment:ENV).
+    Pure, so bootstrap and `validate` ask the same function."""
     owner, _, name = github["repository"].partition("/")
     if github.get("oidc_subject") == "immutable":
         repo = f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
     else:
         repo = github["repository"]
-    expected = f"repo:{repo}:environment:{github['environment']}"
+    return f"repo:{repo}:environment:{github['environment']}"
+
+
+def check_github_subject(ctx, trust_file: str) -> None:
+    """The deploy role's trust must pin the subject stack.yaml describes (classic or immutable)."""
+    expected = github_subject(ctx.stack["github"])
     document = load_document(ctx, trust_file)
     subjects = [
         value

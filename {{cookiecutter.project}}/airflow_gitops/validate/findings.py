@@ -21,8 +21,8 @@ RULE_IDS = frozenset({
     # security
     "image-unpinned", "container-root", "container-privileged", "privilege-escalation",
     "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",
-    # IAM
-    "trust-unpinned", "iam-wildcard",
+    # IAM and the GitHub OIDC chain
+    "trust-unpinned", "iam-wildcard", "oidc-subject", "oidc-job", "deploy-branch",
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
 })

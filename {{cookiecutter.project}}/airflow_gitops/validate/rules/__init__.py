@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
-from airflow_gitops.validate.rules import dags, facts, iam, names, security, workflows
+from airflow_gitops.validate.rules import dags, facts, iam, names, oidc, security, workflows
 
 SINGLE_FILE = (security.check, iam.check, workflows.check)
-CROSS_FILE = (names.check, dags.check, facts.check)
+CROSS_FILE = (names.check, dags.check, facts.check, oidc.check)
 
 
 def run_all(repo) -> Iterator[Finding]:

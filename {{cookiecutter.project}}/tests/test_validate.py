@@ -515,3 +515,61 @@ def test_stack_schema_takes_its_rules_from_the_answers_schema(tmp_path):
     assert ("invalid-value", "dags.sync_interval_seconds") in found and ("invalid-value", "dags.bucket") in found
     stack_schema = json.loads((SCHEMAS / "stack.schema.json").read_text())
     assert stack_schema["properties"]["dags"]["properties"]["bucket"] == {"$ref": "answers.schema.json#/$defs/s3BucketName"}
+
+
+# --- IAM as AWS checks it (AWS's Service Authorization Reference, via parliament) -------------
+
+
+def _policy(root: Path, *statements: dict, name: str = "extra-policy.json") -> Path:
+    path = root / "iam" / name
+    path.write_text(json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, indent=2))
+    return path
+
+
+@pytest.mark.parametrize("statement,rule,needle", [
+    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObjects", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"},
+     "iam-unknown-action", "s3:GetObjects"),
+    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:{REGION}:{ACCOUNT}:{BUCKET}/dags/*"},
+     "iam-s3-arn", f"arn:aws:s3:{REGION}"),
+    ({"Sid": "A", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"},
+     "iam-resource-format", f"arn:aws:s3:::{BUCKET}/dags/*"),
+    ({"Sid": "A", "Effect": "Allow", "Action": "elasticfilesystem:CreateFileSystem",
+      "Resource": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/*"}, "iam-resource-format", "file-system/*"),
+    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}, "iam-wildcard", '"*"'),
+])
+def test_iam_that_aws_rejects_or_that_grants_nothing(tmp_path, statement, rule, needle):
+    root = build(tmp_path / "repo")
+    path = _policy(root, statement)
+    text = path.read_text()
+    line = text.count("\n", 0, text.index(needle)) + 1
+    found = [(f.path, f.line, f.rule) for f in findings(root)]
+    assert ("iam/extra-policy.json", line, rule) in found, found
+
+
+def test_iam_duplicate_sid_and_valid_statements(tmp_path):
+    root = build(tmp_path / "repo")
+    _policy(root,
+            {"Sid": "Same", "Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},
+            {"Sid": "Same", "Effect": "Allow", "Action": ["eks:DescribeAddon", "eks:CreateAddon"],
+             "Resource": [f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform",
+                          f"arn:aws:eks:{REGION}:{ACCOUNT}:addon/platform/aws-efs-csi-driver/*"]},
+            {"Sid": "Create", "Effect": "Allow", "Action": "elasticfilesystem:CreateFileSystem", "Resource": "*",
+             "Condition": {"Bool": {"elasticfilesystem:Encrypted": "true"}}})
+    assert [(f.rule, f.line) for f in findings(root)] == [("iam-duplicate-sid", 11)]
+
+
+def test_parliament_medium_findings_are_reported_unless_accepted_with_a_reason(tmp_path):
+    root = build(tmp_path / "repo")
+    _policy(root, {"Sid": "BucketPolicy", "Effect": "Allow", "Action": ["s3:PutBucketPolicy"],
+                   "Resource": f"arn:aws:s3:::{BUCKET}"})
+    assert {f.rule for f in findings(root)} == {"iam-parliament"}
+    accepted = root / "iam" / "parliament-accepted.yaml"
+    accepted.write_text("accepted:\n  - file: iam/extra-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
+                        "    reason: reviewed\n")
+    assert findings(root) == []
+    accepted.write_text("accepted:\n  - file: iam/dag-read-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
+                        "    reason: stale\n  - file: iam/extra-policy.json\n    issue: X\n")
+    found = sorted((f.path, f.line, f.rule) for f in findings(root))
+    assert ("iam/parliament-accepted.yaml", 2, "iam-parliament") in found  # matches nothing any more
+    assert ("iam/parliament-accepted.yaml", 5, "missing-key") in found  # no reason
+    assert ("iam/extra-policy.json", 1, "iam-parliament") in found

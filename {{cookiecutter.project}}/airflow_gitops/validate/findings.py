@@ -23,6 +23,7 @@ RULE_IDS = frozenset({
     "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",
     # IAM and the GitHub OIDC chain
     "trust-unpinned", "iam-wildcard", "oidc-subject", "oidc-job", "deploy-branch",
+    "iam-unknown-action", "iam-resource-format", "iam-s3-arn", "iam-duplicate-sid", "iam-parliament",
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
 })

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
-from airflow_gitops.validate.rules import dags, facts, iam, names, oidc, security, workflows
+from airflow_gitops.validate.rules import dags, facts, iam, iam_reference, names, oidc, security, workflows
 
-SINGLE_FILE = (security.check, iam.check, workflows.check)
+SINGLE_FILE = (security.check, iam.check, iam_reference.check, workflows.check)
 CROSS_FILE = (names.check, dags.check, facts.check, oidc.check)
 
 

@@ -1,39 +1,14 @@
-"""IAM documents on their own: trust policies pin aud and sub; no wildcard Action or Resource."""
+"""IAM documents on their own: trust policies pin aud and sub; no wildcard Action or Resource
+(``"*"`` only for actions that take no resource type, per AWS's reference: iam_reference.py)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import as_dict, as_list, as_str
 
 STS_AUDIENCE = "sts.amazonaws.com"
-
-# Actions for which AWS supports no resource-level permissions: IAM only accepts
-# "Resource": "*" for them (AWS Service Authorization Reference, "Resource types" column empty).
-# Only these may be granted on "*". Keep the list short; docs/validation.md carries it.
-RESOURCE_STAR_ALLOWED = (
-    "sts:GetCallerIdentity",
-    "ecr:GetAuthorizationToken",
-    "ecr-public:GetAuthorizationToken",
-    "sts:GetServiceBearerToken",
-    "ec2:DescribeAvailabilityZones",
-    "ec2:DescribeSubnets",
-    "ec2:DescribeVpcs",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSecurityGroupRules",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeAccountAttributes",
-    "eks:ListClusters",
-    "eks:DescribeAddonVersions",
-    "iam:ListOpenIDConnectProviders",
-    "iam:ListPolicies",
-    "iam:ListRoles",
-    "s3:ListAllMyBuckets",
-)
-
-_ALLOWED_LOWER = {a.lower() for a in RESOURCE_STAR_ALLOWED}  # IAM action names ignore case
-
 
 def check(repo) -> Iterator[Finding]:
     for path, doc in repo.iam.items():
@@ -104,7 +79,11 @@ def _wildcards(doc, spath, statement) -> Iterator[Finding]:
     for index, resource in enumerate(_values(raw)):
         if resource != "*":
             continue
-        needing = [a for a in actions if a.lower() not in _ALLOWED_LOWER]
+        # "*" is right exactly for actions that take no resource type (AWS's Service
+        # Authorization Reference, via parliament's data); unknown actions are reported apart.
+        from airflow_gitops.validate.rules.iam_reference import star_is_required
+
+        needing = [a for a in actions if star_is_required(a) is False]
         if needing:
             where = spath + ("Resource",) + ((index,) if isinstance(raw, list) else ())
             yield doc.finding(

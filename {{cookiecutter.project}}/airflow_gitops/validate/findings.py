@@ -26,6 +26,7 @@ RULE_IDS = frozenset({
     "iam-unknown-action", "iam-resource-format", "iam-s3-arn", "iam-duplicate-sid", "iam-parliament",
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
+    "workflow-cron", "workflow-expression", "workflow-local-action", "manifest-not-deployed",
 })
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules import dags, facts, iam, iam_reference, names, oidc, security, workflows
 
-SINGLE_FILE = (security.check, iam.check, iam_reference.check, workflows.check)
+SINGLE_FILE = (security.check, iam.check, iam_reference.check, workflows.check, workflows.check_more)
 CROSS_FILE = (names.check, dags.check, facts.check, oidc.check)
 
 

@@ -3,7 +3,7 @@ claims and storage classes, the bucket and prefix, and the facts stack.yaml stat
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import (
@@ -123,8 +123,20 @@ def trust_file_for_role(repo, role: str) -> str:
     return f"iam/{short}-trust.json"
 
 
+def managed_roles(repo) -> set:
+    """The IAM roles this repository makes (`make apply`/`bootstrap`): stack.yaml's *_role facts.
+    A ServiceAccount may also use a role made elsewhere (say, for a secrets backend); its
+    trust is then not in iam/, and asking for one would be advice apply never follows."""
+    found = set()
+    for path, value in walk(repo.stack.data if repo.stack else {}):
+        if path and isinstance(path[-1], str) and path[-1].endswith("_role") and isinstance(value, str):
+            found.add(value)
+    return found
+
+
 def _irsa(repo) -> Iterator[Finding]:
     account = repo.fact("aws", "account_id")
+    managed = managed_roles(repo)
     namespace = repo.fact("airflow", "namespace")
     for name, doc in k8s_service_accounts(repo).items():
         annotations = as_dict(doc.get("metadata", "annotations"))
@@ -144,6 +156,8 @@ def _irsa(repo) -> Iterator[Finding]:
         subject = f"{IRSA_SUBJECT}{doc.get('metadata', 'namespace') or namespace}:{name}"
         trust_path = trust_file_for_role(repo, role)
         trust = repo.iam.get(trust_path)
+        if trust is None and role not in managed:
+            continue  # a role made outside this repository: its trust is not ours to check
         if trust is None:
             elsewhere = [p for p, d in repo.iam.items() if any(v == subject for _, v in trust_subjects(d))]
             hint = f" ({elsewhere[0]} trusts this ServiceAccount: rename it)" if elsewhere else ""
@@ -177,6 +191,8 @@ def _irsa(repo) -> Iterator[Finding]:
         if role_account != account:
             yield values.finding(apath, f"role account {role_account} is not stack.yaml's aws.account_id {account}", "irsa-mismatch")
         trust = repo.iam.get(trust_file_for_role(repo, role))
+        if trust is None and role not in managed:
+            continue  # made outside this repository
         if trust is None:
             yield values.finding(apath, f"role {role!r} has no trust policy {trust_file_for_role(repo, role)} in iam/", "irsa-mismatch")
         elif node.get("name"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import as_dict, as_list, as_str, is_ssh_url, walk
@@ -29,15 +29,35 @@ SECRET_VALUES = {
     ("config", "api_auth", "jwt_secret"): "jwtSecretName",
     ("config", "database", "sql_alchemy_conn"): "data.metadataSecretName",
 }
-SECRETISH_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY)", re.I)
+SECRETISH_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY|FERNET_KEY|"
+                           r"SQL_ALCHEMY_CONN|BROKER_URL|RESULT_BACKEND|^AIRFLOW_CONN_)", re.IGNORECASE)
+# Settings whose names look secret but that hold none: which secrets backend to use and its
+# options (names and prefixes of secrets, a role ARN), and references to Secrets by name.
+NOT_SECRET_ENV = re.compile(
+    r"^(AIRFLOW__SECRETS__(BACKEND|BACKEND_KWARGS|USE_CACHE|CACHE_TTL_SECONDS)|AIRFLOW__WORKERS__SECRETS_BACKEND(_KWARGS)?"
+    r"|.*_SECRET_(NAME|ARN|ID|KEY_NAME|PATH))$", re.IGNORECASE,
+)
 URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
-# Scanned in the raw text of every file: credentials that must never be committed.
+# Scanned in the raw text of every file of the repository (DAGs, actions, docs included), with
+# the patterns secret scanners use (gitleaks' aws-access-token, private-key, generic URL
+# credentials); each hit is a secret that must be rotated, not just removed.
 TEXT_SECRETS = (
-    (re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"), "an AWS access key id"),
-    (re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"aws_secret_access_key\s*[:=]\s*\S", re.I), "an AWS secret access key"),
+    (re.compile(r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"), "an AWS access key id"),
+    (re.compile(r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"), "a private key"),
+    (re.compile(r"aws_secret_access_key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])", re.IGNORECASE),
+     "an AWS secret access key"),
+    # A Fernet key (32 bytes, URL-safe base64) written next to its name.
+    (re.compile(r"fernet_?key[\"']?\s*(?:[:=]|\n\s*value:)\s*[\"']?(?P<secret>[A-Za-z0-9_-]{43}=)", re.IGNORECASE),
+     "a Fernet key"),
+    # scheme://USER:PASSWORD@HOST with a literal password (placeholders are not secrets).
+    (re.compile(r"\b[a-z][a-z0-9+.-]{1,30}://[^/\s:@\"'`]+:(?P<password>[^/\s@\"'`]+)@[^\s\"'`]+"),
+     "a connection URI with a password"),
 )
+# Values that stand for a secret rather than being one: <password>, $VAR, ${VAR}, {{ var }}.
+_PLACEHOLDER = re.compile(r"^(<[^>]*>|\$\{?[A-Za-z_]\w*\}?|\{\{.*\}\})$")
+# ... and, in a URI shown as an example, PASSWORD, DB_PASS, ***, xxx or ...
+_URI_PLACEHOLDER = re.compile(r"^(<[^>]*>|\$\{?[A-Za-z_]\w*\}?|\{\{.*\}\}|\*+|x+|\.\.\.|[A-Z][A-Z0-9_]*)$")
 
 
 def check(repo) -> Iterator[Finding]:
@@ -62,12 +82,14 @@ def check(repo) -> Iterator[Finding]:
 
 
 def _text_secrets(repo) -> Iterator[Finding]:
-    for path in repo.files:
-        text = repo.texts.get(path, "")
+    for path, text in {**repo.texts, **repo.other_texts}.items():
         for pattern, what in TEXT_SECRETS:
             for match in pattern.finditer(text):
-                line = text.count("\n", 0, match.start()) + 1
-                col = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+                if "password" in pattern.groupindex and _URI_PLACEHOLDER.match(match.group("password")):
+                    continue
+                start = match.start("secret") if "secret" in pattern.groupindex else match.start()
+                line = text.count("\n", 0, start) + 1
+                col = start - (text.rfind("\n", 0, start) + 1) + 1
                 yield Finding(path, line, col, f"{what} is committed here; remove it and rotate it", "secret-committed")
 
 
@@ -162,10 +184,20 @@ def _values_secrets(values) -> Iterator[Finding]:
         yield values.finding(("data", "brokerUrl"), "data.brokerUrl has a password; use data.brokerUrlSecretName", "secret-committed")
     for path, value in walk(values.data):
         if path and path[-1] in ("env",) and isinstance(value, list):
+            in_container = any(part in CONTAINER_LISTS for part in path if isinstance(part, str))
             for index, item in enumerate(value):
                 item = as_dict(item)
-                if SECRETISH_ENV.search(as_str(item.get("name"))) and as_str(item.get("value")).strip():
-                    yield values.finding(path + (index, "value"), f"env {item['name']} has a literal secret; use valueFrom.secretKeyRef", "secret-committed")
+                name = as_str(item.get("name"))
+                if not SECRETISH_ENV.search(name) or NOT_SECRET_ENV.match(name):
+                    continue
+                if not as_str(item.get("value")).strip() or _PLACEHOLDER.match(as_str(item.get("value"))):
+                    continue
+                # The chart's own env lists take only name/value; a container's env takes valueFrom.
+                instead = (
+                    "valueFrom.secretKeyRef (a Secret created in the cluster)" if in_container
+                    else f"a `secret:` entry (envName: {name}, secretName, secretKey) naming a Secret created in the cluster"
+                )
+                yield values.finding(path + (index, "value"), f"env {name} has a literal secret; use {instead}", "secret-committed")
     extra = values.get("extraSecrets")
     if isinstance(extra, dict):
         for name, spec in extra.items():

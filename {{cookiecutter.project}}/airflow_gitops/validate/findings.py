@@ -18,6 +18,9 @@ RULE_IDS = frozenset({
     # DAG delivery
     "dags-not-delivered", "dags-task-pod-sidecar", "dags-sync-misplaced", "bundle-connection-missing",
     "s3-reader-irsa",
+    # admission: what the API server or the chart refuses, or accepts and never runs
+    "pod-security", "resource-limits", "api-removed", "storageclass-provisioner", "executor-broker",
+    "bundle-name-duplicate", "dags-folder", "dags-subdir-missing",
     # security
     "image-unpinned", "container-root", "container-privileged", "privilege-escalation",
     "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",

@@ -111,6 +111,7 @@ def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor")
     (root / "helm").mkdir(parents=True)
     (root / "k8s").mkdir()
     (root / "iam").mkdir()
+    (root / "dags").mkdir()  # the git modes' DAG folder (dags.git.subdir) is this repository's
     (root / "schemas").symlink_to(SCHEMAS)
     (root / "stack.yaml").write_text(yaml.safe_dump(stack(source, executor), sort_keys=False))
     (root / "helm" / "values.yaml").write_text(yaml.safe_dump(values(source, executor), sort_keys=False))
@@ -427,7 +428,6 @@ def test_symlinks_out_of_the_repository_are_refused(tmp_path):
     secret.write_text("[default]\naws_secret_access_key = abc\n")
     root = build(tmp_path / "repo")
     (root / "k8s" / "linked.yaml").symlink_to(secret)
-    (root / "dags").mkdir()
     (root / "dags" / "linked.py").symlink_to(secret)
     (root / "k8s" / "inside.yaml").symlink_to(root / "k8s" / "all.yaml")  # inside: fine, read
     found = [(f.path, f.rule) for f in findings(root)]

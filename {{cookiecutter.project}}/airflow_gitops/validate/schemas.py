@@ -76,6 +76,11 @@ class SchemaSet:
         return findings
 
 
+# The chart's own definitions (Kubernetes types, copied into helm-values.schema.json): hundreds,
+# nested, each used by few documents; jsonschema looks them up when a value reaches them.
+KEEP_REFS = ("#/$defs/chart.",)
+
+
 def inline_refs(schema: dict, load=None) -> dict:
     """``schema`` with every non-recursive ``$ref`` replaced by what it points to.
 
@@ -104,6 +109,8 @@ def inline_refs(schema: dict, load=None) -> dict:
             return node
         ref = node.get("$ref")
         key = (root_name, ref)
+        if isinstance(ref, str) and ref.startswith(KEEP_REFS):
+            return {k: (v if k == "$ref" else walk(v, active, root_name)) for k, v in node.items()}
         if isinstance(ref, str) and (ref.startswith("#/") or ".json#" in ref) and key not in active:
             target_node, target_root = resolve(ref, root_name)
             target = walk(target_node, active + (key,), target_root)

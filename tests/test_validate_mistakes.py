@@ -51,6 +51,7 @@ class Mistake:
     message: str | None = None  # substring the message must contain
     expect_file: str | None = None  # when the finding is in another file than the edited one
     also: list = field(default_factory=list)  # more (file, old, new) edits, same mistake
+    bakes: tuple = ()  # more modes the same mistake applies to (same text, same expected place)
 
 
 BUCKET = "airflow-gitops-dags-123456789012-eu-west-1"
@@ -58,6 +59,146 @@ KNOWN_HOSTS = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UO
 READER_SA = '    create: false\n    name: "airflow-dag-reader"\n'
 SUB = '"EKS_OIDC_ISSUER:sub": "system:serviceaccount:airflow:airflow-dag-reader",'
 AUD = '\n          "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"'
+
+
+ALL = tuple(BAKES)
+S3 = tuple(b for b in BAKES if b.startswith("s3-"))
+S3_SYNC = tuple(b for b in BAKES if b.startswith("s3-sync"))
+GIT = tuple(b for b in BAKES if b.startswith("git-"))
+CELERY = tuple(b for b in BAKES if b.endswith("celery"))
+REGION, ACCOUNT, CLUSTER = '"eu-west-1"', '"123456789012"', '"data-platform"'
+SUBJECT = "repo:example-org/airflow-gitops:environment:production"
+DEPLOY_IF = "if: github.ref_name == needs.facts.outputs.deploy_branch"
+ENV_NAME = "      name: ${{ needs.facts.outputs.environment }}"
+
+
+def _others(first: str, group: tuple) -> tuple:
+    return tuple(b for b in group if b != first)
+
+
+# Each class of issue 13, as the mistake a pull request makes, in every mode it applies to.
+CHAINS = [
+    # --- facts in stack.yaml against everything derived from them ---
+    Mistake("region-changed-only-in-stack", "s3-sync-celery", "stack.yaml", f"region: {REGION}", 'region: "eu-central-1"',
+            "stack-mismatch", expect_file="iam/deploy-role-policy.json", at="arn:aws:eks:eu-west-1",
+            message="aws.region", bakes=_others("s3-sync-celery", ALL)),
+    Mistake("region-changed-only-in-stack-values", "s3-sync-kubernetes", "stack.yaml", f"region: {REGION}",
+            'region: "eu-central-1"', "stack-mismatch", expect_file="helm/values.yaml", at="name: AWS_REGION", offset=1,
+            bakes=_others("s3-sync-kubernetes", S3_SYNC)),
+    Mistake("cluster-changed-only-in-stack", "efs-celery", "stack.yaml", f"cluster_name: {CLUSTER}",
+            'cluster_name: "analytics"', "stack-mismatch", expect_file="iam/deploy-role-policy.json",
+            at=":cluster/data-platform", message="eks.cluster_name", bakes=_others("efs-celery", ALL)),
+    Mistake("account-changed-only-in-stack", "git-bundle-celery", "stack.yaml", f"account_id: {ACCOUNT}",
+            'account_id: "111122223333"', "stack-mismatch", expect_file="iam/deploy-role-trust.json",
+            at='"Federated"', message="aws.account_id", bakes=_others("git-bundle-celery", ALL)),
+    Mistake("bucket-changed-only-in-stack", "s3-bundle-celery", "stack.yaml", f'bucket: "{BUCKET}"',
+            'bucket: "team-dags-bucket"', "bucket-mismatch", expect_file="iam/deploy-role-policy.json",
+            at=f'"arn:aws:s3:::{BUCKET}"', bakes=_others("s3-bundle-celery", S3)),
+    Mistake("cluster-arn-typo-in-deploy-policy", "git-sync-kubernetes", "iam/deploy-role-policy.json",
+            ":cluster/data-platform", ":cluster/data-platfrom", "stack-mismatch", bakes=_others("git-sync-kubernetes", ALL)),
+    Mistake("ecr-region-typo-in-deploy-policy", "s3-sync-celery", "iam/deploy-role-policy.json",
+            "arn:aws:ecr:eu-west-1:", "arn:aws:ecr:eu-west-2:", "stack-mismatch", bakes=("s3-sync-kubernetes",)),
+    # --- the GitHub OIDC chain ---
+    Mistake("trust-for-another-repository", "s3-sync-celery", "iam/deploy-role-trust.json", SUBJECT,
+            "repo:example-org/other-repo:environment:production", "oidc-subject", bakes=_others("s3-sync-celery", ALL)),
+    Mistake("trust-for-another-environment", "efs-kubernetes", "iam/deploy-role-trust.json", SUBJECT,
+            "repo:example-org/airflow-gitops:environment:staging", "oidc-subject", bakes=("git-bundle-kubernetes",)),
+    Mistake("trust-with-a-branch-subject", "git-sync-celery", "iam/deploy-role-trust.json", SUBJECT,
+            "repo:example-org/airflow-gitops:ref:refs/heads/main", "oidc-subject", message="branch",
+            bakes=("s3-bundle-kubernetes",)),
+    Mistake("oidc-provider-in-another-account", "s3-bundle-celery", "iam/deploy-role-trust.json",
+            "arn:aws:iam::123456789012:oidc-provider/token", "arn:aws:iam::999999999999:oidc-provider/token",
+            "stack-mismatch", bakes=("efs-celery",)),
+    Mistake("deploy-job-without-id-token", "s3-sync-celery", ".github/workflows/deploy.yml",
+            "      id-token: write # OIDC token for the AWS deploy role; no stored keys\n", "", "oidc-job",
+            at="      cancel-in-progress: false", offset=1, bakes=_others("s3-sync-celery", ALL)),
+    Mistake("deploy-job-without-environment", "efs-celery", ".github/workflows/deploy.yml",
+            "    environment:\n" + ENV_NAME + "\n", "", "oidc-job", at="  deploy:", bakes=("git-sync-kubernetes",)),
+    Mistake("deploy-job-with-hard-coded-environment", "git-bundle-celery", ".github/workflows/deploy.yml",
+            ENV_NAME, "      name: production", "oidc-job", bakes=("s3-sync-kubernetes",)),
+    Mistake("deploy-job-with-hard-coded-branch", "s3-bundle-kubernetes", ".github/workflows/deploy.yml",
+            DEPLOY_IF, "if: github.ref_name == 'main'", "deploy-branch", bakes=("efs-kubernetes",)),
+    Mistake("deploy-branch-as-a-ref", "git-sync-celery", "stack.yaml", 'deploy_branch: "main"',
+            'deploy_branch: "refs/heads/main"', "invalid-value", bakes=("s3-sync-celery",)),
+    # --- IAM as AWS checks it ---
+    Mistake("duplicate-sid", "s3-sync-celery", "iam/deploy-role-policy.json", '"Sid": "ReadCluster"',
+            '"Sid": "WhoAmI"', "iam-duplicate-sid", bakes=("efs-kubernetes", "git-bundle-celery")),
+    Mistake("unknown-action", "s3-bundle-celery", "iam/dag-read-policy.json", '"Action": "s3:GetObject"',
+            '"Action": "s3:GetObjects"', "iam-unknown-action", message="did you mean 's3:GetObject'",
+            bakes=_others("s3-bundle-celery", S3)),
+    Mistake("s3-arn-with-region-and-account", "s3-sync-kubernetes", "iam/dag-read-policy.json",
+            f'"arn:aws:s3:::{BUCKET}/dags/*"', f'"arn:aws:s3:eu-west-1:123456789012:{BUCKET}/dags/*"', "iam-s3-arn",
+            bakes=("s3-bundle-kubernetes",)),
+    Mistake("action-on-the-wrong-resource-type", "s3-sync-celery", "iam/dag-read-policy.json",
+            '"Action": "s3:GetObject"', '"Action": "s3:ListBucket"', "iam-resource-format",
+            at=f'"arn:aws:s3:::{BUCKET}/dags/*"', bakes=("s3-bundle-celery",)),
+    # --- what the API server or the chart refuses ---
+    Mistake("host-path-volume", "efs-celery", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "scheduler:\n  extraVolumes:\n    - name: docker\n      hostPath:\n        path: /var/run/docker.sock\n"
+            "securityContexts:\n  pod:\n", "pod-security", at="      hostPath:", bakes=("git-sync-kubernetes", "git-bundle-celery")),
+    Mistake("request-above-limit", "git-bundle-kubernetes", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "scheduler:\n  resources:\n    requests:\n      memory: 2Gi\n    limits:\n      memory: 1Gi\n"
+            "securityContexts:\n  pod:\n", "resource-limits", at="      memory: 2Gi", bakes=("efs-kubernetes",)),
+    Mistake("removed-api-version", "efs-celery", "k8s/efs-pvc.yaml", "apiVersion: v1", "apiVersion: apps/v1beta1",
+            "api-removed", bakes=("efs-kubernetes",)),
+    Mistake("efs-provisioner-typo", "efs-kubernetes", "k8s/efs-storageclass.yaml", "provisioner: efs.csi.aws.com",
+            "provisioner: efs.csi.aws.co", "storageclass-provisioner", bakes=("efs-celery",)),
+    Mistake("celery-without-broker", "efs-celery", "helm/values.yaml", "postgresql:\n  enabled: false\n",
+            "postgresql:\n  enabled: false\nredis:\n  enabled: false\n", "executor-broker", at="redis:", offset=1,
+            bakes=_others("efs-celery", CELERY)),
+    Mistake("env-entry-the-chart-refuses", "s3-bundle-celery", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "env:\n  - name: AIRFLOW__CORE__PARALLELISM\n    valueFrom:\n      configMapKeyRef: {name: tuning, key: parallelism}\n"
+            "securityContexts:\n  pod:\n", "unknown-key", at="    valueFrom:", bakes=("git-sync-celery", "efs-kubernetes")),
+    Mistake("two-bundles-one-name", "git-bundle-celery", "helm/values.yaml",
+            "  dagBundleConfigList:\n", "  dagBundleConfigList:\n    - name: dags\n      classpath: "
+            "airflow.providers.git.bundles.git.GitDagBundle\n      kwargs: {git_conn_id: git_dags}\n",
+            "bundle-name-duplicate", at="    - name: dags", offset=3, bakes=("git-bundle-kubernetes",)),
+    Mistake("dags-folder-bypasses-the-snapshot-link", "s3-sync-celery", "helm/values.yaml",
+            "dags_folder: /opt/airflow/dags/current", "dags_folder: /opt/airflow/dags", "dags-folder",
+            bakes=_others("s3-sync-celery", S3_SYNC)),
+    Mistake("known-hosts-for-another-host", "git-sync-celery", "helm/values.yaml", '    knownHosts: "github.com',
+            '    knownHosts: "gitlab.com', "gitsync-known-hosts", bakes=("git-sync-kubernetes",)),
+    Mistake("git-dag-folder-missing", "git-sync-kubernetes", "helm/values.yaml", 'subPath: "dags"', 'subPath: "dag"',
+            "dags-subdir-missing", bakes=("git-sync-celery",)),
+    Mistake("git-bundle-dag-folder-missing", "git-bundle-celery", "stack.yaml", 'subdir: "dags"', 'subdir: "src/dags"',
+            "dags-subdir-missing", bakes=("git-bundle-kubernetes",)),
+    Mistake("dag-processor-reader-account-lost", "s3-bundle-celery", "helm/values.yaml",
+            "  # Reads the bucket through IRSA (k8s/serviceaccounts.yaml, iam/dag-reader-trust.json).\n"
+            "  serviceAccount:\n    create: false\n    name: \"airflow-dag-reader\"\n", "", "s3-reader-irsa",
+            at="dagProcessor:", bakes=("s3-bundle-kubernetes",)),
+    # --- secrets ---
+    Mistake("fernet-key-in-env", "git-sync-celery", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "env:\n  - name: AIRFLOW__CORE__FERNET_KEY\n    value: \"Xk3Jt9mZ0qPz7bYc2VdL8wRsN5aE1uGhT4fKoI6yQ0A=\"\n"
+            "securityContexts:\n  pod:\n", "secret-committed", at="    value: \"Xk3J", message="`secret:` entry",
+            bakes=("s3-sync-kubernetes", "efs-celery")),
+    Mistake("connection-uri-in-env", "efs-kubernetes", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "env:\n  - name: AIRFLOW_CONN_WAREHOUSE\n    value: \"postgresql://etl:Wint3r-2024@db.internal:5432/dw\"\n"
+            "securityContexts:\n  pod:\n", "secret-committed", at="    value: \"postgresql://", bakes=("s3-bundle-celery",)),
+    Mistake("secret-in-a-dag", "s3-sync-celery", "dags/example_dag.py", "import pendulum\n",
+            "import pendulum\n\nWAREHOUSE = \"postgresql://etl:Wint3r-2024@db.internal:5432/dw\"\n", "secret-committed",
+            at="WAREHOUSE", bakes=_others("s3-sync-celery", ALL)),
+    Mistake("aws-key-in-a-dag", "git-bundle-kubernetes", "dags/example_dag.py", "import pendulum\n",
+            "import pendulum\n\nKEY = \"AKIAIOSFODNN7EXAMPLE\"\n", "secret-committed", at="KEY =", bakes=("efs-celery",)),
+    # --- workflows ---
+    Mistake("local-action-path-typo", "s3-sync-celery", ".github/workflows/deploy.yml",
+            "uses: $/.github/actions/setup-helm", "uses: $/.github/actions/setup-helmm", "workflow-local-action",
+            bakes=("git-sync-celery", "efs-kubernetes")),
+    Mistake("expression-names-a-missing-step", "git-bundle-celery", ".github/workflows/deploy.yml",
+            "role-to-assume: ${{ steps.facts.outputs.deploy_role_arn }}",
+            "role-to-assume: ${{ steps.fact.outputs.deploy_role_arn }}", "workflow-expression", bakes=("s3-bundle-celery",)),
+    Mistake("cron-out-of-range", "efs-celery", ".github/workflows/deploy.yml", "  workflow_dispatch:\n",
+            "  workflow_dispatch:\n  schedule:\n    - cron: \"0 25 * * *\"\n", "workflow-cron", at="    - cron:",
+            bakes=("s3-sync-celery",)),
+    Mistake("cluster-scoped-object-in-a-deployed-file", "s3-sync-celery", "k8s/serviceaccounts.yaml",
+            "apiVersion: v1\nkind: ServiceAccount", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+            "metadata:\n  name: reader\nrules: []\n---\napiVersion: v1\nkind: ServiceAccount", "manifest-not-deployed",
+            at="kind: ClusterRole", bakes=("s3-bundle-kubernetes",)),
+    # --- hostile files ---
+    Mistake("billion-laughs-values", "git-sync-celery", "helm/values.yaml", "securityContexts:\n  pod:\n",
+            "x-lol: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+            + "".join(f"x-{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+            + "securityContexts:\n  pod:\n", "yaml-alias-budget", at="x-b:", bakes=()),
+]
 
 MISTAKES = [
     # --- names that must agree across files ---
@@ -196,6 +337,7 @@ MISTAKES = [
             "uses: actions/checkout@v5", "action-unpinned"),
     Mistake("workflow-write-all", "efs-celery", ".github/workflows/validate.yml",
             "permissions: {}", "permissions: write-all", "workflow-permissions"),
+    *CHAINS,
 ]
 
 
@@ -213,17 +355,22 @@ def _edit(repo: Path, file: str, old: str, new: str) -> tuple[str, int]:
     return path.read_text(), start
 
 
-@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.id for m in MISTAKES])
-def test_mistake_is_caught_at_its_line(baked, tmp_path, mistake):
+CASES = [(m, bake) for m in MISTAKES for bake in (m.bake, *m.bakes)]
+
+
+@pytest.mark.parametrize(("mistake", "bake"), CASES, ids=[f"{m.id}-{bake}" if bake != m.bake else m.id for m, bake in CASES])
+def test_mistake_is_caught_at_its_line(baked, tmp_path, mistake, bake):
     repo = tmp_path / "repo"
-    shutil.copytree(baked(**BAKES[mistake.bake]), repo)
+    shutil.copytree(baked(**BAKES[bake]), repo)
     text, start = _edit(repo, mistake.file, mistake.old, mistake.new)
     for file, old, new in mistake.also:
         _edit(repo, file, old, new)
-    text = (repo / mistake.file).read_text()
+    expect_file = mistake.expect_file or mistake.file
+    text = (repo / expect_file).read_text()
     at = mistake.at or mistake.new.strip().splitlines()[0]
     # The needle is searched from the edit onwards when it is the edited text, else from the top.
-    line = _line_of(text, at, start if at in mistake.new else 0) + mistake.offset
+    here = expect_file == mistake.file and at in mistake.new
+    line = _line_of(text, at, start if here else 0) + mistake.offset
     if mistake.id == "trailing-comma-in-json":
         line = _line_of(text, '"sts.amazonaws.com",') + 1  # the parser stops at the next token
     result = subprocess.run(
@@ -232,7 +379,6 @@ def test_mistake_is_caught_at_its_line(baked, tmp_path, mistake):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     findings = [m.groupdict() for m in map(FINDING.match, result.stdout.splitlines()) if m]
-    expect_file = mistake.expect_file or mistake.file
     hits = [f for f in findings if f["rule"] == mistake.rule and f["path"] == expect_file and int(f["line"]) == line]
     assert hits, f"expected [{mistake.rule}] at {expect_file}:{line}; got:\n{result.stdout}"
     if mistake.message:

@@ -36,7 +36,8 @@ EXTRA = 1000
 def bake(out: Path) -> Path:
     subprocess.run(
         [PYTHON, "-m", "cookiecutter", "--no-input", "--output-dir", str(out), str(TEMPLATE)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return next(p for p in out.iterdir() if p.is_dir())
 
@@ -46,12 +47,16 @@ def add_manifests(repo: Path, count: int) -> None:
     namespace = json.loads((repo / ".cookiecutter.json").read_text())["cookiecutter"]["namespace"]
     for i in range(count):
         if i % 2:
-            text = (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{i:04d}\n"
-                    f"  namespace: {namespace}\n  labels:\n    app.kubernetes.io/part-of: airflow\n"
-                    f"data:\n  key: \"value-{i}\"\n")
+            text = (
+                f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{i:04d}\n"
+                f"  namespace: {namespace}\n  labels:\n    app.kubernetes.io/part-of: airflow\n"
+                f'data:\n  key: "value-{i}"\n'
+            )
         else:
-            text = (f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: extra-sa-{i:04d}\n"
-                    f"  namespace: {namespace}\n  annotations:\n    example.com/owner: team-{i % 7}\n")
+            text = (
+                f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: extra-sa-{i:04d}\n"
+                f"  namespace: {namespace}\n  annotations:\n    example.com/owner: team-{i % 7}\n"
+            )
         (repo / "k8s" / f"extra-{i:04d}.yaml").write_text(text)
 
 
@@ -61,10 +66,19 @@ def schema_groups(repo: Path) -> list[tuple[str, list[str]]]:
     return [
         ("stack.schema.json", ["stack.yaml"]),
         ("helm-values.schema.json", ["helm/values.yaml"]),
-        ("k8s-manifest.schema.json", sorted(p.relative_to(repo).as_posix() for p in (repo / "k8s").glob("*.y*ml"))),
+        (
+            "k8s-manifest.schema.json",
+            sorted(p.relative_to(repo).as_posix() for p in (repo / "k8s").glob("*.y*ml")),
+        ),
         ("iam-trust.schema.json", [p for p in iam if p.endswith("-trust.json")]),
         ("iam-policy.schema.json", [p for p in iam if not p.endswith("-trust.json")]),
-        ("github-workflow.schema.json", sorted(p.relative_to(repo).as_posix() for p in (repo / ".github" / "workflows").glob("*.y*ml"))),
+        (
+            "github-workflow.schema.json",
+            sorted(
+                p.relative_to(repo).as_posix()
+                for p in (repo / ".github" / "workflows").glob("*.y*ml")
+            ),
+        ),
     ]
 
 
@@ -74,7 +88,7 @@ def timed(commands: list[list[str]], cwd: Path, expect_ok: bool = True) -> float
     for _ in range(RUNS):
         start = time.perf_counter()
         for command in commands:
-            result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+            result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
             if expect_ok and result.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
         samples.append(time.perf_counter() - start)
@@ -86,8 +100,16 @@ BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\
 )
 HOSTILE = {  # name -> (file, content: text, "->target" for a symlink, "@50MB" for a big file)
     "billion laughs (10^9 values)": ("helm/values.yaml", BILLION_LAUGHS, "helm-values.schema.json"),
-    "YAML nested 100,000 deep": ("helm/values.yaml", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", "helm-values.schema.json"),
-    "JSON nested 100,000 deep": ("iam/deep-policy.json", "[" * 100_000 + "]" * 100_000, "iam-policy.schema.json"),
+    "YAML nested 100,000 deep": (
+        "helm/values.yaml",
+        "a: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "helm-values.schema.json",
+    ),
+    "JSON nested 100,000 deep": (
+        "iam/deep-policy.json",
+        "[" * 100_000 + "]" * 100_000,
+        "iam-policy.schema.json",
+    ),
     "50 MB values file": ("helm/values.yaml", "@50MB", "helm-values.schema.json"),
     "symlink to /etc/passwd": ("k8s/passwd.yaml", "->/etc/passwd", "k8s-manifest.schema.json"),
 }
@@ -117,8 +139,13 @@ def measured(command: list[str], cwd: Path, limited: bool = False) -> tuple[floa
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
 
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=limits if limited else None)
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limits if limited else None,  # noqa: PLW1509 - this script runs no threads
+    )
     deadline = start + (LIMIT_SECONDS if limited else 600)
     stopped = None
     while True:
@@ -147,7 +174,9 @@ def hostile_rows(repo: Path, tmp: Path) -> list[tuple]:
         shutil.copytree(repo, copy, symlinks=True)
         write_hostile(copy, file, content)
         ours = measured([PYTHON, "-m", "airflow_gitops", "validate"], copy)
-        theirs = measured([CHECK_JSONSCHEMA, "--schemafile", f"schemas/{schema}", file], copy, limited=True)
+        theirs = measured(
+            [CHECK_JSONSCHEMA, "--schemafile", f"schemas/{schema}", file], copy, limited=True
+        )
         rows.append((name, ours, theirs))
         shutil.rmtree(copy)
     return rows
@@ -165,8 +194,11 @@ def main() -> int:
             files = sum(len(files) for _, files in schema_groups(root))
             ours = timed([make], root)
             theirs = timed(
-                [[CHECK_JSONSCHEMA, "--schemafile", f"schemas/{schema}", *files]
-                 for schema, files in schema_groups(root) if files],
+                [
+                    [CHECK_JSONSCHEMA, "--schemafile", f"schemas/{schema}", *files]
+                    for schema, files in schema_groups(root)
+                    if files
+                ],
                 root,
             )
             rows.append((f"{label} ({files} files)", ours, theirs))
@@ -176,19 +208,29 @@ def main() -> int:
     print(f"{'':<{width}}  {'make validate':>14}  {'check-jsonschema':>17}")
     for label, ours, theirs in rows:
         print(f"{label:<{width}}  {ours:>12.2f} s  {theirs:>15.2f} s")
-    print("make validate: schemas + cross-file rules; check-jsonschema: schemas only, one process per schema")
-    print(f"targets: default < 1 s ({'met' if rows[0][1] < 1 else 'MISSED'}), "
-          f"+{EXTRA:,} manifests < 5 s ({'met' if rows[1][1] < 5 else 'MISSED'}), "
-          f"faster than check-jsonschema ({'met' if all(o < t for _, o, t in rows) else 'MISSED'})")
+    print(
+        "make validate: schemas + cross-file rules; check-jsonschema: schemas only, one process per schema"
+    )
+    print(
+        f"targets: default < 1 s ({'met' if rows[0][1] < 1 else 'MISSED'}), "
+        f"+{EXTRA:,} manifests < 5 s ({'met' if rows[1][1] < 5 else 'MISSED'}), "
+        f"faster than check-jsonschema ({'met' if all(o < t for _, o, t in rows) else 'MISSED'})"
+    )
     print()
-    print(f"hostile files: one process each; check-jsonschema under a {LIMIT_SECONDS} s / 1 GiB limit")
+    print(
+        f"hostile files: one process each; check-jsonschema under a {LIMIT_SECONDS} s / 1 GiB limit"
+    )
     width = max(len(r[0]) for r in hostile)
     print(f"{'':<{width}}  {'validate':>28}  {'check-jsonschema':>28}")
     ok = True
     for name, (t1, m1, s1), (t2, m2, s2) in hostile:
-        print(f"{name:<{width}}  {t1:>6.2f} s {m1:>6.0f} MB exit {s1!s:<6}  {t2:>6.2f} s {m2:>6.0f} MB exit {s2!s:<6}")
+        print(
+            f"{name:<{width}}  {t1:>6.2f} s {m1:>6.0f} MB exit {s1!s:<6}  {t2:>6.2f} s {m2:>6.0f} MB exit {s2!s:<6}"
+        )
         ok = ok and s1 == 1 and m1 < 500 and t1 < 5
-    print(f"targets: every hostile file exit 1 (a finding), under 500 MB, under 5 s ({'met' if ok else 'MISSED'})")
+    print(
+        f"targets: every hostile file exit 1 (a finding), under 500 MB, under 5 s ({'met' if ok else 'MISSED'})"
+    )
     return 0
 
 

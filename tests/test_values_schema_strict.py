@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 
 import pytest
-from jsonschema import Draft202012Validator
-
 from conftest import TEMPLATE
+from jsonschema import Draft202012Validator
 
 CHART_RULES = TEMPLATE / "tests" / "data" / "chart-1.22.0-values-rules.json"
 OURS = TEMPLATE / "schemas" / "helm-values.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path):
     return json.loads(path.read_text())
 
@@ -41,7 +40,11 @@ def _resolve(node, root: dict) -> dict:
 
 def _types(node: dict) -> set | None:
     t = node.get("type")
-    return None if t is None else set(t if isinstance(t, list) else [t]) | ({"number"} if t == "integer" else set())
+    return (
+        None
+        if t is None
+        else set(t if isinstance(t, list) else [t]) | ({"number"} if t == "integer" else set())
+    )
 
 
 def _looser(ours, chart, path: str, seen: set, problems: list) -> None:
@@ -52,14 +55,27 @@ def _looser(ours, chart, path: str, seen: set, problems: list) -> None:
         return
     seen.add(key)
     chart_types, our_types = _types(c), _types(o)
-    if chart_types is not None and "enum" not in o and "const" not in o:
-        if our_types is None or not our_types <= chart_types | ({"integer"} if "number" in chart_types else set()):
-            problems.append(f"{path}: ours allows type {our_types or 'any'}, the chart only {sorted(chart_types)}")
+    widened = (
+        chart_types | ({"integer"} if "number" in chart_types else set()) if chart_types else set()
+    )
+    if (
+        chart_types is not None
+        and "enum" not in o
+        and "const" not in o
+        and (our_types is None or not our_types <= widened)
+    ):
+        problems.append(
+            f"{path}: ours allows type {our_types or 'any'}, the chart only {sorted(chart_types)}"
+        )
     for name in c.get("required", []):
         if name not in o.get("required", []):
             problems.append(f"{path}: the chart requires {name!r}, ours does not")
-    if "enum" in c and not set(map(json.dumps, o.get("enum", [None]))) <= set(map(json.dumps, c["enum"])):
-        problems.append(f"{path}: ours allows {o.get('enum', 'any value')}, the chart only {c['enum']}")
+    if "enum" in c and not set(map(json.dumps, o.get("enum", [None]))) <= set(
+        map(json.dumps, c["enum"])
+    ):
+        problems.append(
+            f"{path}: ours allows {o.get('enum', 'any value')}, the chart only {c['enum']}"
+        )
     chart_props, our_props = c.get("properties", {}), o.get("properties", {})
     if c.get("additionalProperties") is False:
         if o.get("additionalProperties") is not False:
@@ -70,16 +86,22 @@ def _looser(ours, chart, path: str, seen: set, problems: list) -> None:
     for name, sub in chart_props.items():
         if name in our_props:
             _looser(our_props[name], sub, f"{path}.{name}", seen, problems)
-        elif o.get("additionalProperties") not in (False, None) and isinstance(o.get("additionalProperties"), dict):
+        elif o.get("additionalProperties") not in (False, None) and isinstance(
+            o.get("additionalProperties"), dict
+        ):
             _looser(o["additionalProperties"], sub, f"{path}.{name}", seen, problems)
-        elif o.get("additionalProperties") is not False and (our_types is None or "object" in our_types):
+        elif o.get("additionalProperties") is not False and (
+            our_types is None or "object" in our_types
+        ):
             problems.append(f"{path}.{name}: the chart has rules for it, ours none")
     if isinstance(c.get("items"), dict):
         if isinstance(o.get("items"), dict):
             _looser(o["items"], c["items"], f"{path}[]", seen, problems)
         elif our_types is None or "array" in our_types:
             problems.append(f"{path}[]: the chart has rules for the items, ours none")
-    if isinstance(c.get("additionalProperties"), dict) and isinstance(o.get("additionalProperties"), dict):
+    if isinstance(c.get("additionalProperties"), dict) and isinstance(
+        o.get("additionalProperties"), dict
+    ):
         _looser(o["additionalProperties"], c["additionalProperties"], f"{path}.*", seen, problems)
 
 
@@ -91,7 +113,10 @@ def test_our_schema_is_at_least_as_strict_as_the_charts_everywhere():
 
 # Values the chart's schema refuses, at keys we emit and keys users commonly add.
 REFUSED_BY_THE_CHART = {
-    "env entry with valueFrom": ("env", [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+    "env entry with valueFrom": (
+        "env",
+        [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+    ),
     "env entry without value": ("env", [{"name": "X"}]),
     "env entry with an unknown key": ("env", [{"name": "X", "value": "1", "valu": "2"}]),
     "secret without secretName": ("secret", [{"envName": "X"}]),
@@ -101,7 +126,10 @@ REFUSED_BY_THE_CHART = {
     "resources with an unknown key": ("scheduler", {"resources": {"limit": {"cpu": "1"}}}),
     "config section that is a list": ("config", {"core": ["a"]}),
     "executor that does not exist": ("executor", "CeleryExecutr"),
-    "component env with an unknown key": ("triggerer", {"env": [{"name": "X", "value": "1", "x": 1}]}),
+    "component env with an unknown key": (
+        "triggerer",
+        {"env": [{"name": "X", "value": "1", "x": 1}]},
+    ),
 }
 
 

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from airflow_gitops.validate.engine import validate
 from airflow_gitops.validate.loader import parse_text
 from airflow_gitops.validate.rules.security import image_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO_ROOT / "schemas"
-FINDING = re.compile(r"^(?P<path>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<message>.+) \[(?P<rule>[a-z0-9-]+)\]$")
+FINDING = re.compile(
+    r"^(?P<path>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<message>.+) \[(?P<rule>[a-z0-9-]+)\]$"
+)
 
 ACCOUNT, REGION, BUCKET = "123456789012", "eu-west-1", "team-dags-123456789012"
 SYNC_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/s3-sync:src-0123456789abcdef"
@@ -33,36 +34,74 @@ SYNC_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/s3-sync:src-0123456
 def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
     dags: dict = {"source": source, "mount_path": "/opt/airflow/dags", "sync_interval_seconds": 30}
     if source in ("s3-sync", "s3-bundle"):
-        dags.update(bucket=BUCKET, prefix="dags", reader_service_account="af-dag-reader", reader_role="team-dag-reader")
+        dags.update(
+            bucket=BUCKET,
+            prefix="dags",
+            reader_service_account="af-dag-reader",
+            reader_role="team-dag-reader",
+        )
     if source == "s3-sync":
         dags["sync_image"] = "own-image"
     if source == "git-sync":
-        dags["git"] = {"repo_url": "git@github.com:org/team.git", "branch": "main", "subdir": "dags",
-                       "ssh_key_secret": "af-git-ssh", "known_hosts": "github.com ssh-ed25519 AAAA"}
+        dags["git"] = {
+            "repo_url": "git@github.com:org/team.git",
+            "branch": "main",
+            "subdir": "dags",
+            "ssh_key_secret": "af-git-ssh",
+            "known_hosts": "github.com ssh-ed25519 AAAA",
+        }
     if source == "efs":
-        dags["efs"] = {"creation_token": "team-dags", "throughput_mode": "elastic", "storage_class": "af-efs-dags",
-                       "claim": "af-dags", "volume_size": "5Gi", "csi_driver_role": "team-efs-csi-driver"}
+        dags["efs"] = {
+            "creation_token": "team-dags",
+            "throughput_mode": "elastic",
+            "storage_class": "af-efs-dags",
+            "claim": "af-dags",
+            "volume_size": "5Gi",
+            "csi_driver_role": "team-efs-csi-driver",
+        }
     return {
         "project": "team",
-        "github": {"repository": "org/team", "deploy_branch": "main", "environment": "production", "oidc_subject": "classic"},
+        "github": {
+            "repository": "org/team",
+            "deploy_branch": "main",
+            "environment": "production",
+            "oidc_subject": "classic",
+        },
         "aws": {"account_id": ACCOUNT, "region": REGION, "deploy_role": "team-deploy"},
         "eks": {"cluster_name": "platform"},
-        "airflow": {"namespace": "af", "release": "af", "chart_version": "1.22.0", "version": "3.2.2", "executor": executor},
+        "airflow": {
+            "namespace": "af",
+            "release": "af",
+            "chart_version": "1.22.0",
+            "version": "3.2.2",
+            "executor": executor,
+        },
         "dags": dags,
-        "images": {"airflow": "apache/airflow:3.2.2", **({"s3_sync_repository": "team/s3-sync"} if source == "s3-sync" else {})},
+        "images": {
+            "airflow": "apache/airflow:3.2.2",
+            **({"s3_sync_repository": "team/s3-sync"} if source == "s3-sync" else {}),
+        },
     }
 
 
-HARDENED = {"runAsNonRoot": True, "runAsUser": 50000, "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 50000,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
     reader = {"create": False, "name": "af-dag-reader"}
     out: dict = {
-        "executor": executor, "airflowVersion": "3.2.2", "defaultAirflowTag": "3.2.2",
+        "executor": executor,
+        "airflowVersion": "3.2.2",
+        "defaultAirflowTag": "3.2.2",
         "securityContexts": {"pod": {"runAsNonRoot": True, "runAsUser": 50000, "fsGroup": 0}},
-        "postgresql": {"enabled": False}, "data": {"metadataSecretName": "af-metadata-db"},
+        "postgresql": {"enabled": False},
+        "data": {"metadataSecretName": "af-metadata-db"},
     }
     worker = "kubernetes" if executor == "KubernetesExecutor" else "celery"
     if source == "s3-sync":
@@ -70,13 +109,22 @@ def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
         mount = [{"name": "s3-dags", "mountPath": "/opt/airflow/dags", "readOnly": True}]
 
         def sync(name, once):
-            return {"name": name, "image": SYNC_IMAGE,
-                    "args": ["--bucket", BUCKET, "--prefix", "dags", "--dest", "/opt/airflow/dags"] + (["--once"] if once else []),
-                    "securityContext": dict(HARDENED),
-                    "volumeMounts": [{"name": "s3-dags", "mountPath": "/opt/airflow/dags"}]}
+            return {
+                "name": name,
+                "image": SYNC_IMAGE,
+                "args": ["--bucket", BUCKET, "--prefix", "dags", "--dest", "/opt/airflow/dags"]
+                + (["--once"] if once else []),
+                "securityContext": dict(HARDENED),
+                "volumeMounts": [{"name": "s3-dags", "mountPath": "/opt/airflow/dags"}],
+            }
 
-        pod = {"serviceAccount": dict(reader), "extraVolumes": volume, "extraVolumeMounts": mount,
-               "extraInitContainers": [sync("s3-sync-init", True)], "extraContainers": [sync("s3-sync", False)]}
+        pod = {
+            "serviceAccount": dict(reader),
+            "extraVolumes": volume,
+            "extraVolumeMounts": mount,
+            "extraInitContainers": [sync("s3-sync-init", True)],
+            "extraContainers": [sync("s3-sync", False)],
+        }
         out["config"] = {"core": {"dags_folder": "/opt/airflow/dags/current"}}
         out["dagProcessor"] = copy.deepcopy(pod)
         out["triggerer"] = copy.deepcopy(pod)
@@ -85,25 +133,58 @@ def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
             del task["extraContainers"]
         out["workers"] = {worker: task}
     elif source == "git-sync":
-        out["dags"] = {"gitSync": {"enabled": True, "repo": "git@github.com:org/team.git", "branch": "main",
-                                   "subPath": "dags", "sshKeySecret": "af-git-ssh", "knownHosts": "github.com ssh-ed25519 AAAA",
-                                   "securityContexts": {"container": dict(HARDENED)}}}
+        out["dags"] = {
+            "gitSync": {
+                "enabled": True,
+                "repo": "git@github.com:org/team.git",
+                "branch": "main",
+                "subPath": "dags",
+                "sshKeySecret": "af-git-ssh",
+                "knownHosts": "github.com ssh-ed25519 AAAA",
+                "securityContexts": {"container": dict(HARDENED)},
+            }
+        }
     elif source == "efs":
-        out["dags"] = {"persistence": {"enabled": True, "existingClaim": "af-dags", "accessMode": "ReadWriteMany"}}
+        out["dags"] = {
+            "persistence": {
+                "enabled": True,
+                "existingClaim": "af-dags",
+                "accessMode": "ReadWriteMany",
+            }
+        }
     elif source == "s3-bundle":
-        out["dagProcessor"] = {"serviceAccount": dict(reader), "dagBundleConfigList": [
-            {"name": "dags", "classpath": "airflow.providers.amazon.aws.bundles.s3.S3DagBundle",
-             "kwargs": {"bucket_name": BUCKET, "prefix": "dags"}}]}
+        out["dagProcessor"] = {
+            "serviceAccount": dict(reader),
+            "dagBundleConfigList": [
+                {
+                    "name": "dags",
+                    "classpath": "airflow.providers.amazon.aws.bundles.s3.S3DagBundle",
+                    "kwargs": {"bucket_name": BUCKET, "prefix": "dags"},
+                }
+            ],
+        }
         out["triggerer"] = {"serviceAccount": dict(reader)}
         out["workers"] = {worker: {"serviceAccount": dict(reader)}}
     return out
 
 
 def trust(subject: str, provider: str = "EKS_OIDC_ISSUER") -> dict:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}"},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {f"{provider}:sub": subject, f"{provider}:aud": "sts.amazonaws.com"}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{provider}:sub": subject,
+                        f"{provider}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
 
 
 def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor") -> Path:
@@ -114,23 +195,70 @@ def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor")
     (root / "dags").mkdir()  # the git modes' DAG folder (dags.git.subdir) is this repository's
     (root / "schemas").symlink_to(SCHEMAS)
     (root / "stack.yaml").write_text(yaml.safe_dump(stack(source, executor), sort_keys=False))
-    (root / "helm" / "values.yaml").write_text(yaml.safe_dump(values(source, executor), sort_keys=False))
+    (root / "helm" / "values.yaml").write_text(
+        yaml.safe_dump(values(source, executor), sort_keys=False)
+    )
     manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "af"}}]
     if source in ("s3-sync", "s3-bundle"):
-        manifests.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-            "name": "af-dag-reader", "namespace": "af",
-            "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"}}})
-        (root / "iam" / "dag-reader-trust.json").write_text(json.dumps(trust("system:serviceaccount:af:af-dag-reader"), indent=2))
-        (root / "iam" / "dag-read-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}",
-             "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}}},
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"}]}, indent=2))
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": "af-dag-reader",
+                    "namespace": "af",
+                    "annotations": {
+                        "eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"
+                    },
+                },
+            }
+        )
+        (root / "iam" / "dag-reader-trust.json").write_text(
+            json.dumps(trust("system:serviceaccount:af:af-dag-reader"), indent=2)
+        )
+        (root / "iam" / "dag-read-policy.json").write_text(
+            json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:ListBucket",
+                            "Resource": f"arn:aws:s3:::{BUCKET}",
+                            "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}},
+                        },
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:GetObject",
+                            "Resource": f"arn:aws:s3:::{BUCKET}/dags/*",
+                        },
+                    ],
+                },
+                indent=2,
+            )
+        )
     if source == "efs":
-        manifests.append({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "af-efs-dags"},
-                          "provisioner": "efs.csi.aws.com", "parameters": {"fileSystemId": ""}})
-        manifests.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "af-dags", "namespace": "af"},
-                          "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "af-efs-dags",
-                                   "resources": {"requests": {"storage": "5Gi"}}}})
+        manifests.append(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": "af-efs-dags"},
+                "provisioner": "efs.csi.aws.com",
+                "parameters": {"fileSystemId": ""},
+            }
+        )
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "af-dags", "namespace": "af"},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "af-efs-dags",
+                    "resources": {"requests": {"storage": "5Gi"}},
+                },
+            }
+        )
     (root / "k8s" / "all.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     return root
 
@@ -152,8 +280,13 @@ def edit(path: Path, old: str, new: str) -> int:
     return text.count("\n", 0, start) + 1
 
 
-MODES = [("s3-sync", "CeleryExecutor"), ("s3-sync", "KubernetesExecutor"), ("git-sync", "CeleryExecutor"),
-         ("efs", "KubernetesExecutor"), ("s3-bundle", "CeleryExecutor")]
+MODES = [
+    ("s3-sync", "CeleryExecutor"),
+    ("s3-sync", "KubernetesExecutor"),
+    ("git-sync", "CeleryExecutor"),
+    ("efs", "KubernetesExecutor"),
+    ("s3-bundle", "CeleryExecutor"),
+]
 
 
 @pytest.mark.parametrize("source,executor", MODES)
@@ -162,10 +295,15 @@ def test_a_correct_repo_has_no_findings(tmp_path, source, executor):
 
 
 def test_this_repository_is_valid():
-    result = subprocess.run([sys.executable, "-m", "airflow_gitops", "validate"], cwd=REPO_ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_gitops", "validate"],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^validate: 0 findings in \d+ files$", result.stdout, re.M)
+    assert re.search(r"^validate: 0 findings in \d+ files$", result.stdout, re.MULTILINE)
 
 
 # --- the loader: positions, duplicates, JSON, YAML 1.1 booleans -------------------------------
@@ -197,8 +335,21 @@ def test_json_gets_positions_and_json_rules():
 
 
 def test_scalars_are_typed_as_yaml_1_2_and_yaml_1_1_booleans_are_flagged():
-    parsed = parse_text("v.yaml", 'a: 010\nb: 1.5\nc: ~\nd: "3"\ne: true\nf: yes\ng: !!int "7"\nh: 0x1f\n', yaml11_checks=True)
-    assert parsed.documents[0].data == {"a": 10, "b": 1.5, "c": None, "d": "3", "e": True, "f": "yes", "g": 7, "h": 31}
+    parsed = parse_text(
+        "v.yaml",
+        'a: 010\nb: 1.5\nc: ~\nd: "3"\ne: true\nf: yes\ng: !!int "7"\nh: 0x1f\n',
+        yaml11_checks=True,
+    )
+    assert parsed.documents[0].data == {
+        "a": 10,
+        "b": 1.5,
+        "c": None,
+        "d": "3",
+        "e": True,
+        "f": "yes",
+        "g": 7,
+        "h": 31,
+    }
     assert [(f.line, f.rule) for f in parsed.findings] == [(6, "yaml-ambiguous-bool")]
 
 
@@ -207,7 +358,18 @@ def test_anchors_aliases_and_merge_keys():
     assert parsed.documents[0].data == {"x": {"k": 1}, "y": {"k": 1}, "z": {"k": 1, "m": 2}}
 
 
-@pytest.mark.parametrize("text", ["a: [1, 2\n", "a: 'x\n", "- a\nb: 1\n", "a:\n\t- 1\n", "\x00\x01", "{{ x }}: 1\n", "a: *missing\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: [1, 2\n",
+        "a: 'x\n",
+        "- a\nb: 1\n",
+        "a:\n\t- 1\n",
+        "\x00\x01",
+        "{{ x }}: 1\n",
+        "a: *missing\n",
+    ],
+)
 def test_malformed_yaml_is_a_finding_with_a_position(text):
     parsed = parse_text("v.yaml", text)
     assert parsed.findings and all(f.rule in ("syntax",) for f in parsed.findings), parsed.findings
@@ -240,13 +402,17 @@ def test_unknown_helm_key_says_did_you_mean(tmp_path):
     root = build(tmp_path)
     line = edit(root / "helm" / "values.yaml", "extraVolumeMounts:", "extraVolumeMount:")
     found = [f for f in findings(root) if f.rule == "unknown-key"]
-    assert found and found[0].line == line and "did you mean 'extraVolumeMounts'" in found[0].message
+    assert (
+        found and found[0].line == line and "did you mean 'extraVolumeMounts'" in found[0].message
+    )
 
 
 def test_a_legitimate_chart_key_we_do_not_emit_is_accepted(tmp_path):
     root = build(tmp_path)
     values_file = root / "helm" / "values.yaml"
-    values_file.write_text(values_file.read_text() + "webserver:\n  replicas: 2\nscheduler:\n  replicas: 2\n")
+    values_file.write_text(
+        values_file.read_text() + "webserver:\n  replicas: 2\nscheduler:\n  replicas: 2\n"
+    )
     assert findings(root) == []
 
 
@@ -271,7 +437,9 @@ def test_service_account_create_false_without_name(tmp_path):
 
 def test_claim_in_values_must_exist(tmp_path):
     root = build(tmp_path, "efs")
-    line = edit(root / "helm" / "values.yaml", "existingClaim: af-dags", "existingClaim: airflow-dags")
+    line = edit(
+        root / "helm" / "values.yaml", "existingClaim: af-dags", "existingClaim: airflow-dags"
+    )
     assert ("pvc-missing", line) in {(f.rule, f.line) for f in findings(root)}
 
 
@@ -285,8 +453,11 @@ def test_irsa_role_must_be_trusted_for_the_service_account(tmp_path):
 def test_chart_created_service_account_with_irsa_is_checked_too(tmp_path):
     root = build(tmp_path, "s3-bundle")
     arn = f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"
-    line = edit(root / "helm" / "values.yaml", "triggerer:\n  serviceAccount:\n    create: false\n    name: af-dag-reader\n",
-                f"triggerer:\n  serviceAccount:\n    annotations:\n      eks.amazonaws.com/role-arn: {arn}\n    name: af-triggerer\n")
+    line = edit(
+        root / "helm" / "values.yaml",
+        "triggerer:\n  serviceAccount:\n    create: false\n    name: af-dag-reader\n",
+        f"triggerer:\n  serviceAccount:\n    annotations:\n      eks.amazonaws.com/role-arn: {arn}\n    name: af-triggerer\n",
+    )
     found = {(f.rule, f.line) for f in findings(root)}
     assert ("irsa-mismatch", line + 3) in found  # the trust admits af-dag-reader, not this one
     assert "s3-reader-irsa" not in {rule for rule, _ in found}
@@ -308,7 +479,9 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(tmp_p
     root = build(tmp_path)
     path = root / "iam" / "dag-read-policy.json"
     document = json.loads(path.read_text())
-    document["Statement"].append({"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"})
+    document["Statement"].append(
+        {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}
+    )
     path.write_text(json.dumps(document, indent=2))
     assert "iam-wildcard" not in rules(root)
     document["Statement"].append({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*"})
@@ -327,11 +500,19 @@ def test_sync_missing_on_a_reader_and_sidecar_on_task_pods(tmp_path):
     assert any(rule == "dags-task-pod-sidecar" for rule, _ in found)
 
 
-@pytest.mark.parametrize("image,ok", [
-    ("apache/airflow:3.2.2", True), ("registry:5000/team/img:1.0", True), ("img@sha256:" + "a" * 64, True),
-    ("apache/airflow", False), ("apache/airflow:latest", False), ("registry:5000/team/img", False),
-    ("repo/s3-sync:src-0123456789abcdef", True), ("img:", False),
-])
+@pytest.mark.parametrize(
+    "image,ok",
+    [
+        ("apache/airflow:3.2.2", True),
+        ("registry:5000/team/img:1.0", True),
+        ("img@sha256:" + "a" * 64, True),
+        ("apache/airflow", False),
+        ("apache/airflow:latest", False),
+        ("registry:5000/team/img", False),
+        ("repo/s3-sync:src-0123456789abcdef", True),
+        ("img:", False),
+    ],
+)
 def test_image_pinning(image, ok):
     assert (image_problem(image) is None) == ok
 
@@ -339,21 +520,31 @@ def test_image_pinning(image, ok):
 def test_committed_secrets_are_found_in_any_file(tmp_path):
     root = build(tmp_path)
     stack_file = root / "stack.yaml"
-    stack_file.write_text(stack_file.read_text() + "# AKIA" + "IOSFODNN7EXAMPLE\n")  # split: no key-like text in this repo
+    stack_file.write_text(
+        stack_file.read_text() + "# AKIA" + "IOSFODNN7EXAMPLE\n"
+    )  # split: no key-like text in this repo
     found = [f for f in findings(root) if f.rule == "secret-committed"]
     assert [(f.path, f.col) for f in found] == [("stack.yaml", 3)]
 
 
 def test_git_sync_over_ssh_needs_known_hosts(tmp_path):
     root = build(tmp_path, "git-sync")
-    line = edit(root / "helm" / "values.yaml", "knownHosts: github.com ssh-ed25519 AAAA", "knownHosts: ''")
+    line = edit(
+        root / "helm" / "values.yaml", "knownHosts: github.com ssh-ed25519 AAAA", "knownHosts: ''"
+    )
     assert ("gitsync-known-hosts", line) in {(f.rule, f.line) for f in findings(root)}
 
 
 def test_every_rule_id_is_documented():
     from airflow_gitops.validate.findings import RULE_IDS
 
-    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (REPO_ROOT / "docs" / "validation.md").read_text(), re.M))
+    documented = set(
+        re.findall(
+            r"^\| `([a-z0-9-]+)` \|",
+            (REPO_ROOT / "docs" / "validation.md").read_text(),
+            re.MULTILINE,
+        )
+    )
     assert documented == set(RULE_IDS)
 
 
@@ -363,8 +554,14 @@ def test_every_rule_id_is_documented():
 def run_cli(root: Path, *args: str, env: dict | None = None):
     environment = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "airflow_gitops", "validate", "--root", str(root), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_gitops", "validate", "--root", str(root), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
 
 
 def test_cli_exit_codes_output_format_and_tally(tmp_path):
@@ -390,7 +587,11 @@ def test_github_annotations(tmp_path):
 
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     missing = run_cli(tmp_path / "nowhere")
-    assert missing.returncode == 2 and missing.stderr.startswith("ERROR [UsageError]") and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode == 2
+        and missing.stderr.startswith("ERROR [UsageError]")
+        and "Traceback" not in missing.stderr
+    )
     (tmp_path / "empty").mkdir()
     no_schemas = run_cli(tmp_path / "empty")
     assert no_schemas.returncode == 2 and "schemas" in no_schemas.stderr
@@ -404,8 +605,16 @@ BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\
 )
 HOSTILE = {
     "billion-laughs": ("helm/values.yaml", BILLION_LAUGHS, "yaml-alias-budget"),
-    "deep-flow-yaml": ("helm/values.yaml", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", "yaml-too-deep"),
-    "deep-block-yaml": ("k8s/deep.yaml", "".join(" " * i + "a:\n" for i in range(300)), "yaml-too-deep"),
+    "deep-flow-yaml": (
+        "helm/values.yaml",
+        "a: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "yaml-too-deep",
+    ),
+    "deep-block-yaml": (
+        "k8s/deep.yaml",
+        "".join(" " * i + "a:\n" for i in range(300)),
+        "yaml-too-deep",
+    ),
     "deep-sequence-yaml": ("k8s/deep.yaml", "- " * 50_000 + "x\n", "yaml-too-deep"),
     "deep-json": ("iam/deep-policy.json", "[" * 100_000 + "]" * 100_000, "yaml-too-deep"),
     "large-values": ("helm/values.yaml", "# padding\n" * 300_000, "file-too-large"),
@@ -439,7 +648,9 @@ def test_symlinks_out_of_the_repository_are_refused(tmp_path):
 
 def test_one_rule_broken_on_every_line_is_capped(tmp_path):
     root = build(tmp_path / "repo")
-    (root / "k8s" / "dupes.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n" + "  a: b\n" * 500)
+    (root / "k8s" / "dupes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n" + "  a: b\n" * 500
+    )
     dupes = [f for f in findings(root) if f.path == "k8s/dupes.yaml" and f.rule == "duplicate-key"]
     assert len(dupes) == 21 and "and 479 more" in dupes[-1].message
 
@@ -453,7 +664,13 @@ def test_an_internal_error_is_one_line_and_exit_2(tmp_path):
         "rules.SINGLE_FILE = (broken,)\n"
         "from airflow_gitops.cli import main; sys.exit(main(['validate', '--root', sys.argv[1]]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("ERROR [ValidateCrashed]")
     assert "KeyError" in result.stderr and "Traceback" not in result.stderr
@@ -465,29 +682,81 @@ def test_an_internal_error_is_one_line_and_exit_2(tmp_path):
 def _with_derived_files(root: Path) -> Path:
     (root / "docs").mkdir()
     (root / "docs" / "setup.md").write_text(
-        f"```\naws eks update-kubeconfig --name platform --region {REGION}\naws s3 ls s3://{BUCKET}/dags/\n```\n")
-    (root / "iam" / "deploy-role-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadCluster", "Effect": "Allow", "Action": "eks:DescribeCluster",
-         "Resource": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform"},
-        {"Sid": "PushDags", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"}]}, indent=2))
+        f"```\naws eks update-kubeconfig --name platform --region {REGION}\naws s3 ls s3://{BUCKET}/dags/\n```\n"
+    )
+    (root / "iam" / "deploy-role-policy.json").write_text(
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "ReadCluster",
+                        "Effect": "Allow",
+                        "Action": "eks:DescribeCluster",
+                        "Resource": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform",
+                    },
+                    {
+                        "Sid": "PushDags",
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{BUCKET}/dags/*",
+                    },
+                ],
+            },
+            indent=2,
+        )
+    )
     return root
 
 
 CLUSTER_ARN = f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform"
 
 
-@pytest.mark.parametrize("fact,old,new,expect", [
-    ("region", f"region: {REGION}", "region: eu-central-1",
-     [("docs/setup.md", "--region", "stack-mismatch"), ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch")]),
-    ("cluster", "cluster_name: platform", "cluster_name: analytics",
-     [("docs/setup.md", "--name", "stack-mismatch"), ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch")]),
-    ("account", f"account_id: '{ACCOUNT}'", "account_id: '111122223333'",
-     [("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch"), ("helm/values.yaml", SYNC_IMAGE, "stack-mismatch")]),
-    ("bucket", f"bucket: {BUCKET}", "bucket: other-dags-bucket",
-     [("docs/setup.md", "s3://", "bucket-mismatch"), ("iam/deploy-role-policy.json", "arn:aws:s3:::", "bucket-mismatch"),
-      ("iam/dag-read-policy.json", "arn:aws:s3:::", "bucket-mismatch")]),
-])
-def test_a_fact_changed_only_in_stack_yaml_is_found_where_it_is_derived(tmp_path, fact, old, new, expect):
+@pytest.mark.parametrize(
+    "fact,old,new,expect",
+    [
+        (
+            "region",
+            f"region: {REGION}",
+            "region: eu-central-1",
+            [
+                ("docs/setup.md", "--region", "stack-mismatch"),
+                ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch"),
+            ],
+        ),
+        (
+            "cluster",
+            "cluster_name: platform",
+            "cluster_name: analytics",
+            [
+                ("docs/setup.md", "--name", "stack-mismatch"),
+                ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch"),
+            ],
+        ),
+        (
+            "account",
+            f"account_id: '{ACCOUNT}'",
+            "account_id: '111122223333'",
+            [
+                ("iam/deploy-role-policy.json", CLUSTER_ARN, "stack-mismatch"),
+                ("helm/values.yaml", SYNC_IMAGE, "stack-mismatch"),
+            ],
+        ),
+        (
+            "bucket",
+            f"bucket: {BUCKET}",
+            "bucket: other-dags-bucket",
+            [
+                ("docs/setup.md", "s3://", "bucket-mismatch"),
+                ("iam/deploy-role-policy.json", "arn:aws:s3:::", "bucket-mismatch"),
+                ("iam/dag-read-policy.json", "arn:aws:s3:::", "bucket-mismatch"),
+            ],
+        ),
+    ],
+)
+def test_a_fact_changed_only_in_stack_yaml_is_found_where_it_is_derived(
+    tmp_path, fact, old, new, expect
+):
     root = _with_derived_files(build(tmp_path / "repo"))
     assert findings(root) == []
     edit(root / "stack.yaml", old, new)
@@ -512,9 +781,14 @@ def test_stack_schema_takes_its_rules_from_the_answers_schema(tmp_path):
     edit(root / "stack.yaml", "sync_interval_seconds: 30", "sync_interval_seconds: 86400")
     edit(root / "stack.yaml", f"bucket: {BUCKET}", "bucket: dags.example.com")
     found = {(f.rule, f.message.split(":")[0]) for f in findings(root) if f.path == "stack.yaml"}
-    assert ("invalid-value", "dags.sync_interval_seconds") in found and ("invalid-value", "dags.bucket") in found
+    assert ("invalid-value", "dags.sync_interval_seconds") in found and (
+        "invalid-value",
+        "dags.bucket",
+    ) in found
     stack_schema = json.loads((SCHEMAS / "stack.schema.json").read_text())
-    assert stack_schema["properties"]["dags"]["properties"]["bucket"] == {"$ref": "answers.schema.json#/$defs/s3BucketName"}
+    assert stack_schema["properties"]["dags"]["properties"]["bucket"] == {
+        "$ref": "answers.schema.json#/$defs/s3BucketName"
+    }
 
 
 # --- IAM as AWS checks it (AWS's Service Authorization Reference, via parliament) -------------
@@ -526,17 +800,56 @@ def _policy(root: Path, *statements: dict, name: str = "extra-policy.json") -> P
     return path
 
 
-@pytest.mark.parametrize("statement,rule,needle", [
-    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObjects", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"},
-     "iam-unknown-action", "s3:GetObjects"),
-    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:{REGION}:{ACCOUNT}:{BUCKET}/dags/*"},
-     "iam-s3-arn", f"arn:aws:s3:{REGION}"),
-    ({"Sid": "A", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"},
-     "iam-resource-format", f"arn:aws:s3:::{BUCKET}/dags/*"),
-    ({"Sid": "A", "Effect": "Allow", "Action": "elasticfilesystem:CreateFileSystem",
-      "Resource": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/*"}, "iam-resource-format", "file-system/*"),
-    ({"Sid": "A", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}, "iam-wildcard", '"*"'),
-])
+@pytest.mark.parametrize(
+    "statement,rule,needle",
+    [
+        (
+            {
+                "Sid": "A",
+                "Effect": "Allow",
+                "Action": "s3:GetObjects",
+                "Resource": f"arn:aws:s3:::{BUCKET}/dags/*",
+            },
+            "iam-unknown-action",
+            "s3:GetObjects",
+        ),
+        (
+            {
+                "Sid": "A",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:{REGION}:{ACCOUNT}:{BUCKET}/dags/*",
+            },
+            "iam-s3-arn",
+            f"arn:aws:s3:{REGION}",
+        ),
+        (
+            {
+                "Sid": "A",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{BUCKET}/dags/*",
+            },
+            "iam-resource-format",
+            f"arn:aws:s3:::{BUCKET}/dags/*",
+        ),
+        (
+            {
+                "Sid": "A",
+                "Effect": "Allow",
+                "Action": "elasticfilesystem:CreateFileSystem",
+                "Resource": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/*",
+            },
+            "iam-resource-format",
+            "file-system/*",
+        ),
+        (
+            {"Sid": "A", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+            "iam-wildcard",
+            '"*"',
+        ),
+    ],
+)
 def test_iam_that_aws_rejects_or_that_grants_nothing(tmp_path, statement, rule, needle):
     root = build(tmp_path / "repo")
     path = _policy(root, statement)
@@ -548,28 +861,56 @@ def test_iam_that_aws_rejects_or_that_grants_nothing(tmp_path, statement, rule, 
 
 def test_iam_duplicate_sid_and_valid_statements(tmp_path):
     root = build(tmp_path / "repo")
-    _policy(root,
-            {"Sid": "Same", "Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},
-            {"Sid": "Same", "Effect": "Allow", "Action": ["eks:DescribeAddon", "eks:CreateAddon"],
-             "Resource": [f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform",
-                          f"arn:aws:eks:{REGION}:{ACCOUNT}:addon/platform/aws-efs-csi-driver/*"]},
-            {"Sid": "Create", "Effect": "Allow", "Action": "elasticfilesystem:CreateFileSystem", "Resource": "*",
-             "Condition": {"Bool": {"elasticfilesystem:Encrypted": "true"}}})
+    _policy(
+        root,
+        {"Sid": "Same", "Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},
+        {
+            "Sid": "Same",
+            "Effect": "Allow",
+            "Action": ["eks:DescribeAddon", "eks:CreateAddon"],
+            "Resource": [
+                f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/platform",
+                f"arn:aws:eks:{REGION}:{ACCOUNT}:addon/platform/aws-efs-csi-driver/*",
+            ],
+        },
+        {
+            "Sid": "Create",
+            "Effect": "Allow",
+            "Action": "elasticfilesystem:CreateFileSystem",
+            "Resource": "*",
+            "Condition": {"Bool": {"elasticfilesystem:Encrypted": "true"}},
+        },
+    )
     assert [(f.rule, f.line) for f in findings(root)] == [("iam-duplicate-sid", 11)]
 
 
 def test_parliament_medium_findings_are_reported_unless_accepted_with_a_reason(tmp_path):
     root = build(tmp_path / "repo")
-    _policy(root, {"Sid": "BucketPolicy", "Effect": "Allow", "Action": ["s3:PutBucketPolicy"],
-                   "Resource": f"arn:aws:s3:::{BUCKET}"})
+    _policy(
+        root,
+        {
+            "Sid": "BucketPolicy",
+            "Effect": "Allow",
+            "Action": ["s3:PutBucketPolicy"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        },
+    )
     assert {f.rule for f in findings(root)} == {"iam-parliament"}
     accepted = root / "iam" / "parliament-accepted.yaml"
-    accepted.write_text("accepted:\n  - file: iam/extra-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
-                        "    reason: reviewed\n")
+    accepted.write_text(
+        "accepted:\n  - file: iam/extra-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
+        "    reason: reviewed\n"
+    )
     assert findings(root) == []
-    accepted.write_text("accepted:\n  - file: iam/dag-read-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
-                        "    reason: stale\n  - file: iam/extra-policy.json\n    issue: X\n")
+    accepted.write_text(
+        "accepted:\n  - file: iam/dag-read-policy.json\n    issue: RESOURCE_POLICY_PRIVILEGE_ESCALATION\n"
+        "    reason: stale\n  - file: iam/extra-policy.json\n    issue: X\n"
+    )
     found = sorted((f.path, f.line, f.rule) for f in findings(root))
-    assert ("iam/parliament-accepted.yaml", 2, "iam-parliament") in found  # matches nothing any more
+    assert (
+        "iam/parliament-accepted.yaml",
+        2,
+        "iam-parliament",
+    ) in found  # matches nothing any more
     assert ("iam/parliament-accepted.yaml", 5, "missing-key") in found  # no reason
     assert ("iam/extra-policy.json", 1, "iam-parliament") in found

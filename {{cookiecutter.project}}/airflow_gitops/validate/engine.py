@@ -16,12 +16,17 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
     schemas = SchemaSet(schema_folder)
     missing = schemas.missing()
     if missing:
-        raise UsageError(f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?")
+        raise UsageError(
+            f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?"
+        )
     repo = load_repo(root, schemas)
     if not repo.files:
         raise UsageError(f"{root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here")
     findings = list(repo.findings)
-    for path, what in (("stack.yaml", "every rule reads it"), ("helm/values.yaml", "the chart's values")):
+    for path, what in (
+        ("stack.yaml", "every rule reads it"),
+        ("helm/values.yaml", "the chart's values"),
+    ):
         if path not in repo.files:
             findings.append(Finding(path, 1, 1, f"{path} is missing ({what})", "missing-file"))
     findings.extend(rules.run_all(repo))
@@ -45,5 +50,13 @@ def capped(findings: list[Finding]) -> list[Finding]:
             kept.append(finding)
         elif shown[key] == MAX_PER_FILE_AND_RULE + 1:
             rest = counts[key] - MAX_PER_FILE_AND_RULE
-            kept.append(Finding(finding.path, finding.line, finding.col, f"... and {rest} more like the above from here on", finding.rule))
+            kept.append(
+                Finding(
+                    finding.path,
+                    finding.line,
+                    finding.col,
+                    f"... and {rest} more like the above from here on",
+                    finding.rule,
+                )
+            )
     return kept

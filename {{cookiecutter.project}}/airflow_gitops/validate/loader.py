@@ -74,9 +74,13 @@ class Document:
     def get(self, *path: Any, default: Any = None) -> Any:
         node = self.data
         for part in path:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            if (
+                isinstance(node, dict)
+                and part in node
+                or isinstance(node, list)
+                and isinstance(part, int)
+                and -len(node) <= part < len(node)
+            ):
                 node = node[part]
             else:
                 return default
@@ -129,7 +133,9 @@ def _tags_only_resolver():
 
 _STR = "tag:yaml.org,2002:str"
 _PLAIN_INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
-_PLAIN_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_PLAIN_FLOAT = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
 
 
 def _plain(value: str) -> str:
@@ -166,7 +172,9 @@ def _too_deep(text: str) -> Position | None:
         return None
     try:
         from ruamel.yaml.cyaml import CBaseLoader
-    except ImportError:  # pragma: no cover - the pure parser recurses in Python: RecursionError is caught
+    except (
+        ImportError
+    ):  # pragma: no cover - the pure parser recurses in Python: RecursionError is caught
         return None
     loader = CBaseLoader(text)
     depth = 0
@@ -203,7 +211,9 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
             json.loads(text)
         except json.JSONDecodeError as exc:
             message = f"not valid JSON: {exc.msg}"
-            return ParsedFile(path, [], [Finding(path, exc.lineno, exc.colno, message, "syntax")], True)
+            return ParsedFile(
+                path, [], [Finding(path, exc.lineno, exc.colno, message, "syntax")], True
+            )
 
     documents: list[Document] = []
     findings: list[Finding] = []
@@ -214,9 +224,7 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
             data = builder.build(node, ())
             if data is None and node is None:
                 continue
-            documents.append(
-                Document(path, index, data, builder.positions, builder.key_positions)
-            )
+            documents.append(Document(path, index, data, builder.positions, builder.key_positions))
             findings.extend(builder.findings)
     except _OverBudget as exc:
         message = (
@@ -226,7 +234,15 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
         findings.append(Finding(path, *exc.position, message, "yaml-alias-budget"))
         broken = True
     except RecursionError:  # only reachable without libyaml: the pure parser recurses in Python
-        findings.append(Finding(path, 1, 1, f"nested deeper than {MAX_DEPTH} levels; not read further", "yaml-too-deep"))
+        findings.append(
+            Finding(
+                path,
+                1,
+                1,
+                f"nested deeper than {MAX_DEPTH} levels; not read further",
+                "yaml-too-deep",
+            )
+        )
         broken = True
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -273,7 +289,12 @@ class _Builder:
         try:
             if self._depth > MAX_DEPTH:  # aliases nesting an anchor in itself, many times over
                 self.findings.append(
-                    Finding(self.path, *self._mark(node), f"nested deeper than {MAX_DEPTH} levels", "yaml-too-deep")
+                    Finding(
+                        self.path,
+                        *self._mark(node),
+                        f"nested deeper than {MAX_DEPTH} levels",
+                        "yaml-too-deep",
+                    )
                 )
                 return None
             if self._expanding:
@@ -291,7 +312,9 @@ class _Builder:
         result: dict = {}
         seen: dict = {}
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE or (key_node.id == "scalar" and key_node.value == "<<" and not key_node.style):  # `<<: *anchor`: the anchored keys, ours win
+            if key_node.tag == _MERGE or (
+                key_node.id == "scalar" and key_node.value == "<<" and not key_node.style
+            ):  # `<<: *anchor`: the anchored keys, ours win
                 merged = self.build(value_node, path)
                 for source in merged if isinstance(merged, list) else [merged]:
                     if isinstance(source, dict):
@@ -322,7 +345,9 @@ class _Builder:
     def _key(self, node) -> Any:
         if node.id == "scalar":
             value = self._scalar(node, None)
-            return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+            return (
+                value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+            )
         # A mapping or list used as a key: legal YAML, never meaningful here.
         self.findings.append(
             Finding(self.path, *self._mark(node), "a key must be a plain value", "syntax")

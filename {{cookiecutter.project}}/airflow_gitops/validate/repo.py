@@ -17,8 +17,21 @@ VALUES = "helm/values.yaml"
 # a bigger file is reported, not parsed (a 50 MB file took 48 s and 2 GB).
 MAX_FILE_BYTES = 2 * 1024 * 1024
 # Never part of what the team commits (and often huge): not scanned for secrets.
-SKIP_DIRS = {".git", ".venv", ".venv-airflow", "venv", "build", "dist", "node_modules", "__pycache__",
-             ".pytest_cache", ".ruff_cache", ".mypy_cache", ".tox", ".dags"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-airflow",
+    "venv",
+    "build",
+    "dist",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".tox",
+    ".dags",
+}
 
 
 @dataclass
@@ -43,7 +56,9 @@ class Repo:
         return self.stack.get(*path, default=default) if self.stack else default
 
     def by_kind(self, kind: str) -> list[Document]:
-        return [d for d in self.manifests if isinstance(d.data, dict) and d.data.get("kind") == kind]
+        return [
+            d for d in self.manifests if isinstance(d.data, dict) and d.data.get("kind") == kind
+        ]
 
 
 def discover(root: Path) -> list[tuple[str, str]]:
@@ -60,7 +75,9 @@ def discover(root: Path) -> list[tuple[str, str]]:
     ):
         base = root / folder
         if base.is_dir():
-            names = sorted({p.name for pattern in patterns for p in base.glob(pattern) if p.is_file()})
+            names = sorted(
+                {p.name for pattern in patterns for p in base.glob(pattern) if p.is_file()}
+            )
             found.extend((f"{folder}/{name}", kind) for name in names)
     return found
 
@@ -88,11 +105,16 @@ def all_files(root: Path) -> list[str]:
     skip_dirs, skip_files = _ignored(root)
     found = []
     for folder, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs and not (Path(folder) / d).is_symlink())
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in skip_dirs and not (Path(folder) / d).is_symlink()
+        )
         base = Path(folder).relative_to(root).as_posix()
         for name in filenames:
             rel = name if base == "." else f"{base}/{name}"
-            if not any(fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern) for pattern in skip_files):
+            if not any(
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern)
+                for pattern in skip_files
+            ):
                 found.append(rel)
     return sorted(found)
 
@@ -103,12 +125,22 @@ def read_safely(root: Path, path: str) -> tuple[str | None, Finding | None]:
     try:
         resolved = full.resolve()
         if not resolved.is_relative_to(root.resolve()):
-            return None, Finding(path, 1, 1, f"a symlink to {resolved}, outside the repository: not read", "symlink-outside-repo")
+            return None, Finding(
+                path,
+                1,
+                1,
+                f"a symlink to {resolved}, outside the repository: not read",
+                "symlink-outside-repo",
+            )
         size = resolved.stat().st_size
         if size > MAX_FILE_BYTES:
             return None, Finding(
-                path, 1, 1, f"{size / 1048576:.1f} MiB is over the {MAX_FILE_BYTES // 1048576} MiB limit "
-                "(Kubernetes stores at most 1.5 MiB per object): not read", "file-too-large",
+                path,
+                1,
+                1,
+                f"{size / 1048576:.1f} MiB is over the {MAX_FILE_BYTES // 1048576} MiB limit "
+                "(Kubernetes stores at most 1.5 MiB per object): not read",
+                "file-too-large",
             )
         return resolved.read_text(encoding="utf-8"), None
     except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # RuntimeError: a symlink loop
@@ -120,7 +152,9 @@ def iam_kind(path: str, doc: Document) -> str:
     if path.endswith("-trust.json"):
         return "iam-trust"
     statements = doc.get("Statement")
-    if isinstance(statements, list) and any(isinstance(s, dict) and "Principal" in s for s in statements):
+    if isinstance(statements, list) and any(
+        isinstance(s, dict) and "Principal" in s for s in statements
+    ):
         return "iam-trust"
     return "iam-policy"
 
@@ -142,7 +176,9 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
         documents = [d for d in parsed.documents if d.data is not None]
         if kind in ("stack", "helm-values", "iam") and len(documents) > 1:
             second = documents[1]
-            repo.findings.append(second.finding((), "one document expected; this file has more", "syntax"))
+            repo.findings.append(
+                second.finding((), "one document expected; this file has more", "syntax")
+            )
         if not documents:
             if not parsed.broken:
                 repo.findings.append(Finding(path, 1, 1, "the file is empty", "missing-key"))
@@ -151,7 +187,11 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
             schema_kind = iam_kind(path, doc) if kind == "iam" else kind
             if not isinstance(doc.data, dict):
                 repo.findings.append(
-                    doc.finding((), f"expected a mapping at the top level, got {type(doc.data).__name__}", "wrong-type")
+                    doc.finding(
+                        (),
+                        f"expected a mapping at the top level, got {type(doc.data).__name__}",
+                        "wrong-type",
+                    )
                 )
                 repo.broken.add(path)
                 continue

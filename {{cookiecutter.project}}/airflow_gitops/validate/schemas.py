@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from airflow_gitops.errors import UsageError
 from airflow_gitops.validate.findings import Finding
@@ -50,7 +50,9 @@ class SchemaSet:
     def _load(self, name: str) -> dict:
         path = self.folder / name
         if "/" in name or not path.is_file():
-            raise UsageError(f"{path}: missing (a schema refers to it); is this a generated repository?")
+            raise UsageError(
+                f"{path}: missing (a schema refers to it); is this a generated repository?"
+            )
         return json.loads(path.read_text(encoding="utf-8"))
 
     def schema(self, kind: str) -> dict:
@@ -142,10 +144,15 @@ def pick_branches(schema: dict, data) -> tuple:
             or set(condition) - {"properties", "required"}
         ):
             return None, schema
-        (name, rule), = properties.items()
+        ((name, rule),) = properties.items()
         if not isinstance(rule, dict) or set(rule) != {"const"}:
             return None, schema
-        if isinstance(data, dict) and name in data and data[name] == rule["const"] and type(data[name]) is type(rule["const"]):
+        if (
+            isinstance(data, dict)
+            and name in data
+            and data[name] == rule["const"]
+            and type(data[name]) is type(rule["const"])
+        ):
             kept.append(branch["then"])
             key.append(f"{name}={rule['const']}")
     narrowed = {k: v for k, v in schema.items() if k != "allOf"}
@@ -192,40 +199,66 @@ def _to_findings(doc: Document, error) -> Iterator[Finding]:
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             here = f" under {where}" if path else ""
-            yield doc.finding(path + (key,), f"unknown key {key!r}{here}{hint}", "unknown-key", at_key=True)
+            yield doc.finding(
+                path + (key,), f"unknown key {key!r}{here}{hint}", "unknown-key", at_key=True
+            )
         return
     if validator == "required":
         match = re.match(r"'(.*)' is a required property", error.message)
         name = match.group(1) if match else error.message
-        yield doc.finding(path, f"{where}: missing required key {name!r}", "missing-key", at_key=True)
+        yield doc.finding(
+            path, f"{where}: missing required key {name!r}", "missing-key", at_key=True
+        )
         return
     if validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         got = type(error.instance).__name__
-        got = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
-               "NoneType": "null", "dict": "mapping", "list": "list"}.get(got, got)
+        got = {
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "bool": "boolean",
+            "NoneType": "null",
+            "dict": "mapping",
+            "list": "list",
+        }.get(got, got)
         yield doc.finding(
             path, f"{where}: expected {expected}, got {got} {_short(error.instance)}", "wrong-type"
         )
         return
     allowed_words = error.schema.get("x-allowed") if isinstance(error.schema, dict) else None
-    if allowed_words and validator in ("pattern", "enum", "const", "minimum", "maximum", "minLength", "maxLength"):
-        yield doc.finding(path, f"{where}: {_short(error.instance)} is not {allowed_words}", "invalid-value")
+    if allowed_words and validator in (
+        "pattern",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+    ):
+        yield doc.finding(
+            path, f"{where}: {_short(error.instance)} is not {allowed_words}", "invalid-value"
+        )
         return
     if validator == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)
-        yield doc.finding(path, f"{where}: {_short(error.instance)} is not one of {allowed}", "invalid-value")
+        yield doc.finding(
+            path, f"{where}: {_short(error.instance)} is not one of {allowed}", "invalid-value"
+        )
         return
     if validator == "const":
         yield doc.finding(
-            path, f"{where}: must be {json.dumps(error.validator_value)}, not {_short(error.instance)}",
+            path,
+            f"{where}: must be {json.dumps(error.validator_value)}, not {_short(error.instance)}",
             "invalid-value",
         )
         return
     if validator == "pattern":
         yield doc.finding(
-            path, f"{where}: {_short(error.instance)} does not match {error.validator_value}", "invalid-value"
+            path,
+            f"{where}: {_short(error.instance)} does not match {error.validator_value}",
+            "invalid-value",
         )
         return
     if error.schema is False:

@@ -10,9 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
-from airflow_gitops.validate.rules import admission, dags, facts, iam, iam_reference, names, oidc, security, workflows
+from airflow_gitops.validate.rules import (
+    admission,
+    dags,
+    facts,
+    iam,
+    iam_reference,
+    names,
+    oidc,
+    security,
+    workflows,
+)
 
-SINGLE_FILE = (security.check, iam.check, iam_reference.check, workflows.check, workflows.check_more)
+SINGLE_FILE = (
+    security.check,
+    iam.check,
+    iam_reference.check,
+    workflows.check,
+    workflows.check_more,
+)
 CROSS_FILE = (names.check, dags.check, facts.check, oidc.check, admission.check)
 
 

@@ -18,8 +18,21 @@ from airflow_gitops.validate.rules.common import as_dict, as_list, as_str, walk
 
 POD_SECURITY_LABEL = "pod-security.kubernetes.io/enforce"
 # Pod Security Standards, baseline: what it refuses that a values file or manifest can ask for.
-BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
 
 # apiVersion -> (Kubernetes release that removed it, what to use). Every EKS version in
 # support (1.30 and later) serves none of these.
@@ -51,13 +64,37 @@ REMOVED_API_VERSIONS = {
 # Provisioners that exist on EKS (the AWS CSI drivers and EKS Auto Mode's block storage); any
 # other name leaves every claim of the class Pending.
 KNOWN_PROVISIONERS = (
-    "ebs.csi.aws.com", "efs.csi.aws.com", "fsx.csi.aws.com", "fsx.openzfs.csi.aws.com", "s3.csi.aws.com",
-    "ebs.csi.eks.amazonaws.com", "kubernetes.io/aws-ebs", "kubernetes.io/no-provisioner",
+    "ebs.csi.aws.com",
+    "efs.csi.aws.com",
+    "fsx.csi.aws.com",
+    "fsx.openzfs.csi.aws.com",
+    "s3.csi.aws.com",
+    "ebs.csi.eks.amazonaws.com",
+    "kubernetes.io/aws-ebs",
+    "kubernetes.io/no-provisioner",
 )
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-_SUFFIX = {None: 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY = re.compile(
+    r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
+)
+_SUFFIX = {
+    None: 1,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def quantity(value) -> float | None:
@@ -104,17 +141,32 @@ def _baseline(doc, level: str) -> Iterator[Finding]:
             continue
         key = path[-1]
         if key == "hostPath" and isinstance(value, dict):
-            yield doc.finding(path, f"{why} hostPath volumes: the pod is never created; use an emptyDir, a "
-                              "ConfigMap or a PersistentVolumeClaim", "pod-security", at_key=True)
+            yield doc.finding(
+                path,
+                f"{why} hostPath volumes: the pod is never created; use an emptyDir, a "
+                "ConfigMap or a PersistentVolumeClaim",
+                "pod-security",
+                at_key=True,
+            )
         elif key in ("hostNetwork", "hostPID", "hostIPC") and value is True:
             yield doc.finding(path, f"{why} {key}: true", "pod-security")
         elif key == "hostPort" and isinstance(value, int) and not isinstance(value, bool) and value:
             yield doc.finding(path, f"{why} host ports", "pod-security")
         elif key == "add" and len(path) > 1 and path[-2] == "capabilities":
             for index, capability in enumerate(as_list(value)):
-                if isinstance(capability, str) and capability.upper().removeprefix("CAP_") not in BASELINE_CAPABILITIES:
-                    yield doc.finding(path + (index,), f"{why} adding the capability {capability}", "pod-security")
-        elif key == "type" and len(path) > 1 and path[-2] in ("seccompProfile", "appArmorProfile") and value == "Unconfined":
+                if (
+                    isinstance(capability, str)
+                    and capability.upper().removeprefix("CAP_") not in BASELINE_CAPABILITIES
+                ):
+                    yield doc.finding(
+                        path + (index,), f"{why} adding the capability {capability}", "pod-security"
+                    )
+        elif (
+            key == "type"
+            and len(path) > 1
+            and path[-2] in ("seccompProfile", "appArmorProfile")
+            and value == "Unconfined"
+        ):
             yield doc.finding(path, f"{why} an Unconfined {path[-2]}", "pod-security")
         elif key == "procMount" and value not in (None, "Default"):
             yield doc.finding(path, f"{why} procMount {value!r}", "pod-security")
@@ -130,31 +182,50 @@ def _requests_within_limits(doc) -> Iterator[Finding]:
                 continue
             asked, cap = quantity(request), quantity(limits[name])
             if asked is not None and cap is not None and asked > cap:
-                yield doc.finding(path + ("requests", name), f"{name} request {request} is above its limit "
-                                  f"{limits[name]}: the API server refuses the pod", "resource-limits")
+                yield doc.finding(
+                    path + ("requests", name),
+                    f"{name} request {request} is above its limit "
+                    f"{limits[name]}: the API server refuses the pod",
+                    "resource-limits",
+                )
         for section in (requests, limits):
             for name, amount in section.items():
                 if quantity(amount) is None:
                     where = path + ("requests" if section is requests else "limits", name)
-                    yield doc.finding(where, f"{name} {amount!r} is not a Kubernetes quantity (e.g. 500m, 256Mi)",
-                                      "resource-limits")
+                    yield doc.finding(
+                        where,
+                        f"{name} {amount!r} is not a Kubernetes quantity (e.g. 500m, 256Mi)",
+                        "resource-limits",
+                    )
 
 
 def _api_version(doc) -> Iterator[Finding]:
     version = doc.get("apiVersion")
     if version in REMOVED_API_VERSIONS:
         removed, instead = REMOVED_API_VERSIONS[version]
-        yield doc.finding(("apiVersion",), f"{version} was removed in Kubernetes {removed}; no EKS version in "
-                          f"support serves it: use {instead}", "api-removed")
+        yield doc.finding(
+            ("apiVersion",),
+            f"{version} was removed in Kubernetes {removed}; no EKS version in "
+            f"support serves it: use {instead}",
+            "api-removed",
+        )
 
 
 def _provisioner(doc) -> Iterator[Finding]:
     name = doc.get("provisioner")
     if isinstance(name, str) and name not in KNOWN_PROVISIONERS:
         close = difflib.get_close_matches(name, KNOWN_PROVISIONERS, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(KNOWN_PROVISIONERS[:3])}, ...)"
-        yield doc.finding(("provisioner",), f"no provisioner {name!r} runs on EKS, so every claim of this class "
-                          f"stays Pending{hint}", "storageclass-provisioner")
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else f" (known: {', '.join(KNOWN_PROVISIONERS[:3])}, ...)"
+        )
+        yield doc.finding(
+            ("provisioner",),
+            f"no provisioner {name!r} runs on EKS, so every claim of this class "
+            f"stays Pending{hint}",
+            "storageclass-provisioner",
+        )
 
 
 def _broker(repo) -> Iterator[Finding]:
@@ -164,9 +235,12 @@ def _broker(repo) -> Iterator[Finding]:
         return
     if values.get("data", "brokerUrl") or values.get("data", "brokerUrlSecretName"):
         return
-    yield values.finding(("redis", "enabled"), f"{executor} needs a broker, but redis.enabled is false and neither "
-                         "data.brokerUrl nor data.brokerUrlSecretName is set: workers never get a task",
-                         "executor-broker")
+    yield values.finding(
+        ("redis", "enabled"),
+        f"{executor} needs a broker, but redis.enabled is false and neither "
+        "data.brokerUrl nor data.brokerUrlSecretName is set: workers never get a task",
+        "executor-broker",
+    )
 
 
 def _bundle_names(repo) -> Iterator[Finding]:
@@ -177,9 +251,11 @@ def _bundle_names(repo) -> Iterator[Finding]:
         if not isinstance(name, str):
             continue
         if name in seen:
-            yield values.finding(("dagProcessor", "dagBundleConfigList", index, "name"),
-                                 f"bundle name {name!r} is also bundle {seen[name]}'s; Airflow refuses the list",
-                                 "bundle-name-duplicate")
+            yield values.finding(
+                ("dagProcessor", "dagBundleConfigList", index, "name"),
+                f"bundle name {name!r} is also bundle {seen[name]}'s; Airflow refuses the list",
+                "bundle-name-duplicate",
+            )
         seen.setdefault(name, index)
 
 
@@ -196,17 +272,25 @@ def _dags_folder(repo) -> Iterator[Finding]:
 
         expected = f"{mount}/{CURRENT}"
         if folder.rstrip("/") != expected:
-            yield values.finding(path, f"dags_folder {folder!r} is not {expected!r}, the link the sync agent swaps to "
-                                 "each complete snapshot: Airflow would read half-synced files", "dags-folder")
+            yield values.finding(
+                path,
+                f"dags_folder {folder!r} is not {expected!r}, the link the sync agent swaps to "
+                "each complete snapshot: Airflow would read half-synced files",
+                "dags-folder",
+            )
     elif source in ("efs", "git-sync") and not (folder == mount or folder.startswith(mount + "/")):
-        yield values.finding(path, f"dags_folder {folder!r} is outside {mount}, where the {source} DAGs are mounted",
-                             "dags-folder")
+        yield values.finding(
+            path,
+            f"dags_folder {folder!r} is outside {mount}, where the {source} DAGs are mounted",
+            "dags-folder",
+        )
 
 
 def git_host(url: str) -> str | None:
     """The host of git@host:path, ssh://[user@]host[:port]/path or https://host/path."""
     match = re.match(r"^(?:[\w.-]+@)?([A-Za-z0-9.-]+):(?!//)", url) or re.match(
-        r"^[a-z+]+://(?:[^@/]+@)?(\[[^\]]+\]|[A-Za-z0-9.-]+)", url)
+        r"^[a-z+]+://(?:[^@/]+@)?(\[[^\]]+\]|[A-Za-z0-9.-]+)", url
+    )
     return match.group(1).strip("[]") if match else None
 
 
@@ -224,11 +308,17 @@ def _known_hosts(repo) -> Iterator[Finding]:
             continue
         if fields[0].startswith("|"):
             return  # a hashed entry: which host it is for cannot be read
-        first = fields[1] if fields[0].startswith("@") and len(fields) > 1 else fields[0]  # @cert-authority
+        first = (
+            fields[1] if fields[0].startswith("@") and len(fields) > 1 else fields[0]
+        )  # @cert-authority
         hosts.update(re.sub(r"^\[(.*)\](:\d+)?$", r"\1", h) for h in first.split(","))
     if host not in hosts:
-        yield values.finding(("dags", "gitSync", "knownHosts"), f"knownHosts has keys for {', '.join(sorted(hosts)) or 'no host'}, "
-                             f"not for {host!r} of dags.gitSync.repo: git-sync refuses to connect", "gitsync-known-hosts")
+        yield values.finding(
+            ("dags", "gitSync", "knownHosts"),
+            f"knownHosts has keys for {', '.join(sorted(hosts)) or 'no host'}, "
+            f"not for {host!r} of dags.gitSync.repo: git-sync refuses to connect",
+            "gitsync-known-hosts",
+        )
 
 
 def _git_subdir(repo) -> Iterator[Finding]:
@@ -236,17 +326,33 @@ def _git_subdir(repo) -> Iterator[Finding]:
     github_repo = as_str(repo.fact("github", "repository")).lower()
     git = as_dict(repo.fact("dags", "git"))
     url = as_str(git.get("repo_url")).lower().removesuffix(".git")
-    if not github_repo or not (url.endswith(":" + github_repo) or url.endswith("/" + github_repo)):
+    if not github_repo or not url.endswith((":" + github_repo, "/" + github_repo)):
         return
     values = repo.values
     candidates = [(repo.stack, ("dags", "git", "subdir"), git.get("subdir"))]
     if as_dict(values.get("dags", "gitSync")).get("enabled") is True:
-        candidates.append((values, ("dags", "gitSync", "subPath"), values.get("dags", "gitSync", "subPath")))
+        candidates.append(
+            (values, ("dags", "gitSync", "subPath"), values.get("dags", "gitSync", "subPath"))
+        )
     for index, bundle in enumerate(as_list(values.get("dagProcessor", "dagBundleConfigList"))):
         kwargs = as_dict(as_dict(bundle).get("kwargs"))
         if "subdir" in kwargs:
-            candidates.append((values, ("dagProcessor", "dagBundleConfigList", index, "kwargs", "subdir"), kwargs["subdir"]))
+            candidates.append(
+                (
+                    values,
+                    ("dagProcessor", "dagBundleConfigList", index, "kwargs", "subdir"),
+                    kwargs["subdir"],
+                )
+            )
     for doc, path, subdir in candidates:
-        if isinstance(subdir, str) and subdir.strip("/") and not (repo.root / subdir.strip("/")).is_dir():
-            yield doc.finding(path, f"{subdir!r} is not a folder of this repository ({repo.fact('github', 'repository')}), "
-                              "so no DAG is found", "dags-subdir-missing")
+        if (
+            isinstance(subdir, str)
+            and subdir.strip("/")
+            and not (repo.root / subdir.strip("/")).is_dir()
+        ):
+            yield doc.finding(
+                path,
+                f"{subdir!r} is not a folder of this repository ({repo.fact('github', 'repository')}), "
+                "so no DAG is found",
+                "dags-subdir-missing",
+            )

@@ -22,14 +22,22 @@ from airflow_gitops.validate.rules.common import S3_MODES
 FILES = {
     "iam": ("iam/*.json",),
     "config": ("helm/*.yaml", "helm/*.yml", "k8s/*.yaml", "k8s/*.yml"),
-    "workflows": (".github/workflows/*.yml", ".github/workflows/*.yaml", ".github/actions/*/action.yml"),
+    "workflows": (
+        ".github/workflows/*.yml",
+        ".github/workflows/*.yaml",
+        ".github/actions/*/action.yml",
+    ),
     "docs": ("README.md", "docs/*.md"),
 }
 EVERYWHERE = ("iam", "config", "workflows", "docs")
 # Policies whose S3 ARNs are the DAG bucket (the readers', the deploy's and any per-job role's
 # that ships DAGs). A policy for another bucket (logs, data) lives in another file.
-DAG_BUCKET_POLICIES = ("iam/dag-read-policy.json", "iam/deploy*-policy.json", "iam/*sync-dags*-policy.json",
-                       "iam/*push-dags*-policy.json")
+DAG_BUCKET_POLICIES = (
+    "iam/dag-read-policy.json",
+    "iam/deploy*-policy.json",
+    "iam/*sync-dags*-policy.json",
+    "iam/*push-dags*-policy.json",
+)
 
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-\d"
 # Sub-resources of an EKS cluster whose ARN names the cluster after the type.
@@ -48,32 +56,86 @@ class Derived:
 
 
 DERIVED = (
-    Derived("aws.account_id", EVERYWHERE, re.compile(r"\barn:aws:(?!s3:)[a-z0-9-]+:[a-z0-9-]*:(\d{12}):"),
-            "the ARN's account"),
-    Derived("aws.account_id", EVERYWHERE, re.compile(r"\b(\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com"),
-            "the ECR registry's account"),
-    Derived("aws.region", EVERYWHERE, re.compile(rf"\barn:aws:[a-z0-9-]+:({_REGION}):"), "the ARN's region"),
-    Derived("aws.region", EVERYWHERE, re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com"),
-            "the ECR registry's region"),
-    Derived("aws.region", EVERYWHERE, re.compile(r"\boidc\.eks\.([a-z0-9-]+)\.amazonaws\.com"),
-            "the EKS OIDC issuer's region"),
-    Derived("aws.region", ("config",),
-            re.compile(r"name:\s*[\"']?AWS_(?:DEFAULT_)?REGION[\"']?\s*\n\s*value:\s*[\"']?([A-Za-z0-9-]+)"),
-            "AWS_REGION"),
-    Derived("aws.region", ("docs", "workflows"), re.compile(rf"--region[ =][\"']?({_REGION})\b"), "--region"),
-    Derived("eks.cluster_name", EVERYWHERE, re.compile(rf"\barn:aws:eks:[^:\s]*:[^:\s]*:(?:{_EKS_TYPES})/([A-Za-z0-9_-]+)"),
-            "the EKS ARN's cluster"),
-    Derived("eks.cluster_name", ("docs", "workflows"),
-            re.compile(r"\beks [a-z-]+\b[^\n]*?--(?:name|cluster-name)[ =][\"']?([A-Za-z0-9][A-Za-z0-9_-]*)"),
-            "the cluster in the `aws eks` command"),
-    Derived("eks.cluster_name", ("docs", "workflows"),
-            re.compile(r"\beksctl\b[^\n]*?--cluster[ =][\"']?([A-Za-z0-9][A-Za-z0-9_-]*)"),
-            "the cluster in the eksctl command"),
-    Derived("dags.bucket", DAG_BUCKET_POLICIES, re.compile(r"\barn:aws:s3:::([a-z0-9][a-z0-9.-]*[a-z0-9])(?=[/\"*]|$)"),
-            "the S3 ARN's bucket", rule="bucket-mismatch", when=lambda repo: repo.fact("dags", "source") in S3_MODES),
-    Derived("dags.bucket", ("docs",), re.compile(r"\bs3://([a-z0-9][a-z0-9.-]*[a-z0-9])(?=[/\s`\"']|$)"),
-            "the bucket in the command", rule="bucket-mismatch",
-            when=lambda repo: repo.fact("dags", "source") in S3_MODES),
+    Derived(
+        "aws.account_id",
+        EVERYWHERE,
+        re.compile(r"\barn:aws:(?!s3:)[a-z0-9-]+:[a-z0-9-]*:(\d{12}):"),
+        "the ARN's account",
+    ),
+    Derived(
+        "aws.account_id",
+        EVERYWHERE,
+        re.compile(r"\b(\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com"),
+        "the ECR registry's account",
+    ),
+    Derived(
+        "aws.region",
+        EVERYWHERE,
+        re.compile(rf"\barn:aws:[a-z0-9-]+:({_REGION}):"),
+        "the ARN's region",
+    ),
+    Derived(
+        "aws.region",
+        EVERYWHERE,
+        re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com"),
+        "the ECR registry's region",
+    ),
+    Derived(
+        "aws.region",
+        EVERYWHERE,
+        re.compile(r"\boidc\.eks\.([a-z0-9-]+)\.amazonaws\.com"),
+        "the EKS OIDC issuer's region",
+    ),
+    Derived(
+        "aws.region",
+        ("config",),
+        re.compile(
+            r"name:\s*[\"']?AWS_(?:DEFAULT_)?REGION[\"']?\s*\n\s*value:\s*[\"']?([A-Za-z0-9-]+)"
+        ),
+        "AWS_REGION",
+    ),
+    Derived(
+        "aws.region",
+        ("docs", "workflows"),
+        re.compile(rf"--region[ =][\"']?({_REGION})\b"),
+        "--region",
+    ),
+    Derived(
+        "eks.cluster_name",
+        EVERYWHERE,
+        re.compile(rf"\barn:aws:eks:[^:\s]*:[^:\s]*:(?:{_EKS_TYPES})/([A-Za-z0-9_-]+)"),
+        "the EKS ARN's cluster",
+    ),
+    Derived(
+        "eks.cluster_name",
+        ("docs", "workflows"),
+        re.compile(
+            r"\beks [a-z-]+\b[^\n]*?--(?:name|cluster-name)[ =][\"']?([A-Za-z0-9][A-Za-z0-9_-]*)"
+        ),
+        "the cluster in the `aws eks` command",
+    ),
+    Derived(
+        "eks.cluster_name",
+        ("docs", "workflows"),
+        re.compile(r"\beksctl\b[^\n]*?--cluster[ =][\"']?([A-Za-z0-9][A-Za-z0-9_-]*)"),
+        "the cluster in the eksctl command",
+    ),
+    Derived(
+        "dags.bucket",
+        DAG_BUCKET_POLICIES,
+        re.compile(r"\barn:aws:s3:::([a-z0-9][a-z0-9.-]*[a-z0-9])(?=[/\"*]|$)"),
+        "the S3 ARN's bucket",
+        rule="bucket-mismatch",
+        when=lambda repo: repo.fact("dags", "source") in S3_MODES,
+    ),
+    Derived(
+        "dags.bucket",
+        ("docs",),
+        re.compile(r"\bs3://([a-z0-9][a-z0-9.-]*[a-z0-9])(?=[/\s`\"']|$)"),
+        "the bucket in the command",
+        rule="bucket-mismatch",
+        when=lambda repo: repo.fact("dags", "source") in S3_MODES,
+    ),
 )
 
 
@@ -103,7 +165,9 @@ def check(repo) -> Iterator[Finding]:
                 line = text.count("\n", 0, start) + 1
                 col = start - (text.rfind("\n", 0, start) + 1) + 1
                 yield Finding(
-                    path, line, col,
+                    path,
+                    line,
+                    col,
                     f"{row.what} {value!r} is not stack.yaml's {row.fact} {expected!r} "
                     "(derived from stack.yaml: change both together)",
                     row.rule,

@@ -29,9 +29,17 @@ from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import as_dict, as_list
 
 # parliament issues our checks above report more precisely (same reference data).
-COVERED = {"RESOURCE_MISMATCH", "DUPLICATE_SID", "UNKNOWN_ACTION", "UNKNOWN_PREFIX", "MALFORMED_JSON"}
+COVERED = {
+    "RESOURCE_MISMATCH",
+    "DUPLICATE_SID",
+    "UNKNOWN_ACTION",
+    "UNKNOWN_PREFIX",
+    "MALFORMED_JSON",
+}
 REPORTED_SEVERITIES = {"MEDIUM", "HIGH", "CRITICAL"}
-_S3_WITH_LOCATION = re.compile(r"^arn:aws[a-z-]*:s3:([^:]*):([^:]*):(?!accesspoint/|job/|storage-lens/)")
+_S3_WITH_LOCATION = re.compile(
+    r"^arn:aws[a-z-]*:s3:([^:]*):([^:]*):(?!accesspoint/|job/|storage-lens/)"
+)
 
 
 def load_parliament():
@@ -54,8 +62,10 @@ def load_parliament():
     try:
         import parliament
     except ImportError:
-        raise UsageError("parliament is not installed, and validate checks iam/ with it: "
-                         "run `make install` (requirements.txt pins it)") from None
+        raise UsageError(
+            "parliament is not installed, and validate checks iam/ with it: "
+            "run `make install` (requirements.txt pins it)"
+        ) from None
     finally:
         if stand_in is not None and sys.modules.get("pkg_resources") is stand_in:
             del sys.modules["pkg_resources"]
@@ -100,8 +110,12 @@ def check(repo) -> Iterator[Finding]:
                 yield finding
     for key, (doc, entry_path) in accepted.items():
         if key not in used:
-            yield doc.finding(entry_path, f"parliament no longer reports {key[1]} in {key[0]}: remove this "
-                              "acceptance", "iam-parliament", at_key=True)
+            yield doc.finding(
+                entry_path,
+                f"parliament no longer reports {key[1]} in {key[0]}: remove this acceptance",
+                "iam-parliament",
+                at_key=True,
+            )
 
 
 def _accepted(repo) -> tuple[dict, list]:
@@ -118,13 +132,27 @@ def _accepted(repo) -> tuple[dict, list]:
     doc = parsed.documents[0] if parsed.documents else None
     entries = doc.get("accepted") if doc is not None and isinstance(doc.data, dict) else None
     if doc is not None and not isinstance(entries, list) and entries is not None:
-        findings.append(doc.finding(("accepted",), "accepted: must be a list of {file, issue, reason}", "wrong-type"))
+        findings.append(
+            doc.finding(
+                ("accepted",), "accepted: must be a list of {file, issue, reason}", "wrong-type"
+            )
+        )
     for index, entry in enumerate(as_list(entries)):
         entry = as_dict(entry)
-        missing = [k for k in ("file", "issue", "reason") if not isinstance(entry.get(k), str) or not entry[k].strip()]
+        missing = [
+            k
+            for k in ("file", "issue", "reason")
+            if not isinstance(entry.get(k), str) or not entry[k].strip()
+        ]
         if missing:
-            findings.append(doc.finding(("accepted", index), f"an acceptance needs {', '.join(missing)} (a reason "
-                                        "a reviewer can check)", "missing-key", at_key=True))
+            findings.append(
+                doc.finding(
+                    ("accepted", index),
+                    f"an acceptance needs {', '.join(missing)} (a reason a reviewer can check)",
+                    "missing-key",
+                    at_key=True,
+                )
+            )
             continue
         accepted[(entry["file"], entry["issue"])] = (doc, ("accepted", index))
     return accepted, findings
@@ -149,8 +177,12 @@ def _statements(doc) -> Iterator[Finding]:
         sid = statement.get("Sid")
         if isinstance(sid, str):
             if sid in sids:
-                yield doc.finding(spath + ("Sid",), f"Sid {sid!r} is also statement {sids[sid]}'s; IAM refuses "
-                                  "a policy with two equal Sids", "iam-duplicate-sid")
+                yield doc.finding(
+                    spath + ("Sid",),
+                    f"Sid {sid!r} is also statement {sids[sid]}'s; IAM refuses "
+                    "a policy with two equal Sids",
+                    "iam-duplicate-sid",
+                )
             sids.setdefault(sid, index)
         actions = []  # (path, action as written, [(name, resource types)])
         for apath, action in _values(statement, "Action"):
@@ -167,8 +199,12 @@ def _statements(doc) -> Iterator[Finding]:
                 continue
             match = _S3_WITH_LOCATION.match(resource)
             if match and (match.group(1) or match.group(2)):
-                yield doc.finding(spath + rpath, f"S3 bucket and object ARNs have no region or account "
-                                  f"(arn:aws:s3:::bucket/key); {resource!r} matches nothing", "iam-s3-arn")
+                yield doc.finding(
+                    spath + rpath,
+                    f"S3 bucket and object ARNs have no region or account "
+                    f"(arn:aws:s3:::bucket/key); {resource!r} matches nothing",
+                    "iam-s3-arn",
+                )
             else:
                 resources.append((spath + rpath, resource))
         if statement.get("Effect") == "Allow" and actions and resources:
@@ -217,7 +253,9 @@ def _arn_matches(resource_type: str, arn_format: str, resource: str) -> bool:
 
 def _fits(resource: str, expanded: list) -> bool:
     """Does ``resource`` name something one of the expanded actions acts on?"""
-    return any(_arn_matches(kind, fmt, resource) for _, types in expanded for kind, fmt in types if fmt)
+    return any(
+        _arn_matches(kind, fmt, resource) for _, types in expanded for kind, fmt in types if fmt
+    )
 
 
 def _resources_fit(doc, actions: list, resources: list) -> Iterator[Finding]:
@@ -230,14 +268,21 @@ def _resources_fit(doc, actions: list, resources: list) -> Iterator[Finding]:
     for path, resource in named:
         if not any(_fits(resource, expanded) for _, _, expanded in actions):
             flagged = True
-            yield doc.finding(path, f"{resource!r} is no resource type that {_names(actions)} act{'s' if len(actions) == 1 else ''} on; "
-                              f"{_takes(actions)}", "iam-resource-format")
+            yield doc.finding(
+                path,
+                f"{resource!r} is no resource type that {_names(actions)} act{'s' if len(actions) == 1 else ''} on; "
+                f"{_takes(actions)}",
+                "iam-resource-format",
+            )
     if flagged or any(r == "*" for _, r in resources):
         return
     for path, action, expanded in actions:
         if not any(_fits(resource, expanded) for _, resource in named):
-            yield doc.finding(path, f"no Resource of this statement is one {action} acts on; {_takes([(path, action, expanded)])}",
-                              "iam-resource-format")
+            yield doc.finding(
+                path,
+                f"no Resource of this statement is one {action} acts on; {_takes([(path, action, expanded)])}",
+                "iam-resource-format",
+            )
 
 
 def _names(actions: list) -> str:
@@ -250,7 +295,10 @@ def _takes(actions: list) -> str:
     parts = []
     for _, action, expanded in actions[:3]:
         formats = sorted({fmt for _, types in expanded for _, fmt in types if fmt})
-        parts.append(f"{action} takes " + (" or ".join(formats[:3]) if formats else 'only "*" (no resource type)'))
+        parts.append(
+            f"{action} takes "
+            + (" or ".join(formats[:3]) if formats else 'only "*" (no resource type)')
+        )
     return "; ".join(parts)
 
 
@@ -264,7 +312,10 @@ def star_is_required(action: str) -> bool | None:
 
 def _parliament(path: str, doc, text: str) -> Iterator[tuple[Finding, str]]:
     parliament = load_parliament()
-    analyze_policy_string, enhance_finding = parliament.analyze_policy_string, parliament.enhance_finding
+    analyze_policy_string, enhance_finding = (
+        parliament.analyze_policy_string,
+        parliament.enhance_finding,
+    )
     policy = analyze_policy_string(text, filepath=path, ignore_private_auditors=True)
     for found in policy.findings:
         if found.issue in COVERED:
@@ -275,6 +326,8 @@ def _parliament(path: str, doc, text: str) -> Iterator[tuple[Finding, str]]:
         location = found.location or {}
         line, col = location.get("line") or 1, location.get("column") or 1
         detail = found.detail if isinstance(found.detail, str) else str(found.detail)
-        message = (f"parliament rates this {found.severity}: {found.title} ({found.issue})"
-                   f"{': ' + detail[:160] if detail else ''}; fix it, or accept it with a reason in {ACCEPTED_FILE}")
+        message = (
+            f"parliament rates this {found.severity}: {found.title} ({found.issue})"
+            f"{': ' + detail[:160] if detail else ''}; fix it, or accept it with a reason in {ACCEPTED_FILE}"
+        )
         yield Finding(path, int(line), int(col), message, "iam-parliament"), found.issue

@@ -18,13 +18,19 @@ from airflow_gitops.validate.rules.common import as_dict, as_list, as_str
 
 CONFIGURE_AWS = "aws-actions/configure-aws-credentials@"
 # `github.ref` compared with a literal, or with the deploy branch (ref is refs/heads/<branch>).
-_REF_LITERAL = re.compile(r"github\.ref(_name)?\s*(?:==|!=)\s*'([^']*)'|'([^']*)'\s*(?:==|!=)\s*github\.ref(_name)?\b")
-_REF_VS_BRANCH = re.compile(r"github\.ref\s*(?:==|!=)\s*[\w.]*deploy_branch|deploy_branch\s*(?:==|!=)\s*github\.ref\b(?!_)")
+_REF_LITERAL = re.compile(
+    r"github\.ref(_name)?\s*(?:==|!=)\s*'([^']*)'|'([^']*)'\s*(?:==|!=)\s*github\.ref(_name)?\b"
+)
+_REF_VS_BRANCH = re.compile(
+    r"github\.ref\s*(?:==|!=)\s*[\w.]*deploy_branch|deploy_branch\s*(?:==|!=)\s*github\.ref\b(?!_)"
+)
 
 
 def check(repo) -> Iterator[Finding]:
     github = as_dict(repo.fact("github"))
-    if not all(isinstance(github.get(k), str) for k in ("repository", "environment", "deploy_branch")):
+    if not all(
+        isinstance(github.get(k), str) for k in ("repository", "environment", "deploy_branch")
+    ):
         return  # the schema reports the missing facts
     from airflow_gitops.aws.iam import github_subject
     from airflow_gitops.aws.resources import GITHUB_OIDC
@@ -61,9 +67,17 @@ def _github_trust(doc, subject: str, issuer: str) -> Iterator[Finding]:
                 for item_index, value in enumerate(items):
                     if value == subject:
                         continue
-                    where = spath + ("Condition", op, key) + ((item_index,) if isinstance(values, list) else ())
-                    yield doc.finding(where, f"subject {value!r} is not {subject!r}, the only one a deploy job of "
-                                      f"this repository gets ({_why(str(value), subject)})", "oidc-subject")
+                    where = (
+                        spath
+                        + ("Condition", op, key)
+                        + ((item_index,) if isinstance(values, list) else ())
+                    )
+                    yield doc.finding(
+                        where,
+                        f"subject {value!r} is not {subject!r}, the only one a deploy job of "
+                        f"this repository gets ({_why(str(value), subject)})",
+                        "oidc-subject",
+                    )
 
 
 def _why(value: str, subject: str) -> str:
@@ -92,7 +106,9 @@ def _workflow(doc, github: dict) -> Iterator[Finding]:
         for index, step in enumerate(as_list(job.get("steps"))):
             step = as_dict(step)
             if isinstance(step.get("if"), str):
-                yield from _branch_condition(doc, jpath + ("steps", index, "if"), step["if"], branch)
+                yield from _branch_condition(
+                    doc, jpath + ("steps", index, "if"), step["if"], branch
+                )
         if not _assumes_role(job):
             continue
         permissions = job.get("permissions")
@@ -100,25 +116,44 @@ def _workflow(doc, github: dict) -> Iterator[Finding]:
             yield doc.finding(
                 jpath + ("permissions",) if isinstance(permissions, dict) else jpath,
                 f"job {job_id!r} assumes an AWS role but has no `id-token: write`: it gets no OIDC token",
-                "oidc-job", at_key=True,
+                "oidc-job",
+                at_key=True,
             )
         environment = job.get("environment")
         name = as_dict(environment).get("name") if isinstance(environment, dict) else environment
-        epath = jpath + (("environment", "name") if isinstance(environment, dict) else ("environment",))
+        epath = jpath + (
+            ("environment", "name") if isinstance(environment, dict) else ("environment",)
+        )
         if environment is None:
-            yield doc.finding(jpath, f"job {job_id!r} assumes an AWS role outside an environment: its token's subject "
-                              "is a branch or pull request, which the role does not trust", "oidc-job", at_key=True)
+            yield doc.finding(
+                jpath,
+                f"job {job_id!r} assumes an AWS role outside an environment: its token's subject "
+                "is a branch or pull request, which the role does not trust",
+                "oidc-job",
+                at_key=True,
+            )
         elif not isinstance(name, str) or "${{" not in name:
-            yield doc.finding(epath, f"environment {name!r} is hard-coded; use ${{{{ needs.facts.outputs.environment }}}} "
-                              f"(stack.yaml's github.environment, {github['environment']!r}, which the role trusts)",
-                              "oidc-job")
+            yield doc.finding(
+                epath,
+                f"environment {name!r} is hard-coded; use ${{{{ needs.facts.outputs.environment }}}} "
+                f"(stack.yaml's github.environment, {github['environment']!r}, which the role trusts)",
+                "oidc-job",
+            )
         elif "outputs.environment" not in name:
-            yield doc.finding(epath, f"environment {name!r} is not stack.yaml's github.environment "
-                              "(read it with ci-facts: ${{ needs.facts.outputs.environment }})", "oidc-job")
+            yield doc.finding(
+                epath,
+                f"environment {name!r} is not stack.yaml's github.environment "
+                "(read it with ci-facts: ${{ needs.facts.outputs.environment }})",
+                "oidc-job",
+            )
         if not _gated_on_deploy_branch(jobs, job_id, set()):
-            yield doc.finding(jpath, f"job {job_id!r} assumes an AWS role on every branch; add "
-                              "`if: github.ref_name == needs.facts.outputs.deploy_branch` (or need a job that has it)",
-                              "oidc-job", at_key=True)
+            yield doc.finding(
+                jpath,
+                f"job {job_id!r} assumes an AWS role on every branch; add "
+                "`if: github.ref_name == needs.facts.outputs.deploy_branch` (or need a job that has it)",
+                "oidc-job",
+                at_key=True,
+            )
 
 
 def _assumes_role(job: dict) -> bool:
@@ -136,21 +171,36 @@ def _gated_on_deploy_branch(jobs: dict, job_id: str, seen: set) -> bool:
     seen.add(job_id)
     job = as_dict(jobs.get(job_id))
     condition = as_str(job.get("if"))
-    if "github.ref_name" in condition and "outputs.deploy_branch" in condition and "always()" not in condition:
+    if (
+        "github.ref_name" in condition
+        and "outputs.deploy_branch" in condition
+        and "always()" not in condition
+    ):
         return True
     needs = job.get("needs")
-    return any(_gated_on_deploy_branch(jobs, need, seen) for need in (needs if isinstance(needs, list) else [needs]) if isinstance(need, str))
+    return any(
+        _gated_on_deploy_branch(jobs, need, seen)
+        for need in (needs if isinstance(needs, list) else [needs])
+        if isinstance(need, str)
+    )
 
 
 def _branch_condition(doc, path: tuple, condition: str, branch: str) -> Iterator[Finding]:
     for match in _REF_LITERAL.finditer(condition):
         literal = match.group(2) if match.group(2) is not None else match.group(3)
-        yield doc.finding(path, f"branch {literal!r} is hard-coded; compare github.ref_name with "
-                          f"needs.facts.outputs.deploy_branch (stack.yaml's github.deploy_branch, {branch!r})",
-                          "deploy-branch")
+        yield doc.finding(
+            path,
+            f"branch {literal!r} is hard-coded; compare github.ref_name with "
+            f"needs.facts.outputs.deploy_branch (stack.yaml's github.deploy_branch, {branch!r})",
+            "deploy-branch",
+        )
     if _REF_VS_BRANCH.search(condition):
-        yield doc.finding(path, "github.ref is refs/heads/<branch> and never equals the deploy branch's name; "
-                          "compare github.ref_name", "deploy-branch")
+        yield doc.finding(
+            path,
+            "github.ref is refs/heads/<branch> and never equals the deploy branch's name; "
+            "compare github.ref_name",
+            "deploy-branch",
+        )
 
 
 def _push_filter(doc, branch: str) -> Iterator[Finding]:
@@ -162,11 +212,20 @@ def _push_filter(doc, branch: str) -> Iterator[Finding]:
     path = ("on", "push", "branches")
     for index, pattern in enumerate(branches):
         if isinstance(pattern, str) and pattern.startswith("refs/"):
-            yield doc.finding(path + (index,), f"push filters match branch names, so {pattern!r} never matches; "
-                              f"write {pattern.removeprefix('refs/heads/')!r}", "deploy-branch")
+            yield doc.finding(
+                path + (index,),
+                f"push filters match branch names, so {pattern!r} never matches; "
+                f"write {pattern.removeprefix('refs/heads/')!r}",
+                "deploy-branch",
+            )
     if not any(isinstance(p, str) and _branch_matches(p, branch) for p in branches):
-        yield doc.finding(path, f"no filter matches stack.yaml's github.deploy_branch {branch!r}: pushes to it never "
-                          "start this workflow", "deploy-branch", at_key=True)
+        yield doc.finding(
+            path,
+            f"no filter matches stack.yaml's github.deploy_branch {branch!r}: pushes to it never "
+            "start this workflow",
+            "deploy-branch",
+            at_key=True,
+        )
 
 
 def _branch_matches(pattern: str, branch: str) -> bool:

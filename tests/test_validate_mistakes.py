@@ -170,6 +170,25 @@ CHAINS = [
         "stack-mismatch",
         bakes=("s3-sync-kubernetes",),
     ),
+    Mistake(
+        "sync-image-repository-typo",
+        "s3-sync-celery",
+        "helm/values.yaml",
+        "amazonaws.com/airflow-gitops/s3-sync:",
+        "amazonaws.com/airflow-gitop/s3-sync:",
+        "stack-mismatch",
+        message="images.s3_sync_repository",
+        bakes=("s3-sync-kubernetes",),
+    ),
+    Mistake(
+        "hard-coded-aws-region-in-a-workflow",
+        "efs-celery",
+        ".github/workflows/deploy.yml",
+        "aws-region: ${{ steps.facts.outputs.aws_region }}",
+        "aws-region: eu-west-2",
+        "stack-mismatch",
+        bakes=("s3-bundle-kubernetes",),
+    ),
     # --- the GitHub OIDC chain ---
     Mistake(
         "trust-for-another-repository",

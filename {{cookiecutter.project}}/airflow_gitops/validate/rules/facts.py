@@ -101,6 +101,20 @@ DERIVED = (
         "--region",
     ),
     Derived(
+        "aws.region",
+        ("workflows",),
+        re.compile(rf"\baws-region:\s*[\"']?({_REGION})\b"),
+        "aws-region",
+    ),
+    Derived(
+        "images.s3_sync_repository",
+        ("config",),
+        re.compile(
+            r"\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/([a-z0-9._/-]*s3-sync[a-z0-9._/-]*)[:@]"
+        ),
+        "the sync image's ECR repository",
+    ),
+    Derived(
         "eks.cluster_name",
         EVERYWHERE,
         re.compile(rf"\barn:aws:eks:[^:\s]*:[^:\s]*:(?:{_EKS_TYPES})/([A-Za-z0-9_-]+)"),

@@ -914,3 +914,58 @@ def test_parliament_medium_findings_are_reported_unless_accepted_with_a_reason(t
     ) in found  # matches nothing any more
     assert ("iam/parliament-accepted.yaml", 5, "missing-key") in found  # no reason
     assert ("iam/extra-policy.json", 1, "iam-parliament") in found
+
+
+# --- the GitHub OIDC chain, with the subject bootstrap computes --------------------------------
+
+
+def _github_trust(subject: str) -> dict:
+    provider = "token.actions.githubusercontent.com"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{provider}:aud": "sts.amazonaws.com",
+                        f"{provider}:sub": subject,
+                    }
+                },
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "form,subject",
+    [
+        ("classic", "repo:org/team:environment:production"),
+        ("immutable", "repo:org@11/team@22:environment:production"),
+    ],
+)
+def test_deploy_trust_pins_the_subject_bootstrap_computes(tmp_path, form, subject):
+    from airflow_gitops.aws.iam import github_subject
+
+    root = build(tmp_path / "repo")
+    data = yaml.safe_load((root / "stack.yaml").read_text())
+    data["github"].update(
+        {
+            "oidc_subject": form,
+            **({"owner_id": "11", "repository_id": "22"} if form == "immutable" else {}),
+        }
+    )
+    (root / "stack.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert github_subject(data["github"]) == subject
+    trust = root / "iam" / "deploy-role-trust.json"
+    trust.write_text(json.dumps(_github_trust(subject), indent=2))
+    assert findings(root) == []
+    for wrong in (
+        subject.replace("team", "other"),
+        subject.replace("production", "staging"),
+        subject.split(":environment:")[0] + ":ref:refs/heads/main",
+    ):
+        trust.write_text(json.dumps(_github_trust(wrong), indent=2))
+        assert [f.rule for f in findings(root)] == ["oidc-subject"], wrong

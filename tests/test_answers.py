@@ -50,7 +50,7 @@ REJECTED = [
     ({"project": "x$(touch pwned)"}, 'project = "x$(touch pwned)": 2-40 lowercase letters, digits and \'-\', starting and ending with a letter or digit (it prefixes IAM role, ECR and EFS names)'),
     ({"eks_cluster_name": "data\nplatform"}, 'eks_cluster_name = "data\\nplatform": an EKS cluster name: 1-100 letters, digits, \'-\' and \'_\', starting with a letter or digit'),
     ({"github_environment": "prod`id`"}, 'github_environment = "prod`id`": a GitHub environment name of letters, digits, \'.\', \'_\' and \'-\''),
-    ({"git_branch": "main\\x", "dag_source": "git-bundle"}, 'git_branch = "main\\\\x": a branch name of letters, digits, \'.\', \'_\', \'-\' and \'/\''),
+    ({"git_branch": "main\\x", "dag_source": "git-bundle"}, 'git_branch = "main\\\\x": a branch name of letters, digits, \'.\', \'_\', \'-\' and \'/\' (main, not refs/heads/main)'),
 ]
 
 

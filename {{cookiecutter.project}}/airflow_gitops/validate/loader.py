@@ -219,8 +219,9 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
     findings: list[Finding] = []
     broken = False
     try:
+        expanded = [0]  # one alias budget for the whole file, however many documents
         for index, node in enumerate(_compose_all(text)):
-            builder = _Builder(path, index, yaml11_checks)
+            builder = _Builder(path, index, yaml11_checks, expanded)
             data = builder.build(node, ())
             if data is None and node is None:
                 continue
@@ -259,7 +260,9 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
 class _Builder:
     """Node tree -> plain data, recording positions and duplicate keys on the way."""
 
-    def __init__(self, path: str, index: int, yaml11_checks: bool) -> None:
+    def __init__(
+        self, path: str, index: int, yaml11_checks: bool, expanded: list | None = None
+    ) -> None:
         self.path = path
         self.index = index
         self.yaml11_checks = yaml11_checks
@@ -269,7 +272,9 @@ class _Builder:
         self._depth = 0
         self._seen: set = set()  # ids of collection nodes built once: seen again = an alias
         self._expanding = 0  # > 0 while building an alias's repeat
-        self._expanded = 0  # values built for alias repeats so far
+        self._expanded = (
+            expanded if expanded is not None else [0]
+        )  # alias repeats built, whole file
 
     @staticmethod
     def _mark(node) -> Position:
@@ -298,8 +303,8 @@ class _Builder:
                 )
                 return None
             if self._expanding:
-                self._expanded += len(node.value)
-                if self._expanded > ALIAS_BUDGET:
+                self._expanded[0] += len(node.value)
+                if self._expanded[0] > ALIAS_BUDGET:
                     raise _OverBudget(self._mark(node))
             if kind == "sequence":
                 return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]

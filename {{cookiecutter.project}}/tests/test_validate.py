@@ -969,3 +969,11 @@ def test_deploy_trust_pins_the_subject_bootstrap_computes(tmp_path, form, subjec
     ):
         trust.write_text(json.dumps(_github_trust(wrong), indent=2))
         assert [f.rule for f in findings(root)] == ["oidc-subject"], wrong
+
+
+def test_a_file_of_many_documents_stops_at_the_limit(tmp_path):
+    root = build(tmp_path / "repo")
+    one = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: af}\n"
+    (root / "k8s" / "many.yaml").write_text(one * 1_500)
+    found = [(f.path, f.line, f.rule) for f in findings(root)]
+    assert found == [("k8s/many.yaml", 4 * 1_000 + 2, "file-too-large")], found

@@ -33,6 +33,8 @@ _MERGE = "tag:yaml.org,2002:merge"
 MAX_DEPTH = 64
 # Values that YAML aliases add beyond the file's own (a "billion laughs" file expands to 10^9).
 ALIAS_BUDGET = 50_000
+# YAML documents in one file: 25,000 tiny ones fit in 2 MiB and take seconds to check.
+MAX_DOCUMENTS = 1_000
 
 
 class _OverBudget(Exception):
@@ -195,6 +197,11 @@ def _too_deep(text: str) -> Position | None:
     return None
 
 
+def self_mark(node) -> Position:
+    """Where a composed node starts (1-based); an empty document starts nowhere: (1, 1)."""
+    return (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
+
+
 def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
     """Every document of ``text``; syntax errors and duplicate keys become findings."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -221,6 +228,12 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
     try:
         expanded = [0]  # one alias budget for the whole file, however many documents
         for index, node in enumerate(_compose_all(text)):
+            if index >= MAX_DOCUMENTS:
+                line, col = self_mark(node)
+                message = f"more than {MAX_DOCUMENTS:,} YAML documents in one file; not read further (split the file)"
+                findings.append(Finding(path, line, col, message, "file-too-large"))
+                broken = True
+                break
             builder = _Builder(path, index, yaml11_checks, expanded)
             data = builder.build(node, ())
             if data is None and node is None:

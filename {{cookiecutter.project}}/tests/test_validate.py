@@ -977,3 +977,11 @@ def test_a_file_of_many_documents_stops_at_the_limit(tmp_path):
     (root / "k8s" / "many.yaml").write_text(one * 1_500)
     found = [(f.path, f.line, f.rule) for f in findings(root)]
     assert found == [("k8s/many.yaml", 4 * 1_000 + 2, "file-too-large")], found
+
+
+def test_a_fifo_is_never_read(tmp_path):
+    """Reading a named pipe blocks forever; validate must pass it by."""
+    root = build(tmp_path / "repo")
+    os.mkfifo(root / "dags" / "pipe.py")
+    os.mkfifo(root / "k8s" / "pipe.yaml")
+    assert findings(root) == []

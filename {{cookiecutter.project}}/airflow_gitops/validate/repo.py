@@ -132,6 +132,8 @@ def read_safely(root: Path, path: str) -> tuple[str | None, Finding | None]:
                 f"a symlink to {resolved}, outside the repository: not read",
                 "symlink-outside-repo",
             )
+        if not resolved.is_file():  # a FIFO or device would block the read forever
+            return None, Finding(path, 1, 1, "not a regular file: not read", "syntax")
         size = resolved.stat().st_size
         if size > MAX_FILE_BYTES:
             return None, Finding(

@@ -985,3 +985,15 @@ def test_a_fifo_is_never_read(tmp_path):
     os.mkfifo(root / "dags" / "pipe.py")
     os.mkfifo(root / "k8s" / "pipe.yaml")
     assert findings(root) == []
+
+
+def test_every_claim_names_a_storage_class_of_the_repo(tmp_path):
+    root = build(tmp_path / "repo")
+    data = yaml.safe_load((root / "helm" / "values.yaml").read_text())
+    data["redis"] = {"persistence": {"storageClassName": "af-gp3"}}
+    (root / "helm" / "values.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert [f.rule for f in findings(root)] == ["storageclass-missing"]
+    (root / "k8s" / "gp3.yaml").write_text(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: af-gp3\nprovisioner: ebs.csi.aws.com\n"
+    )
+    assert findings(root) == []

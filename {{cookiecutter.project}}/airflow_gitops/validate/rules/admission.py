@@ -118,6 +118,7 @@ def check(repo) -> Iterator[Finding]:
         yield from _api_version(doc)
     for doc in repo.by_kind("StorageClass"):
         yield from _provisioner(doc)
+    yield from _claims_name_known_classes(repo, documents)
     if repo.values and repo.stack:
         yield from _broker(repo)
         yield from _bundle_names(repo)
@@ -226,6 +227,28 @@ def _provisioner(doc) -> Iterator[Finding]:
             f"stays Pending{hint}",
             "storageclass-provisioner",
         )
+
+
+def _claims_name_known_classes(repo, documents: list) -> Iterator[Finding]:
+    """Every storageClassName (values, claims, volume claim templates) is a StorageClass of k8s/:
+    EKS 1.30+ has no default class, and a class nobody creates leaves the claim Pending."""
+    classes = {doc.get("metadata", "name") for doc in repo.by_kind("StorageClass")}
+    for doc in documents:
+        for path, value in walk(doc.data):
+            if (
+                path
+                and path[-1] == "storageClassName"
+                and isinstance(value, str)
+                and value
+                and value not in classes
+            ):
+                known = ", ".join(sorted(map(str, classes))) or "none"
+                yield doc.finding(
+                    path,
+                    f"StorageClass {value!r} is not in k8s/ (k8s/ has: {known}); the claim would "
+                    "stay Pending",
+                    "storageclass-missing",
+                )
 
 
 def _broker(repo) -> Iterator[Finding]:

@@ -1,7 +1,11 @@
 """Regenerate schemas/helm-values.schema.json from the official chart's values.schema.json.
 
     python tools/helm_values_schema.py ../shared/reference/airflow-chart-1.22.0/values.schema.json \
-        schemas/helm-values.schema.json
+        schemas/helm-values.schema.json tests/data/chart-1.22.0-values-rules.json
+
+The third file is the chart's own rules (its values.schema.json without the prose, Apache-2.0,
+see tests/data/NOTICE), for tests/test_values_schema_strict.py, which walks it to prove that our
+schema refuses at least what the chart refuses.
 
 Our schema = our own rules for the keys the template emits (below), plus every other key the
 chart has at the levels we describe, typed like the chart, so that an unknown key is an error
@@ -30,10 +34,37 @@ def chart_at(path):
         n = n['items'] if k == '[]' else n['properties'][k]
     return resolve(n)
 
+DOCS = ('description', 'x-docsSection', 'examples', 'default', '$comment')
+CHART_DEFS = {}  # chart definition name -> our copy, filled as chart_copy meets them
+
+def chart_copy(n):
+    """The chart's own rules for a key we do not describe, so `validate` refuses at least what
+    helm refuses there (a copy of only the type let an `env` entry the chart refuses pass).
+    The chart's definitions (Kubernetes types) are copied once into $defs as chart.<name>."""
+    if isinstance(n, list):
+        return [chart_copy(x) for x in n]
+    if not isinstance(n, dict):
+        return n
+    out = {}
+    for k, v in n.items():
+        if k in DOCS:
+            continue
+        if k == '$ref':
+            name = v.split('/')[-1]
+            if name not in CHART_DEFS:
+                CHART_DEFS[name] = None  # a placeholder first: definitions refer to each other
+                CHART_DEFS[name] = chart_copy(D[name])
+            out[k] = f"#/$defs/chart.{name}"
+        elif k in ('enum', 'const', 'required', 'type', 'pattern'):
+            out[k] = v
+        elif k in ('properties', 'patternProperties'):
+            out[k] = {name: chart_copy(sub) for name, sub in v.items()}
+        else:
+            out[k] = chart_copy(v)
+    return out
+
 def typed(n):
-    n = resolve(n)
-    t = n.get('type')
-    return {"type": t} if t else {}
+    return chart_copy(n)
 
 def fill(ours, chart_node):
     chart_node = resolve(chart_node)
@@ -71,7 +102,11 @@ defs['securityContext'] = fill({"properties": {
 defs['podSecurityContext'] = fill({"properties": {
     "runAsUser": {"type": "integer", "minimum": 0}, "runAsGroup": {"type": "integer", "minimum": 0}, "fsGroup": {"type": "integer", "minimum": 0},
     "runAsNonRoot": BOOL, "seccompProfile": {"$ref": "#/$defs/seccompProfile"}}}, D['io.k8s.api.core.v1.PodSecurityContext'])
-defs['envVar'] = fill({"required": ["name"], "properties": {"name": STR, "value": STR, "valueFrom": S("object")}}, D['io.k8s.api.core.v1.EnvVar'])
+# A container's env (extraContainers) takes any Kubernetes EnvVarSource; a component's env
+# (workers.env, ...) only what the chart's schema lists there.
+defs['containerEnvVar'] = fill({"required": ["name"], "properties": {"name": STR, "value": STR, "valueFrom": chart_copy(D['io.k8s.api.core.v1.EnvVarSource'])}}, D['io.k8s.api.core.v1.EnvVar'])
+_component_env = resolve(CHART['properties']['workers']['properties']['env']['items'])
+defs['envVar'] = fill({"required": ["name"], "properties": {"name": STR, "value": STR, "valueFrom": chart_copy(_component_env['properties']['valueFrom'])}}, _component_env)
 defs['volumeMount'] = fill({"required": ["name", "mountPath"], "properties": {"name": STR, "mountPath": STR, "readOnly": BOOL, "subPath": STR}}, D['io.k8s.api.core.v1.VolumeMount'])
 defs['emptyDir'] = fill({"properties": {"medium": STR, "sizeLimit": {"type": ["string", "integer"], "pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"}}}, D['io.k8s.api.core.v1.EmptyDirVolumeSource'])
 defs['pvcSource'] = fill({"required": ["claimName"], "properties": {"claimName": STR, "readOnly": BOOL}}, D['io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource'])
@@ -84,7 +119,7 @@ defs['container'] = fill({"required": ["name"], "properties": {
     "name": NAME, "image": {"type": "string", "minLength": 1},
     "imagePullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
     "command": {"type": "array", "items": STR}, "args": {"type": "array", "items": STR},
-    "env": arr('envVar'), "securityContext": {"$ref": "#/$defs/securityContext"},
+    "env": arr('containerEnvVar'), "securityContext": {"$ref": "#/$defs/securityContext"},
     "volumeMounts": arr('volumeMount'), "resources": {"$ref": "#/$defs/resources"}}}, D['io.k8s.api.core.v1.Container'])
 defs['componentSecurityContexts'] = {"type": "object", "additionalProperties": False, "properties": {
     "pod": {"$ref": "#/$defs/podSecurityContext"}, "container": {"$ref": "#/$defs/securityContext"}}}
@@ -149,8 +184,18 @@ schema = {
   "$comment": "Strict for the keys this template emits; every other key of the chart at those levels is listed with the chart's type, so an unknown key is an error with a suggestion. tests/test_helm_schema_agreement.py checks each path against the chart's values.schema.json.",
 }
 schema.update(fill(top, CHART))
-schema["$defs"] = defs
+schema["$defs"] = {**defs, **{f"chart.{name}": node for name, node in sorted(CHART_DEFS.items())}}
 with open(sys.argv[2], 'w') as out:
     json.dump(schema, out, indent=2)
     out.write('\n')
 print(f'wrote {sys.argv[2]}')
+if len(sys.argv) > 3:
+    CHART_DEFS.clear()
+    rules = chart_copy({k: v for k, v in CHART.items() if k != 'definitions'})
+    rules["$comment"] = ("The rules of the Apache Airflow Helm chart 1.22.0's values.schema.json (Apache-2.0, "
+                         "see NOTICE), prose removed; made by tools/helm_values_schema.py.")
+    rules["$defs"] = {f"chart.{name}": node for name, node in sorted(CHART_DEFS.items())}
+    with open(sys.argv[3], 'w') as out:
+        json.dump(rules, out, indent=None, separators=(",", ":"), sort_keys=True)
+        out.write('\n')
+    print(f'wrote {sys.argv[3]}')

@@ -16,13 +16,47 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
     schemas = SchemaSet(schema_folder)
     missing = schemas.missing()
     if missing:
-        raise UsageError(f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?")
+        raise UsageError(
+            f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?"
+        )
     repo = load_repo(root, schemas)
     if not repo.files:
         raise UsageError(f"{root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here")
     findings = list(repo.findings)
-    for path, what in (("stack.yaml", "every rule reads it"), ("helm/values.yaml", "the chart's values")):
+    for path, what in (
+        ("stack.yaml", "every rule reads it"),
+        ("helm/values.yaml", "the chart's values"),
+    ):
         if path not in repo.files:
             findings.append(Finding(path, 1, 1, f"{path} is missing ({what})", "missing-file"))
     findings.extend(rules.run_all(repo))
-    return sorted(set(findings)), len(repo.files)
+    return capped(sorted(set(findings))), len(repo.files)
+
+
+# A damaged or hostile file can break one rule on every line; the first few say enough.
+MAX_PER_FILE_AND_RULE = 20
+
+
+def capped(findings: list[Finding]) -> list[Finding]:
+    """At most MAX_PER_FILE_AND_RULE findings of one rule in one file, then one that counts the rest."""
+    counts: dict = {}
+    for finding in findings:
+        counts[(finding.path, finding.rule)] = counts.get((finding.path, finding.rule), 0) + 1
+    kept, shown = [], {}
+    for finding in findings:
+        key = (finding.path, finding.rule)
+        shown[key] = shown.get(key, 0) + 1
+        if shown[key] <= MAX_PER_FILE_AND_RULE:
+            kept.append(finding)
+        elif shown[key] == MAX_PER_FILE_AND_RULE + 1:
+            rest = counts[key] - MAX_PER_FILE_AND_RULE
+            kept.append(
+                Finding(
+                    finding.path,
+                    finding.line,
+                    finding.col,
+                    f"... and {rest} more like the above from here on",
+                    finding.rule,
+                )
+            )
+    return kept

@@ -4,26 +4,82 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # Every rule id a finding may carry; docs/validation.md documents each (a test keeps them equal).
-RULE_IDS = frozenset({
-    # files and schemas
-    "syntax", "duplicate-key", "yaml-ambiguous-bool", "unknown-key", "wrong-type", "missing-key",
-    "invalid-value", "missing-file",
-    # names across files
-    "namespace-mismatch", "sa-unnamed", "sa-missing", "irsa-mismatch", "pvc-missing", "pvc-access-mode",
-    "storageclass-missing", "bucket-mismatch", "prefix-mismatch", "stack-mismatch",
-    # DAG delivery
-    "dags-not-delivered", "dags-volume-writable", "dags-task-pod-sidecar", "dags-sync-misplaced", "bundle-connection-missing",
-    "s3-reader-irsa",
-    # security
-    "image-unpinned", "container-root", "container-privileged", "privilege-escalation",
-    "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",
-    # IAM
-    "trust-unpinned", "iam-wildcard",
-    # workflows
-    "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
-})
+RULE_IDS = frozenset(
+    {
+        # files and schemas
+        "syntax",
+        "duplicate-key",
+        "yaml-ambiguous-bool",
+        "unknown-key",
+        "wrong-type",
+        "missing-key",
+        "invalid-value",
+        "missing-file",
+        # hostile files: read no further than is safe
+        "file-too-large",
+        "yaml-too-deep",
+        "yaml-alias-budget",
+        "symlink-outside-repo",
+        # names across files
+        "namespace-mismatch",
+        "sa-unnamed",
+        "sa-missing",
+        "irsa-mismatch",
+        "pvc-missing",
+        "pvc-access-mode",
+        "storageclass-missing",
+        "bucket-mismatch",
+        "prefix-mismatch",
+        "stack-mismatch",
+        # DAG delivery
+        "dags-not-delivered",
+        "dags-volume-writable",
+        "dags-task-pod-sidecar",
+        "dags-sync-misplaced",
+        "bundle-connection-missing",
+        "s3-reader-irsa",
+        # admission: what the API server or the chart refuses, or accepts and never runs
+        "pod-security",
+        "resource-limits",
+        "api-removed",
+        "storageclass-provisioner",
+        "executor-broker",
+        "bundle-name-duplicate",
+        "dags-folder",
+        "dags-subdir-missing",
+        # security
+        "image-unpinned",
+        "container-root",
+        "container-privileged",
+        "privilege-escalation",
+        "sidecar-hardening",
+        "secret-committed",
+        "default-password",
+        "gitsync-known-hosts",
+        "gitsync-ssh-key",
+        # IAM and the GitHub OIDC chain
+        "trust-unpinned",
+        "iam-wildcard",
+        "oidc-subject",
+        "oidc-job",
+        "deploy-branch",
+        "iam-unknown-action",
+        "iam-resource-format",
+        "iam-s3-arn",
+        "iam-duplicate-sid",
+        "iam-parliament",
+        # workflows
+        "workflow-permissions",
+        "action-unpinned",
+        "checkout-credentials",
+        "workflow-injection",
+        "workflow-cron",
+        "workflow-expression",
+        "workflow-local-action",
+        "manifest-not-deployed",
+    }
+)
 
 
 @dataclass(frozen=True, order=True)

@@ -27,6 +27,23 @@ _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 
+# Limits that keep a hostile file from hanging or crashing `validate` (each is one finding).
+# Nesting: libyaml's composer recurses in C (a 100,000-deep file crashes the process) and
+# json.loads in Python; no real values file or manifest nests near 64 levels.
+MAX_DEPTH = 64
+# Values that YAML aliases add beyond the file's own (a "billion laughs" file expands to 10^9).
+ALIAS_BUDGET = 50_000
+# YAML documents in one file: 25,000 tiny ones fit in 2 MiB and take seconds to check.
+MAX_DOCUMENTS = 1_000
+
+
+class _OverBudget(Exception):
+    """Alias expansion went past ALIAS_BUDGET; carries the position of the alias."""
+
+    def __init__(self, position: tuple) -> None:
+        super().__init__(position)
+        self.position = position
+
 
 @dataclass
 class Document:
@@ -59,9 +76,13 @@ class Document:
     def get(self, *path: Any, default: Any = None) -> Any:
         node = self.data
         for part in path:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            if (
+                isinstance(node, dict)
+                and part in node
+                or isinstance(node, list)
+                and isinstance(part, int)
+                and -len(node) <= part < len(node)
+            ):
                 node = node[part]
             else:
                 return default
@@ -114,7 +135,9 @@ def _tags_only_resolver():
 
 _STR = "tag:yaml.org,2002:str"
 _PLAIN_INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
-_PLAIN_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_PLAIN_FLOAT = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
 
 
 def _plain(value: str) -> str:
@@ -132,10 +155,61 @@ def _plain(value: str) -> str:
     return _STR
 
 
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> Position | None:
+    """Where ``text`` nests deeper than MAX_DEPTH, found before anything recurses on it.
+
+    A cheap bound first: flow nesting needs unbalanced brackets, block nesting needs
+    indentation (each level moves at least one column). Only a file past that bound is walked
+    exactly, through libyaml's event stream (a state machine, no recursion).
+    """
+    depth = peak = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        peak = max(peak, depth)
+    indent = max((len(line) - len(line.lstrip(" -?:\t")) for line in text.splitlines()), default=0)
+    if peak <= MAX_DEPTH and indent <= MAX_DEPTH:
+        return None
+    try:
+        from ruamel.yaml.cyaml import CBaseLoader
+    except (
+        ImportError
+    ):  # pragma: no cover - the pure parser recurses in Python: RecursionError is caught
+        return None
+    loader = CBaseLoader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            name = type(event).__name__
+            if name in ("MappingStartEvent", "SequenceStartEvent"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1, event.start_mark.column + 1
+            elif name in ("MappingEndEvent", "SequenceEndEvent"):
+                depth -= 1
+    except Exception:  # noqa: BLE001 - a syntax error: the real parse below reports it at its place
+        return None
+    finally:
+        loader.dispose()
+    return None
+
+
+def self_mark(node) -> Position:
+    """Where a composed node starts (1-based); an empty document starts nowhere: (1, 1)."""
+    return (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
+
+
 def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
     """Every document of ``text``; syntax errors and duplicate keys become findings."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    deep = _too_deep(text)
+    if deep:
+        message = f"nested deeper than {MAX_DEPTH} levels; not read further (no real file nests this deep)"
+        return ParsedFile(path, [], [Finding(path, *deep, message, "yaml-too-deep")], True)
     if path.endswith(".json"):
         # YAML accepts more than JSON (trailing commas, comments, single quotes); AWS does not.
         import json
@@ -144,21 +218,46 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
             json.loads(text)
         except json.JSONDecodeError as exc:
             message = f"not valid JSON: {exc.msg}"
-            return ParsedFile(path, [], [Finding(path, exc.lineno, exc.colno, message, "syntax")], True)
+            return ParsedFile(
+                path, [], [Finding(path, exc.lineno, exc.colno, message, "syntax")], True
+            )
 
     documents: list[Document] = []
     findings: list[Finding] = []
     broken = False
     try:
+        expanded = [0]  # one alias budget for the whole file, however many documents
         for index, node in enumerate(_compose_all(text)):
-            builder = _Builder(path, index, yaml11_checks)
+            if index >= MAX_DOCUMENTS:
+                line, col = self_mark(node)
+                message = f"more than {MAX_DOCUMENTS:,} YAML documents in one file; not read further (split the file)"
+                findings.append(Finding(path, line, col, message, "file-too-large"))
+                broken = True
+                break
+            builder = _Builder(path, index, yaml11_checks, expanded)
             data = builder.build(node, ())
             if data is None and node is None:
                 continue
-            documents.append(
-                Document(path, index, data, builder.positions, builder.key_positions)
-            )
+            documents.append(Document(path, index, data, builder.positions, builder.key_positions))
             findings.extend(builder.findings)
+    except _OverBudget as exc:
+        message = (
+            f"aliases of the anchor here expand to more than {ALIAS_BUDGET:,} values (a "
+            "'billion laughs' file?); not read further"
+        )
+        findings.append(Finding(path, *exc.position, message, "yaml-alias-budget"))
+        broken = True
+    except RecursionError:  # only reachable without libyaml: the pure parser recurses in Python
+        findings.append(
+            Finding(
+                path,
+                1,
+                1,
+                f"nested deeper than {MAX_DEPTH} levels; not read further",
+                "yaml-too-deep",
+            )
+        )
+        broken = True
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -174,7 +273,9 @@ def parse_text(path: str, text: str, yaml11_checks: bool = False) -> ParsedFile:
 class _Builder:
     """Node tree -> plain data, recording positions and duplicate keys on the way."""
 
-    def __init__(self, path: str, index: int, yaml11_checks: bool) -> None:
+    def __init__(
+        self, path: str, index: int, yaml11_checks: bool, expanded: list | None = None
+    ) -> None:
         self.path = path
         self.index = index
         self.yaml11_checks = yaml11_checks
@@ -182,6 +283,11 @@ class _Builder:
         self.key_positions: dict = {}
         self.findings: list[Finding] = []
         self._depth = 0
+        self._seen: set = set()  # ids of collection nodes built once: seen again = an alias
+        self._expanding = 0  # > 0 while building an alias's repeat
+        self._expanded = (
+            expanded if expanded is not None else [0]
+        )  # alias repeats built, whole file
 
     @staticmethod
     def _mark(node) -> Position:
@@ -194,24 +300,39 @@ class _Builder:
         kind = node.id
         if kind == "scalar":
             return self._scalar(node, path)
+        repeat = id(node) in self._seen
+        self._seen.add(id(node))
         self._depth += 1
+        self._expanding += repeat
         try:
-            if self._depth > 200:  # alias loops / absurd nesting: stop, say where
+            if self._depth > MAX_DEPTH:  # aliases nesting an anchor in itself, many times over
                 self.findings.append(
-                    Finding(self.path, *self._mark(node), "nesting deeper than 200 levels", "syntax")
+                    Finding(
+                        self.path,
+                        *self._mark(node),
+                        f"nested deeper than {MAX_DEPTH} levels",
+                        "yaml-too-deep",
+                    )
                 )
                 return None
+            if self._expanding:
+                self._expanded[0] += len(node.value)
+                if self._expanded[0] > ALIAS_BUDGET:
+                    raise _OverBudget(self._mark(node))
             if kind == "sequence":
                 return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
             return self._mapping(node, path)
         finally:
             self._depth -= 1
+            self._expanding -= repeat
 
     def _mapping(self, node, path: Path_) -> dict:
         result: dict = {}
         seen: dict = {}
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE or (key_node.id == "scalar" and key_node.value == "<<" and not key_node.style):  # `<<: *anchor`: the anchored keys, ours win
+            if key_node.tag == _MERGE or (
+                key_node.id == "scalar" and key_node.value == "<<" and not key_node.style
+            ):  # `<<: *anchor`: the anchored keys, ours win
                 merged = self.build(value_node, path)
                 for source in merged if isinstance(merged, list) else [merged]:
                     if isinstance(source, dict):
@@ -242,7 +363,9 @@ class _Builder:
     def _key(self, node) -> Any:
         if node.id == "scalar":
             value = self._scalar(node, None)
-            return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+            return (
+                value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+            )
         # A mapping or list used as a key: legal YAML, never meaningful here.
         self.findings.append(
             Finding(self.path, *self._mark(node), "a key must be a plain value", "syntax")

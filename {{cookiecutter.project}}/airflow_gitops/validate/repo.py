@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,25 @@ from airflow_gitops.validate.schemas import SchemaSet
 
 STACK = "stack.yaml"
 VALUES = "helm/values.yaml"
+# Larger than any object the Kubernetes API stores (1.5 MiB) and than any values file we know;
+# a bigger file is reported, not parsed (a 50 MB file took 48 s and 2 GB).
+MAX_FILE_BYTES = 2 * 1024 * 1024
+# Never part of what the team commits (and often huge): not scanned for secrets.
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-airflow",
+    "venv",
+    "build",
+    "dist",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".tox",
+    ".dags",
+}
 
 
 @dataclass
@@ -27,13 +48,17 @@ class Repo:
     manifests: list[Document] = field(default_factory=list)  # k8s/: one per YAML document
     iam: dict[str, Document] = field(default_factory=dict)  # "iam/x.json" -> document
     workflows: list[Document] = field(default_factory=list)
+    # Every other text file of the repository (docs, DAGs, actions, scripts): path -> text.
+    other_texts: dict[str, str] = field(default_factory=dict)
 
     def fact(self, *path, default=None):
         """A value from stack.yaml, or ``default`` when it is absent or the file is broken."""
         return self.stack.get(*path, default=default) if self.stack else default
 
     def by_kind(self, kind: str) -> list[Document]:
-        return [d for d in self.manifests if isinstance(d.data, dict) and d.data.get("kind") == kind]
+        return [
+            d for d in self.manifests if isinstance(d.data, dict) and d.data.get("kind") == kind
+        ]
 
 
 def discover(root: Path) -> list[tuple[str, str]]:
@@ -50,9 +75,78 @@ def discover(root: Path) -> list[tuple[str, str]]:
     ):
         base = root / folder
         if base.is_dir():
-            names = sorted({p.name for pattern in patterns for p in base.glob(pattern) if p.is_file()})
+            names = sorted(
+                {p.name for pattern in patterns for p in base.glob(pattern) if p.is_file()}
+            )
             found.extend((f"{folder}/{name}", kind) for name in names)
     return found
+
+
+def _ignored(root: Path) -> tuple[set[str], list[str]]:
+    """Folder names and file patterns of the top-level .gitignore (the simple forms only)."""
+    dirs, files = set(SKIP_DIRS), []
+    try:
+        lines = (root / ".gitignore").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return dirs, files
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        if line.endswith("/"):
+            dirs.add(line.strip("/"))
+        else:
+            files.append(line.lstrip("/"))
+    return dirs, files
+
+
+def all_files(root: Path) -> list[str]:
+    """Every file the team would commit, relative, sorted; symlinked folders are not entered."""
+    skip_dirs, skip_files = _ignored(root)
+    found = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in skip_dirs and not (Path(folder) / d).is_symlink()
+        )
+        base = Path(folder).relative_to(root).as_posix()
+        for name in filenames:
+            rel = name if base == "." else f"{base}/{name}"
+            if not any(
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern)
+                for pattern in skip_files
+            ):
+                found.append(rel)
+    return sorted(found)
+
+
+def read_safely(root: Path, path: str) -> tuple[str | None, Finding | None]:
+    """(text, None), or (None, the finding that says why the file is not read)."""
+    full = root / path
+    try:
+        resolved = full.resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            return None, Finding(
+                path,
+                1,
+                1,
+                f"a symlink to {resolved}, outside the repository: not read",
+                "symlink-outside-repo",
+            )
+        if not resolved.is_file():  # a FIFO or device would block the read forever
+            return None, Finding(path, 1, 1, "not a regular file: not read", "syntax")
+        size = resolved.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, Finding(
+                path,
+                1,
+                1,
+                f"{size / 1048576:.1f} MiB is over the {MAX_FILE_BYTES // 1048576} MiB limit "
+                "(Kubernetes stores at most 1.5 MiB per object): not read",
+                "file-too-large",
+            )
+        return resolved.read_text(encoding="utf-8"), None
+    except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # RuntimeError: a symlink loop
+        return None, Finding(path, 1, 1, f"cannot read the file: {exc}", "syntax")
 
 
 def iam_kind(path: str, doc: Document) -> str:
@@ -60,7 +154,9 @@ def iam_kind(path: str, doc: Document) -> str:
     if path.endswith("-trust.json"):
         return "iam-trust"
     statements = doc.get("Statement")
-    if isinstance(statements, list) and any(isinstance(s, dict) and "Principal" in s for s in statements):
+    if isinstance(statements, list) and any(
+        isinstance(s, dict) and "Principal" in s for s in statements
+    ):
         return "iam-trust"
     return "iam-policy"
 
@@ -69,10 +165,9 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
     repo = Repo(root)
     for path, kind in discover(root):
         repo.files.append(path)
-        try:
-            text = (root / path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            repo.findings.append(Finding(path, 1, 1, f"cannot read the file: {exc}", "syntax"))
+        text, problem = read_safely(root, path)
+        if problem:
+            repo.findings.append(problem)
             repo.broken.add(path)
             continue
         repo.texts[path] = text
@@ -83,7 +178,9 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
         documents = [d for d in parsed.documents if d.data is not None]
         if kind in ("stack", "helm-values", "iam") and len(documents) > 1:
             second = documents[1]
-            repo.findings.append(second.finding((), "one document expected; this file has more", "syntax"))
+            repo.findings.append(
+                second.finding((), "one document expected; this file has more", "syntax")
+            )
         if not documents:
             if not parsed.broken:
                 repo.findings.append(Finding(path, 1, 1, "the file is empty", "missing-key"))
@@ -92,7 +189,11 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
             schema_kind = iam_kind(path, doc) if kind == "iam" else kind
             if not isinstance(doc.data, dict):
                 repo.findings.append(
-                    doc.finding((), f"expected a mapping at the top level, got {type(doc.data).__name__}", "wrong-type")
+                    doc.finding(
+                        (),
+                        f"expected a mapping at the top level, got {type(doc.data).__name__}",
+                        "wrong-type",
+                    )
                 )
                 repo.broken.add(path)
                 continue
@@ -107,4 +208,18 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
                 repo.iam[path] = doc
             else:
                 repo.workflows.append(doc)
+    load_other_texts(repo)
     return repo
+
+
+def load_other_texts(repo: Repo) -> None:
+    """The text of every file not parsed above, for the secret scan and the facts in docs.
+    Binary and oversized files are skipped (no line to point at); a symlink out is a finding."""
+    for path in all_files(repo.root):
+        if path in repo.texts or path in repo.files or path.startswith("schemas/"):
+            continue
+        text, problem = read_safely(repo.root, path)
+        if problem and problem.rule == "symlink-outside-repo":
+            repo.findings.append(problem)
+        if text is not None and "\x00" not in text:
+            repo.other_texts[path] = text

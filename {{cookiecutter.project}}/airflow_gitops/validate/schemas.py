@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from airflow_gitops.errors import UsageError
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.loader import Document
 
@@ -46,10 +47,18 @@ class SchemaSet:
     def missing(self) -> list[str]:
         return [name for name in SCHEMA_FILES.values() if not (self.folder / name).is_file()]
 
+    def _load(self, name: str) -> dict:
+        path = self.folder / name
+        if "/" in name or not path.is_file():
+            raise UsageError(
+                f"{path}: missing (a schema refers to it); is this a generated repository?"
+            )
+        return json.loads(path.read_text(encoding="utf-8"))
+
     def schema(self, kind: str) -> dict:
         if kind not in self._schemas:
-            raw = json.loads((self.folder / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
-            self._schemas[kind] = inline_refs(raw)
+            raw = self._load(SCHEMA_FILES[kind])
+            self._schemas[kind] = inline_refs(raw, self._load)
         return self._schemas[kind]
 
     def validator(self, kind: str, data=None):
@@ -69,29 +78,52 @@ class SchemaSet:
         return findings
 
 
-def inline_refs(schema: dict) -> dict:
-    """``schema`` with every local, non-recursive ``$ref`` replaced by what it points to."""
-    root = schema
+# The chart's own definitions (Kubernetes types, copied into helm-values.schema.json): hundreds,
+# nested, each used by few documents; jsonschema looks them up when a value reaches them.
+KEEP_REFS = ("#/$defs/chart.",)
 
-    def resolve(pointer: str):
-        node = root
-        for part in pointer.lstrip("#/").split("/"):
+
+def inline_refs(schema: dict, load=None) -> dict:
+    """``schema`` with every non-recursive ``$ref`` replaced by what it points to.
+
+    ``#/...`` points into the same file; ``other.schema.json#/...`` into a sibling file, read
+    with ``load(name)`` (stack.schema.json takes its rules from answers.schema.json's $defs,
+    so each rule has one copy).
+    """
+    roots = {"": schema}
+
+    def resolve(ref: str, root_name: str):
+        name, _, pointer = ref.partition("#")
+        name = name or root_name
+        if name not in roots:
+            if load is None:
+                raise ValueError(f"$ref {ref!r}: no loader for other schema files")
+            roots[name] = load(name)
+        node = roots[name]
+        for part in pointer.lstrip("/").split("/") if pointer.strip("/") else []:
             node = node[part.replace("~1", "/").replace("~0", "~")]
-        return node
+        return node, name
 
-    def walk(node, active: tuple):
+    def walk(node, active: tuple, root_name: str):
         if isinstance(node, list):
-            return [walk(item, active) for item in node]
+            return [walk(item, active, root_name) for item in node]
         if not isinstance(node, dict):
             return node
         ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/") and ref not in active:
-            target = walk(resolve(ref), active + (ref,))
-            rest = {k: walk(v, active) for k, v in node.items() if k != "$ref"}
+        key = (root_name, ref)
+        if isinstance(ref, str) and ref.startswith(KEEP_REFS):
+            return {k: (v if k == "$ref" else walk(v, active, root_name)) for k, v in node.items()}
+        if isinstance(ref, str) and (ref.startswith("#/") or ".json#" in ref) and key not in active:
+            target_node, target_root = resolve(ref, root_name)
+            target = walk(target_node, active + (key,), target_root)
+            rest = {k: walk(v, active, root_name) for k, v in node.items() if k != "$ref"}
             return {"allOf": [target, rest]} if rest else target
-        return {k: (v if k in ("const", "enum", "default", "examples") else walk(v, active)) for k, v in node.items()}
+        return {
+            k: (v if k in ("const", "enum", "default", "examples") else walk(v, active, root_name))
+            for k, v in node.items()
+        }
 
-    return walk(schema, ())
+    return walk(schema, (), "")
 
 
 def pick_branches(schema: dict, data) -> tuple:
@@ -112,10 +144,15 @@ def pick_branches(schema: dict, data) -> tuple:
             or set(condition) - {"properties", "required"}
         ):
             return None, schema
-        (name, rule), = properties.items()
+        ((name, rule),) = properties.items()
         if not isinstance(rule, dict) or set(rule) != {"const"}:
             return None, schema
-        if isinstance(data, dict) and name in data and data[name] == rule["const"] and type(data[name]) is type(rule["const"]):
+        if (
+            isinstance(data, dict)
+            and name in data
+            and data[name] == rule["const"]
+            and type(data[name]) is type(rule["const"])
+        ):
             kept.append(branch["then"])
             key.append(f"{name}={rule['const']}")
     narrowed = {k: v for k, v in schema.items() if k != "allOf"}
@@ -162,36 +199,66 @@ def _to_findings(doc: Document, error) -> Iterator[Finding]:
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             here = f" under {where}" if path else ""
-            yield doc.finding(path + (key,), f"unknown key {key!r}{here}{hint}", "unknown-key", at_key=True)
+            yield doc.finding(
+                path + (key,), f"unknown key {key!r}{here}{hint}", "unknown-key", at_key=True
+            )
         return
     if validator == "required":
         match = re.match(r"'(.*)' is a required property", error.message)
         name = match.group(1) if match else error.message
-        yield doc.finding(path, f"{where}: missing required key {name!r}", "missing-key", at_key=True)
+        yield doc.finding(
+            path, f"{where}: missing required key {name!r}", "missing-key", at_key=True
+        )
         return
     if validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         got = type(error.instance).__name__
-        got = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
-               "NoneType": "null", "dict": "mapping", "list": "list"}.get(got, got)
+        got = {
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "bool": "boolean",
+            "NoneType": "null",
+            "dict": "mapping",
+            "list": "list",
+        }.get(got, got)
         yield doc.finding(
             path, f"{where}: expected {expected}, got {got} {_short(error.instance)}", "wrong-type"
         )
         return
+    allowed_words = error.schema.get("x-allowed") if isinstance(error.schema, dict) else None
+    if allowed_words and validator in (
+        "pattern",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+    ):
+        yield doc.finding(
+            path, f"{where}: {_short(error.instance)} is not {allowed_words}", "invalid-value"
+        )
+        return
     if validator == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)
-        yield doc.finding(path, f"{where}: {_short(error.instance)} is not one of {allowed}", "invalid-value")
+        yield doc.finding(
+            path, f"{where}: {_short(error.instance)} is not one of {allowed}", "invalid-value"
+        )
         return
     if validator == "const":
         yield doc.finding(
-            path, f"{where}: must be {json.dumps(error.validator_value)}, not {_short(error.instance)}",
+            path,
+            f"{where}: must be {json.dumps(error.validator_value)}, not {_short(error.instance)}",
             "invalid-value",
         )
         return
     if validator == "pattern":
         yield doc.finding(
-            path, f"{where}: {_short(error.instance)} does not match {error.validator_value}", "invalid-value"
+            path,
+            f"{where}: {_short(error.instance)} does not match {error.validator_value}",
+            "invalid-value",
         )
         return
     if error.schema is False:

@@ -7,13 +7,29 @@ files they compare all parsed: a syntax error elsewhere would otherwise show up 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
-from airflow_gitops.validate.rules import dags, iam, names, security, workflows
+from airflow_gitops.validate.rules import (
+    admission,
+    dags,
+    facts,
+    iam,
+    iam_reference,
+    names,
+    oidc,
+    security,
+    workflows,
+)
 
-SINGLE_FILE = (security.check, iam.check, workflows.check)
-CROSS_FILE = (names.check, dags.check)
+SINGLE_FILE = (
+    security.check,
+    iam.check,
+    iam_reference.check,
+    workflows.check,
+    workflows.check_more,
+)
+CROSS_FILE = (names.check, dags.check, facts.check, oidc.check, admission.check)
 
 
 def run_all(repo) -> Iterator[Finding]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 S3_MODES = ("s3-sync", "s3-bundle")
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -51,7 +52,12 @@ def setting(values, component: str, key: str):
 
 def service_account(values, component: str) -> dict:
     """The component's effective serviceAccount: create (default true), name, annotations, path."""
-    result = {"create": True, "name": None, "annotations": {}, "path": COMPONENTS[component][0] + ("serviceAccount",)}
+    result = {
+        "create": True,
+        "name": None,
+        "annotations": {},
+        "path": COMPONENTS[component][0] + ("serviceAccount",),
+    }
     found_path = None
     for field in ("create", "name", "annotations"):
         for base in COMPONENTS[component]:
@@ -91,12 +97,19 @@ def walk(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
 
 
 def is_ssh_url(url: str) -> bool:
-    return url.startswith("ssh://") or ("@" in url.split("/")[0] and ":" in url and "://" not in url)
+    return url.startswith("ssh://") or (
+        "@" in url.split("/")[0] and ":" in url and "://" not in url
+    )
 
 
 def role_name_from_arn(arn: str) -> tuple[str, str] | None:
     """(account, role name) of arn:aws:iam::<account>:role/<path/><name>, else None."""
     parts = arn.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "iam" or not parts[5].startswith("role/"):
+    if (
+        len(parts) != 6
+        or parts[0] != "arn"
+        or parts[2] != "iam"
+        or not parts[5].startswith("role/")
+    ):
         return None
     return parts[4], parts[5].rsplit("/", 1)[-1]

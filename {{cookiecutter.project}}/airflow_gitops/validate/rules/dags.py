@@ -8,7 +8,7 @@ do not read DAG files.
 from __future__ import annotations
 
 import posixpath
-from typing import Iterator
+from collections.abc import Iterator
 
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.rules.common import (
@@ -36,7 +36,11 @@ def check(repo) -> Iterator[Finding]:
     source = repo.fact("dags", "source")
     values = repo.values
     if values.get("dagProcessor", "enabled") is False:
-        yield values.finding(("dagProcessor", "enabled"), "Airflow 3 parses DAGs only in the dag-processor; it must stay enabled", "dags-not-delivered")
+        yield values.finding(
+            ("dagProcessor", "enabled"),
+            "Airflow 3 parses DAGs only in the dag-processor; it must stay enabled",
+            "dags-not-delivered",
+        )
     if source == "s3-sync":
         yield from _s3_sync(repo)
     elif source == "git-sync":
@@ -93,34 +97,63 @@ def _s3_sync(repo) -> Iterator[Finding]:
         as_str(values.get("airflowHome")) or "/opt/airflow", "dags"
     )
     for component in dag_readers(repo):
-        volumes = {as_dict(v).get("name"): as_dict(v) for v in as_list(setting(values, component, "extraVolumes")[0])}
+        volumes = {
+            as_dict(v).get("name"): as_dict(v)
+            for v in as_list(setting(values, component, "extraVolumes")[0])
+        }
         mounts = [as_dict(m) for m in as_list(setting(values, component, "extraVolumeMounts")[0])]
         dag_mount = next(
-            (m for m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None
+            (m for m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes),
+            None,
         )
         if dag_mount is None:
-            yield _missing(repo, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
+            yield _missing(
+                repo,
+                component,
+                f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)",
+            )
             continue
         volume = dag_mount["name"]
         if not (dags_folder == mount_path or dags_folder.startswith(mount_path.rstrip("/") + "/")):
-            yield values.finding(("config", "core", "dags_folder"), f"dags_folder {dags_folder!r} is outside the synced volume at {mount_path}", "dags-not-delivered")
+            yield values.finding(
+                ("config", "core", "dags_folder"),
+                f"dags_folder {dags_folder!r} is outside the synced volume at {mount_path}",
+                "dags-not-delivered",
+            )
         inits = [as_dict(c) for c in as_list(setting(values, component, "extraInitContainers")[0])]
         sidecars = [as_dict(c) for c in as_list(setting(values, component, "extraContainers")[0])]
         if not any(_mounts_volume(c, volume, writable=True) for c in inits):
-            yield _missing(repo, component, f"no init container fills the DAG volume {volume!r} before Airflow starts")
+            yield _missing(
+                repo,
+                component,
+                f"no init container fills the DAG volume {volume!r} before Airflow starts",
+            )
         syncing_sidecar = any(_mounts_volume(c, volume, writable=True) for c in sidecars)
         if component == "workers.kubernetes":
             if syncing_sidecar:
-                yield _missing(repo, component, "a sync sidecar keeps each task pod running after its task ends; use only the init container", "dags-task-pod-sidecar")
+                yield _missing(
+                    repo,
+                    component,
+                    "a sync sidecar keeps each task pod running after its task ends; use only the init container",
+                    "dags-task-pod-sidecar",
+                )
         elif not syncing_sidecar:
-            yield _missing(repo, component, f"no sidecar keeps the DAG volume {volume!r} current (extraContainers)")
+            yield _missing(
+                repo,
+                component,
+                f"no sidecar keeps the DAG volume {volume!r} current (extraContainers)",
+            )
     # Airflow 3's scheduler and api-server never read DAG files; a sync there is the old recipe
     # (apache/airflow#13735) and gives those pods S3 access and DAG code they should not have.
     for component in ("scheduler", "apiServer"):
         for key in ("extraContainers", "extraInitContainers"):
             for index, container in enumerate(as_list(values.get(component, key))):
                 container = as_dict(container)
-                looks_like_sync = "sync" in as_str(container.get("name")) or "s3-sync" in as_str(container.get("image")) or "aws-cli" in as_str(container.get("image"))
+                looks_like_sync = (
+                    "sync" in as_str(container.get("name"))
+                    or "s3-sync" in as_str(container.get("image"))
+                    or "aws-cli" in as_str(container.get("image"))
+                )
                 if looks_like_sync:
                     yield values.finding(
                         (component, key, index),
@@ -134,10 +167,21 @@ def _git_sync(repo) -> Iterator[Finding]:
     values = repo.values
     git = values.get("dags", "gitSync")
     if as_dict(git).get("enabled") is not True:
-        path = ("dags", "gitSync", "enabled") if "enabled" in as_dict(git) else (("dags", "gitSync") if git else ())
-        yield values.finding(path, "stack.yaml says git-sync, but dags.gitSync.enabled is not true: no pod gets DAGs", "dags-not-delivered", at_key=bool(path))
+        path = (
+            ("dags", "gitSync", "enabled")
+            if "enabled" in as_dict(git)
+            else (("dags", "gitSync") if git else ())
+        )
+        yield values.finding(
+            path,
+            "stack.yaml says git-sync, but dags.gitSync.enabled is not true: no pod gets DAGs",
+            "dags-not-delivered",
+            at_key=bool(path),
+        )
     elif not as_str(as_dict(git).get("repo")):
-        yield values.finding(("dags", "gitSync"), "dags.gitSync.repo is empty", "dags-not-delivered", at_key=True)
+        yield values.finding(
+            ("dags", "gitSync"), "dags.gitSync.repo is empty", "dags-not-delivered", at_key=True
+        )
 
 
 def _efs(repo) -> Iterator[Finding]:
@@ -173,9 +217,18 @@ def _bundle(repo, source: str) -> Iterator[Finding]:
     bundles = as_list(values.get("dagProcessor", "dagBundleConfigList"))
     matching = [i for i, b in enumerate(bundles) if as_dict(b).get("classpath") == classpath]
     if not matching:
-        path = ("dagProcessor", "dagBundleConfigList") if bundles else (("dagProcessor",) if values.get("dagProcessor") else ())
+        path = (
+            ("dagProcessor", "dagBundleConfigList")
+            if bundles
+            else (("dagProcessor",) if values.get("dagProcessor") else ())
+        )
         got = ", ".join(repr(as_dict(b).get("classpath")) for b in bundles) or "none"
-        yield values.finding(path, f"stack.yaml says {source}, but no DAG bundle uses {classpath} (found: {got})", "dags-not-delivered", at_key=bool(path))
+        yield values.finding(
+            path,
+            f"stack.yaml says {source}, but no DAG bundle uses {classpath} (found: {got})",
+            "dags-not-delivered",
+            at_key=bool(path),
+        )
         return
     if source == "git-bundle":
         secrets = {as_dict(s).get("envName") for s in as_list(values.get("secret"))}
@@ -213,5 +266,6 @@ def _s3_readers_have_irsa(repo) -> Iterator[Finding]:
                 f"{_label(component)}: reads DAGs from S3 but runs as a chart-created ServiceAccount "
                 f"without an IRSA role; set serviceAccount.create: false and name: "
                 f"{repo.fact('dags', 'reader_service_account')!r}",
-                "s3-reader-irsa", at_key=True,
+                "s3-reader-irsa",
+                at_key=True,
             )

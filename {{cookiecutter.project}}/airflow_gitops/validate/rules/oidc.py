@@ -48,8 +48,11 @@ def check(repo) -> Iterator[Finding]:
         # A trust file of no CI role (a team's own) may trust any of the CI subjects, no other.
         subjects = [expected[path]] if path in expected else sorted(expected.values())
         yield from _github_trust(doc, subjects, GITHUB_OIDC)
+    # Roles trusted on the deploy branch's ref instead of an environment (the nightly drift check).
+    branch_roles = {role.workflow for role in ci_roles(stack) if not role.environment}
     for doc in repo.workflows:
-        yield from _workflow(doc, github)
+        in_environment = doc.path.rsplit("/", 1)[-1] not in branch_roles
+        yield from _workflow(doc, github, in_environment)
 
 
 def _github_trust(doc, subjects: list[str], issuer: str) -> Iterator[Finding]:
@@ -114,7 +117,7 @@ def _why(value: str, subject: str) -> str:
     return "another workflow or branch than the one this role is for"
 
 
-def _workflow(doc, github: dict) -> Iterator[Finding]:
+def _workflow(doc, github: dict, in_environment: bool = True) -> Iterator[Finding]:
     branch = github["deploy_branch"]
     jobs = as_dict(doc.get("jobs"))
     yield from _push_filter(doc, branch)
@@ -145,6 +148,8 @@ def _workflow(doc, github: dict) -> Iterator[Finding]:
         epath = jpath + (
             ("environment", "name") if isinstance(environment, dict) else ("environment",)
         )
+        if environment is None and not in_environment:
+            continue  # its role trusts this workflow on the deploy branch's ref, not an environment
         if environment is None:
             yield doc.finding(
                 jpath,

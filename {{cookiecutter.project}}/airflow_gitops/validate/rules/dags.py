@@ -197,18 +197,40 @@ def _efs(repo) -> Iterator[Finding]:
             "dags-volume-writable",
         )
     for component in dag_readers(repo):
-        volumes = {as_dict(v).get("name"): as_dict(v) for v in as_list(setting(values, component, "extraVolumes")[0])}
-        mounts = [as_dict(m) for m in as_list(setting(values, component, "extraVolumeMounts")[0])]
-        dag_mount = next((m for m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None)
-        if dag_mount is None:
+        volume_list, volumes_path = setting(values, component, "extraVolumes")
+        mount_list, mounts_path = setting(values, component, "extraVolumeMounts")
+        volumes = {as_dict(v).get("name"): (i, as_dict(v)) for i, v in enumerate(as_list(volume_list))}
+        mounts = list(enumerate(as_dict(m) for m in as_list(mount_list)))
+        found = next(((i, m) for i, m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None)
+        if found is None:
             yield _missing(repo, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
             continue
-        pvc = as_dict(volumes[dag_mount["name"]].get("persistentVolumeClaim"))
+        mount_index, mount = found
+        volume_index, volume = volumes[mount["name"]]
+        pvc = as_dict(volume.get("persistentVolumeClaim"))
+        pvc_path = volumes_path + (volume_index, "persistentVolumeClaim")
+        label = _label(component)
         if pvc.get("claimName") != claim:
-            yield _missing(repo, component, f"the volume at {mount_path} is not the EFS claim {claim!r} of k8s/")
-        elif dag_mount.get("readOnly") is not True or pvc.get("readOnly") is not True:
-            yield _missing(repo, component, "mounts the DAG volume writable: set readOnly: true on the volume's "
-                           "persistentVolumeClaim and on the mount (only efs-publish writes DAGs)", "dags-volume-writable")
+            yield values.finding(
+                pvc_path + ("claimName",) if "claimName" in pvc else volumes_path + (volume_index,),
+                f"{label}: the volume at {mount_path} is not the EFS claim {claim!r} of k8s/",
+                "dags-not-delivered",
+            )
+        elif pvc.get("readOnly") is not True:
+            yield values.finding(
+                pvc_path + ("readOnly",) if "readOnly" in pvc else pvc_path + ("claimName",),
+                f"{label}: the DAG claim is attached writable; set readOnly: true on the "
+                "volume's persistentVolumeClaim (only efs-publish writes DAGs)",
+                "dags-volume-writable",
+            )
+        elif mount.get("readOnly") is not True:
+            mpath = mounts_path + (mount_index,)
+            yield values.finding(
+                mpath + ("readOnly",) if "readOnly" in mount else mpath + ("mountPath",),
+                f"{label}: the DAG volume is mounted writable; set readOnly: true on the mount "
+                "(only efs-publish writes DAGs)",
+                "dags-volume-writable",
+            )
 
 
 def _bundle(repo, source: str) -> Iterator[Finding]:

@@ -1,8 +1,8 @@
 """Our helm values schema refuses at least what the chart 1.22.0 refuses (issue: `env` entries
 the chart's schema refused passed ours, and `helm upgrade` then failed after merge).
 
-Walks the chart's own rules (tests/data/chart-1.22.0-values-rules.json, made from the chart's
-values.schema.json by tools/helm_values_schema.py) side by side with schemas/helm-values.schema.json:
+Walks the chart's own values.schema.json (read from the chart package in tests/chart/) side by
+side with schemas/helm-values.schema.json:
 wherever the chart closes an object, requires a key, limits a type or an enum, ours does too.
 Then values the chart refuses, at keys we emit and keys users commonly add, must be refused by
 `validate`'s schema check.
@@ -16,14 +16,17 @@ from functools import cache
 
 import pytest
 from conftest import TEMPLATE
+from helm_chart import chart_schema
 from jsonschema import Draft202012Validator
 
-CHART_RULES = TEMPLATE / "tests" / "data" / "chart-1.22.0-values-rules.json"
+CHART_RULES = "chart"  # the chart package's values.schema.json (tests/chart/)
 OURS = TEMPLATE / "schemas" / "helm-values.schema.json"
 
 
 @cache
 def _load(path):
+    if path == CHART_RULES:
+        return chart_schema()
     return json.loads(path.read_text())
 
 

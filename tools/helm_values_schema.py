@@ -1,11 +1,10 @@
 """Regenerate schemas/helm-values.schema.json from the official chart's values.schema.json.
 
-    python tools/helm_values_schema.py ../shared/reference/airflow-chart-1.22.0/values.schema.json \
-        schemas/helm-values.schema.json tests/data/chart-1.22.0-values-rules.json
+    tar xzf tests/chart/airflow-1.22.0.tgz -O airflow/values.schema.json >/tmp/chart.schema.json
+    python tools/helm_values_schema.py /tmp/chart.schema.json schemas/helm-values.schema.json
 
-The third file is the chart's own rules (its values.schema.json without the prose, Apache-2.0,
-see tests/data/NOTICE), for tests/test_values_schema_strict.py, which walks it to prove that our
-schema refuses at least what the chart refuses.
+tests/test_values_schema_strict.py walks the chart package's own values.schema.json to prove
+that our schema refuses at least what the chart refuses.
 
 Our schema = our own rules for the keys the template emits (below), plus every other key the
 chart has at the levels we describe, typed like the chart, so that an unknown key is an error

@@ -37,7 +37,10 @@ REGION = "eu-west-1"
 CLUSTER = "data-platform"
 EKS_FAKED = {"DescribeAddon", "CreateAddon", "UpdateAddon", "DeleteAddon",
              "DescribeAccessEntry", "CreateAccessEntry", "ListAssociatedAccessPolicies",
-             "AssociateAccessPolicy", "DisassociateAccessPolicy", "DeleteAccessEntry"}
+             "AssociateAccessPolicy", "DisassociateAccessPolicy", "DeleteAccessEntry",
+             "ListPodIdentityAssociations", "DescribePodIdentityAssociation",
+             "CreatePodIdentityAssociation", "UpdatePodIdentityAssociation",
+             "DeletePodIdentityAssociation"}
 
 
 def session(account: str = ACCOUNT, region: str = REGION) -> boto3.Session:
@@ -125,9 +128,12 @@ class EksExtras:
         self.addons: dict[tuple[str, str], dict] = {}
         self.entries: dict[tuple[str, str], dict] = {}
         self.policies: dict[tuple[str, str], dict[str, dict]] = {}
+        self.pod_identities: dict[str, dict] = {}  # association id -> association
 
     def answer(self, operation: str, p: dict):
         cluster = p.get("clusterName")
+        if "PodIdentityAssociation" in operation:
+            return self._pod_identity(operation, p)
         if operation == "DescribeAddon":
             addon = self.addons.get((cluster, p["addonName"]))
             return _response(200, {"addon": addon}) if addon else _not_found("no add-on")
@@ -181,12 +187,48 @@ class EksExtras:
             return _response(200, {})
         raise AssertionError(operation)
 
+    def _pod_identity(self, operation: str, p: dict):
+        cluster = p["clusterName"]
+        if operation == "ListPodIdentityAssociations":
+            found = [a for a in self.pod_identities.values() if a["clusterName"] == cluster
+                     and a["namespace"] == p.get("namespace", a["namespace"])
+                     and a["serviceAccount"] == p.get("serviceAccount", a["serviceAccount"])]
+            return _response(200, {"associations": [
+                {k: a[k] for k in ("clusterName", "namespace", "serviceAccount",
+                                   "associationId", "associationArn")} for a in found]})
+        if operation == "CreatePodIdentityAssociation":
+            if any(a["clusterName"] == cluster and a["namespace"] == p["namespace"]
+                   and a["serviceAccount"] == p["serviceAccount"]
+                   for a in self.pod_identities.values()):
+                return _response(409, {"Error": {"Code": "ResourceInUseException",
+                                                 "Message": "association exists"}})
+            number = len(self.pod_identities) + 1
+            while f"a-{number}" in self.pod_identities:
+                number += 1
+            association_id = f"a-{number}"
+            association = {"clusterName": cluster, "namespace": p["namespace"],
+                           "serviceAccount": p["serviceAccount"], "roleArn": p["roleArn"],
+                           "associationId": association_id, "tags": p.get("tags", {}),
+                           "associationArn": f"arn:aws:eks:{REGION}:{ACCOUNT}:"
+                                             f"podidentityassociation/{cluster}/{association_id}"}
+            self.pod_identities[association_id] = association
+            return _response(200, {"association": association})
+        association = self.pod_identities.get(p["associationId"])
+        if association is None:
+            return _not_found("no association")
+        if operation == "UpdatePodIdentityAssociation":
+            association["roleArn"] = p["roleArn"]
+        if operation == "DeletePodIdentityAssociation":
+            del self.pod_identities[p["associationId"]]
+        return _response(200, {"association": association})
+
     def save(self, path: Path) -> None:
         """Keep the model in a file, for a CLI run in another process (cli_with_eks_fake.py)."""
         path.write_text(json.dumps({
             "addons": [[list(k), v] for k, v in self.addons.items()],
             "entries": [[list(k), v] for k, v in self.entries.items()],
-            "policies": [[list(k), v] for k, v in self.policies.items()]}))
+            "policies": [[list(k), v] for k, v in self.policies.items()],
+            "pod_identities": self.pod_identities}))
 
     @classmethod
     def load(cls, path: Path) -> "EksExtras":
@@ -195,6 +237,7 @@ class EksExtras:
             data = json.loads(path.read_text())
             for name in ("addons", "entries", "policies"):
                 getattr(model, name).update({tuple(k): v for k, v in data[name]})
+            model.pod_identities.update(data.get("pod_identities", {}))
         return model
 
     def state(self) -> dict:
@@ -203,6 +246,9 @@ class EksExtras:
             "entries": sorted(json.dumps(e, sort_keys=True) for e in self.entries.values()),
             "policies": sorted(json.dumps(v, sort_keys=True)
                                for p in self.policies.values() for v in p.values()),
+            # ids differ between runs; what counts is who gets which role
+            "pod_identities": sorted((a["namespace"], a["serviceAccount"], a["roleArn"])
+                                     for a in self.pod_identities.values()),
         }
 
 
@@ -299,11 +345,12 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
 
 
 def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
-              oidc_subject: str = "classic", account: str = ACCOUNT) -> dict:
+              oidc_subject: str = "classic", account: str = ACCOUNT,
+              pod_credentials: str = "irsa") -> dict:
     project = "airflow-gitops"
     aws = {"account_id": account, "region": REGION, "deploy_role": f"{project}-deploy",
            "drift_check_role": f"{project}-drift-check",
-           "ebs_csi_driver_role": f"{project}-ebs-csi-driver"}
+           "ebs_csi_driver_role": f"{project}-ebs-csi-driver", "pod_credentials": pod_credentials}
     if source in ("s3-sync", "s3-bundle", "efs"):
         aws["sync_dags_role"] = f"{project}-sync-dags"
     if source == "s3-sync" and sync_image == "own-image":
@@ -347,6 +394,19 @@ def _irsa_trust(account: str, subject: str) -> dict:
                                        "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"}}}]}
 
 
+def _pod_identity_trust(account: str, subject) -> dict:
+    subjects = subject if isinstance(subject, list) else [subject]
+    namespace = subjects[0].split(":")[2]
+    accounts = [s.rsplit(":", 1)[1] for s in subjects]
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {
+            "aws:RequestTag/eks-cluster-arn": f"arn:aws:eks:{REGION}:{account}:cluster/{CLUSTER}",
+            "aws:RequestTag/kubernetes-namespace": namespace,
+            "aws:RequestTag/kubernetes-service-account": accounts}}}]}
+
+
 def make_repo(root: Path, stack: dict) -> Path:
     """stack.yaml and small but valid iam/ documents for ``stack`` under ``root``: GitHub trusts
     with the subjects the toolkit's rule gives, IRSA trusts, one-statement policies."""
@@ -356,15 +416,17 @@ def make_repo(root: Path, stack: dict) -> Path:
     account = stack["aws"]["account_id"]
     read_only = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::example/*"}]}
+    trust = _pod_identity_trust if stack["aws"].get("pod_credentials") == "pod-identity" \
+        else _irsa_trust
     documents = {
         "dag-read-policy.json": read_only,
-        "dag-reader-trust.json": _irsa_trust(account, [
+        "dag-reader-trust.json": trust(account, [
             "system:serviceaccount:airflow:airflow-dag-reader",
             "system:serviceaccount:airflow:airflow-dag-parser"]),
         "efs-csi-driver-policy.json": read_only,
-        "efs-csi-driver-trust.json": _irsa_trust(
+        "efs-csi-driver-trust.json": trust(
             account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
-        "ebs-csi-driver-trust.json": _irsa_trust(
+        "ebs-csi-driver-trust.json": trust(
             account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"),
     }
     for role in ci_roles(stack):

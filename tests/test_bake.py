@@ -203,13 +203,21 @@ def test_names_agree_across_files(case):
     if mode in S3_MODES:
         account = stack["aws"]["account_id"]
         bucket, prefix = stack["dags"]["bucket"], stack["dags"]["prefix"]
-        reader = service_accounts[stack["dags"]["reader_service_account"]]
+        # The reader (triggerer, workers, task pods) and the dag-processor's parser: one role.
+        readers = [service_accounts[stack["dags"][key]]
+                   for key in ("reader_service_account", "parser_service_account")]
         role_arn = f"arn:aws:iam::{account}:role/{stack['dags']['reader_role']}"
-        assert reader["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role_arn
         trust = json.loads((repo / "iam" / "dag-reader-trust.json").read_text())
         condition = trust["Statement"][0]["Condition"]["StringEquals"]
-        assert condition["EKS_OIDC_ISSUER:sub"] == f"system:serviceaccount:{namespace}:{reader['metadata']['name']}"
-        assert condition["EKS_OIDC_ISSUER:aud"] == "sts.amazonaws.com"
+        if stack["aws"]["pod_credentials"] == "irsa":
+            for reader in readers:
+                assert reader["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role_arn
+            assert condition["EKS_OIDC_ISSUER:sub"] == [
+                f"system:serviceaccount:{namespace}:{r['metadata']['name']}" for r in readers]
+            assert condition["EKS_OIDC_ISSUER:aud"] == "sts.amazonaws.com"
+        else:
+            assert condition["aws:RequestTag/kubernetes-service-account"] == [
+                r["metadata"]["name"] for r in readers]
         policy = json.loads((repo / "iam" / "dag-read-policy.json").read_text())
         resources = {r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
         assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{prefix}/*"}
@@ -248,9 +256,12 @@ def test_deploy_trust_pins_repository_and_environment(case):
         repo_part = f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
     else:
         repo_part = github["repository"]
+    workflow = (f"{github['repository']}/.github/workflows/deploy.yml"
+                f"@refs/heads/{github['deploy_branch']}")
     assert condition == {
         "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        "token.actions.githubusercontent.com:sub": f"repo:{repo_part}:environment:{github['environment']}",
+        "token.actions.githubusercontent.com:sub":
+            f"repo:{repo_part}:environment:{github['environment']}:job_workflow_ref:{workflow}",
     }
 
 

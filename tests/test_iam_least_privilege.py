@@ -19,17 +19,20 @@ import pytest
 import yaml
 from parliament import analyze_policy_string
 
-# (dag_source, s3_sync_image, github_oidc_subject): every mode, and the immutable subject once.
+# (dag_source, s3_sync_image, github_oidc_subject, aws_pod_credentials): every mode, the
+# immutable subject once, EKS Pod Identity in the modes whose pods need AWS.
 COMBINATIONS = [
-    ("s3-sync", "own-image", "classic"),
-    ("s3-sync", "aws-cli", "classic"),
-    ("s3-bundle", "own-image", "classic"),
-    ("efs", "own-image", "classic"),
-    ("git-sync", "own-image", "classic"),
-    ("git-bundle", "own-image", "classic"),
-    ("s3-sync", "own-image", "immutable"),
+    ("s3-sync", "own-image", "classic", "irsa"),
+    ("s3-sync", "aws-cli", "classic", "irsa"),
+    ("s3-bundle", "own-image", "classic", "irsa"),
+    ("efs", "own-image", "classic", "irsa"),
+    ("git-sync", "own-image", "classic", "irsa"),
+    ("git-bundle", "own-image", "classic", "irsa"),
+    ("s3-sync", "own-image", "immutable", "irsa"),
+    ("s3-bundle", "own-image", "classic", "pod-identity"),
+    ("efs", "own-image", "classic", "pod-identity"),
 ]
-IDS = [f"{source}-{image}-{subject}" for source, image, subject in COMBINATIONS]
+IDS = ["-".join(c) for c in COMBINATIONS]
 
 # Tokens the toolkit replaces from eks:DescribeCluster when bootstrap writes a document.
 RUNTIME = {"EKS_OIDC_ISSUER": "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF",
@@ -77,8 +80,9 @@ def rendered(repo: Path, name: str) -> str:
 
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=IDS)
 def repo(request, baked):
-    source, image, subject = request.param
-    answers = {"dag_source": source, "s3_sync_image": image, "github_oidc_subject": subject}
+    source, image, subject, pods = request.param
+    answers = {"dag_source": source, "s3_sync_image": image, "github_oidc_subject": subject,
+               "aws_pod_credentials": pods}
     if subject == "immutable":
         answers.update(github_owner_id="1001", github_repository_id="2002")
     return baked(**answers)
@@ -165,3 +169,23 @@ def test_each_ci_role_trusts_one_workflow_on_the_deploy_branch(repo):
             if set(on) <= {"pull_request"}:
                 assert not uses_aws, (path.name, job_name)
                 assert "id-token" not in (job.get("permissions") or {}), (path.name, job_name)
+
+
+def test_pod_roles_trust_only_their_service_accounts(repo):
+    """Each pod role (IRSA or Pod Identity) names its cluster, namespace and ServiceAccounts."""
+    stack = yaml.safe_load((repo / "stack.yaml").read_text())
+    for name in ("dag-reader-trust.json", "efs-csi-driver-trust.json", "ebs-csi-driver-trust.json"):
+        if not (repo / "iam" / name).exists():
+            continue
+        [statement] = json.loads(rendered(repo, name))["Statement"]
+        equals = statement["Condition"]["StringEquals"]
+        if stack["aws"]["pod_credentials"] == "pod-identity":
+            assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+            assert set(equals) == {"aws:RequestTag/eks-cluster-arn",
+                                   "aws:RequestTag/kubernetes-namespace",
+                                   "aws:RequestTag/kubernetes-service-account"}
+            assert equals["aws:RequestTag/eks-cluster-arn"].endswith(
+                f":cluster/{stack['eks']['cluster_name']}")
+        else:
+            assert statement["Principal"]["Federated"].endswith(RUNTIME["EKS_OIDC_ISSUER"])
+        assert "*" not in json.dumps(equals)

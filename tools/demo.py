@@ -34,6 +34,8 @@ TEMPLATE = Path(__file__).resolve().parent.parent
 TAIL_LINES = 25
 # Before moto is up, any AWS call goes to the discard port on 127.0.0.1, never to AWS.
 NOWHERE = "http://127.0.0.1:9"
+# bootstrap without a GitHub token adds ", 2 to do by hand" (the OIDC subject template and the
+# environment's rules, which it then prints instead of setting or checking).
 SUMMARY_RE = re.compile(
     r"^(\w+) complete: (\d+) created, (\d+) updated, (\d+) unchanged(?:, (\d+) to do by hand)?\.$",
     re.MULTILINE,

@@ -52,14 +52,16 @@ def in_use(what: str) -> Answer:
 class EksExtras:
     """Access entries, their access policies and add-ons, keyed like EKS keys them."""
 
-    def __init__(self) -> None:
+    def __init__(self, account: str = "123456789012", region: str = "eu-west-1") -> None:
         self._lock = threading.Lock()
+        self.account, self.region = account, region  # for the ARNs it makes up
         self.reset()
 
     def reset(self) -> None:
         self.entries: dict[tuple[str, str], dict] = {}
         self.policies: dict[tuple[str, str], dict[str, dict]] = {}
         self.addons: dict[tuple[str, str], dict] = {}
+        self.pod_identities: dict[str, dict] = {}  # association id -> association
         self.answered: list[str] = []  # operations answered here, in order
 
     def answer(self, operation: str, params: dict) -> Answer:
@@ -81,6 +83,11 @@ class EksExtras:
                 for key, associations in self.policies.items()
                 for association in associations.values()
             ),
+            # ids differ between runs; what counts is who gets which role
+            "pod_identities": sorted(
+                json.dumps([a["namespace"], a["serviceAccount"], a["roleArn"]])
+                for a in self.pod_identities.values()
+            ),
         }
 
     def save(self, path) -> None:
@@ -91,8 +98,11 @@ class EksExtras:
             Path(path).write_text(
                 json.dumps(
                     {
-                        name: [[list(key), value] for key, value in getattr(self, name).items()]
-                        for name in ("addons", "entries", "policies")
+                        **{
+                            name: [[list(key), value] for key, value in getattr(self, name).items()]
+                            for name in ("addons", "entries", "policies")
+                        },
+                        "pod_identities": self.pod_identities,
                     }
                 )
             )
@@ -104,7 +114,9 @@ class EksExtras:
 
         model = cls()
         if Path(path).exists():
-            for name, items in json.loads(Path(path).read_text()).items():
+            data = json.loads(Path(path).read_text())
+            model.pod_identities.update(data.pop("pod_identities", {}))
+            for name, items in data.items():
                 getattr(model, name).update({tuple(key): value for key, value in items})
         return model
 
@@ -201,6 +213,62 @@ class EksExtras:
             return not_found("add-on")
         addon["serviceAccountRoleArn"] = p.get("serviceAccountRoleArn")
         return 200, {"update": {"id": "local", "status": "Successful", "type": "AddonUpdate"}}
+
+    # --- EKS Pod Identity associations -----------------------------------------------------
+
+    @handles("ListPodIdentityAssociations")
+    def _list_pod_identity_associations(self, p: dict) -> Answer:
+        found = [
+            a
+            for a in self.pod_identities.values()
+            if a["clusterName"] == p["clusterName"]
+            and a["namespace"] == p.get("namespace", a["namespace"])
+            and a["serviceAccount"] == p.get("serviceAccount", a["serviceAccount"])
+        ]
+        keys = ("clusterName", "namespace", "serviceAccount", "associationId", "associationArn")
+        return 200, {"associations": [{k: a[k] for k in keys} for a in found]}
+
+    @handles("CreatePodIdentityAssociation")
+    def _create_pod_identity_association(self, p: dict) -> Answer:
+        cluster, namespace, account = p["clusterName"], p["namespace"], p["serviceAccount"]
+        if any(
+            (a["clusterName"], a["namespace"], a["serviceAccount"]) == (cluster, namespace, account)
+            for a in self.pod_identities.values()
+        ):
+            return in_use("pod identity association")
+        number = len(self.pod_identities) + 1
+        while f"a-{number}" in self.pod_identities:
+            number += 1
+        association_id = f"a-{number}"
+        self.pod_identities[association_id] = {
+            "clusterName": cluster,
+            "namespace": namespace,
+            "serviceAccount": account,
+            "roleArn": p["roleArn"],
+            "associationId": association_id,
+            "tags": p.get("tags") or {},
+            "associationArn": f"arn:aws:eks:{self.region}:{self.account}:"
+            f"podidentityassociation/{cluster}/{association_id}",
+        }
+        return 200, {"association": self.pod_identities[association_id]}
+
+    @handles("DescribePodIdentityAssociation")
+    def _describe_pod_identity_association(self, p: dict) -> Answer:
+        association = self.pod_identities.get(p["associationId"])
+        return (200, {"association": association}) if association else not_found("association")
+
+    @handles("UpdatePodIdentityAssociation")
+    def _update_pod_identity_association(self, p: dict) -> Answer:
+        association = self.pod_identities.get(p["associationId"])
+        if association is None:
+            return not_found("association")
+        association["roleArn"] = p["roleArn"]
+        return 200, {"association": association}
+
+    @handles("DeletePodIdentityAssociation")
+    def _delete_pod_identity_association(self, p: dict) -> Answer:
+        association = self.pod_identities.pop(p["associationId"], None)
+        return (200, {"association": association}) if association else not_found("association")
 
 
 OPERATIONS = frozenset(HANDLERS)

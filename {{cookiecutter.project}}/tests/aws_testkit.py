@@ -193,11 +193,12 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
 
 
 def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
-              oidc_subject: str = "classic", account: str = ACCOUNT) -> dict:
+              oidc_subject: str = "classic", account: str = ACCOUNT,
+              pod_credentials: str = "irsa") -> dict:
     project = "airflow-gitops"
     aws = {"account_id": account, "region": REGION, "deploy_role": f"{project}-deploy",
            "drift_check_role": f"{project}-drift-check",
-           "ebs_csi_driver_role": f"{project}-ebs-csi-driver"}
+           "ebs_csi_driver_role": f"{project}-ebs-csi-driver", "pod_credentials": pod_credentials}
     if source in ("s3-sync", "s3-bundle", "efs"):
         aws["sync_dags_role"] = f"{project}-sync-dags"
     if source == "s3-sync" and sync_image == "own-image":
@@ -241,6 +242,19 @@ def _irsa_trust(account: str, subject: str) -> dict:
                                        "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"}}}]}
 
 
+def _pod_identity_trust(account: str, subject) -> dict:
+    subjects = subject if isinstance(subject, list) else [subject]
+    namespace = subjects[0].split(":")[2]
+    accounts = [s.rsplit(":", 1)[1] for s in subjects]
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {
+            "aws:RequestTag/eks-cluster-arn": f"arn:aws:eks:{REGION}:{account}:cluster/{CLUSTER}",
+            "aws:RequestTag/kubernetes-namespace": namespace,
+            "aws:RequestTag/kubernetes-service-account": accounts}}}]}
+
+
 def make_repo(root: Path, stack: dict) -> Path:
     """stack.yaml and small but valid iam/ documents for ``stack`` under ``root``: GitHub trusts
     with the subjects the toolkit's rule gives, IRSA trusts, one-statement policies."""
@@ -250,15 +264,17 @@ def make_repo(root: Path, stack: dict) -> Path:
     account = stack["aws"]["account_id"]
     read_only = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::example/*"}]}
+    trust = _pod_identity_trust if stack["aws"].get("pod_credentials") == "pod-identity" \
+        else _irsa_trust
     documents = {
         "dag-read-policy.json": read_only,
-        "dag-reader-trust.json": _irsa_trust(account, [
+        "dag-reader-trust.json": trust(account, [
             "system:serviceaccount:airflow:airflow-dag-reader",
             "system:serviceaccount:airflow:airflow-dag-parser"]),
         "efs-csi-driver-policy.json": read_only,
-        "efs-csi-driver-trust.json": _irsa_trust(
+        "efs-csi-driver-trust.json": trust(
             account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
-        "ebs-csi-driver-trust.json": _irsa_trust(
+        "ebs-csi-driver-trust.json": trust(
             account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"),
     }
     for role in ci_roles(stack):

@@ -425,3 +425,42 @@ def test_drift_exit_code_and_diff_through_the_cli_printer(aws, tmp_path, capsys)
     assert any(line.startswith("         -") and "AdministratorAccess" in line
                for line in out.splitlines())
     assert out.splitlines()[-1].endswith("run `make bootstrap` (as an admin).")
+
+
+
+# --- EKS Pod Identity instead of IRSA -----------------------------------------------------
+
+def test_pod_identity_agent_and_associations_instead_of_an_oidc_provider(aws, tmp_path):
+    stack = stack_for("s3-bundle", pod_credentials="pod-identity")
+    root = make_repo(tmp_path, stack)
+    create_cluster(session())
+    eks = EksExtras()
+    results = converge("bootstrap", stack, root, _instrumented(eks))
+    kinds = [r.kind for r in results if not r.kind.startswith("github")]
+    assert kinds.count("iam oidc provider") == 1  # GitHub's only; no cluster issuer needed
+    assert kinds.count("eks pod identity") == 3
+    state = snapshot(session(), eks)
+    assert [arn for arn, _ in state["oidc"]] == [
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
+    role = "arn:aws:iam::123456789012:role/airflow-gitops-"
+    assert state["eks"]["pod_identities"] == [
+        ("airflow", "airflow-dag-parser", role + "dag-reader"),
+        ("airflow", "airflow-dag-reader", role + "dag-reader"),
+        ("kube-system", "ebs-csi-controller-sa", role + "ebs-csi-driver")]
+    addons = {a["addonName"]: a["serviceAccountRoleArn"] for a in eks.addons.values()}
+    assert addons == {"eks-pod-identity-agent": None, "aws-ebs-csi-driver": None}
+    trust = state["roles"]["airflow-gitops-dag-reader"]["trust"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    again = converge("apply", stack, root, _instrumented(eks))
+    assert {r.action for r in again} == {"ok"}
+
+    # Someone points the reader's association at another role: plan shows it, bootstrap fixes it.
+    [reader] = [a for a in eks.pod_identities.values() if a["serviceAccount"] == "airflow-dag-reader"]
+    reader["roleArn"] = "arn:aws:iam::123456789012:role/admin"
+    [drift] = _drift_plan(stack, root, eks)
+    assert (drift.kind, drift.name) == ("eks pod identity", "airflow/airflow-dag-reader")
+    assert removed(drift.diff, "role/admin") and added(drift.diff, "role/airflow-gitops-dag-reader")
+    _repaired(stack, root, eks)
+
+    converge("destroy", stack, root, _instrumented(eks))
+    assert eks.pod_identities == {} and eks.addons == {}

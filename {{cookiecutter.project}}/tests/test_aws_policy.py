@@ -179,6 +179,11 @@ class Requests:
                 role = params["principalArn"].rsplit("/", 1)[1]
                 return [Request(f"eks:{op}", arn("eks", f"access-entry/{cluster}/role/"
                                                         f"{self.account}/{role}/uuid"))]
+            if op == "ListPodIdentityAssociations":
+                return [Request(f"eks:{op}", arn("eks", f"cluster/{cluster}"))]
+            if op == "DescribePodIdentityAssociation":
+                return [Request(f"eks:{op}", arn("eks", f"podidentityassociation/{cluster}/"
+                                                        f"{params['associationId']}"))]
             if op == "DescribeAddon":
                 return [Request("eks:DescribeAddon",
                                 arn("eks", f"addon/{cluster}/{params['addonName']}/uuid"))]

@@ -18,7 +18,12 @@ from botocore.stub import Stubber
 
 from airflow_gitops.aws.command import ConvergeError
 from airflow_gitops.aws.efs import EfsFileSystem
-from airflow_gitops.aws.eks import ADMIN_ACCESS_POLICY, EksAccess, EksAddon
+from airflow_gitops.aws.eks import (
+    ADMIN_ACCESS_POLICY,
+    EksAccess,
+    EksAddon,
+    PodIdentityAssociation,
+)
 from airflow_gitops.aws.iam import OidcProvider
 from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.aws.session import AwsContext
@@ -234,3 +239,33 @@ def test_unencrypted_file_system_is_an_error_with_the_way_out(stubbed):
                      {"CreationToken": "airflow-gitops-dags"})
     with pytest.raises(AwsError, match="cannot encrypt in place"):
         EfsFileSystem("airflow-gitops-dags").converge(ctx)
+
+
+def test_pod_identity_association_created_then_repointed(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "namespace": "airflow", "serviceAccount": "airflow-dag-reader"}
+    role = "arn:aws:iam::123456789012:role/airflow-gitops-dag-reader"
+    stub.add_response("list_pod_identity_associations", {"associations": []}, key)
+    stub.add_response("create_pod_identity_association", {"association": {}}, {
+        **key, "roleArn": role, "tags": {"airflow-gitops/project": "airflow-gitops"}})
+    converger = PodIdentityAssociation("airflow", "airflow-dag-reader", "airflow-gitops-dag-reader")
+    assert converger.converge(ctx)[0].action == "create"
+    stub.add_response("list_pod_identity_associations", {"associations": [
+        {**key, "associationId": "a-1"}]}, key)
+    stub.add_response("describe_pod_identity_association", {"association": {
+        **key, "associationId": "a-1", "roleArn": "arn:aws:iam::123456789012:role/other"}},
+        {"clusterName": CLUSTER, "associationId": "a-1"})
+    stub.add_response("update_pod_identity_association", {"association": {}},
+                      {"clusterName": CLUSTER, "associationId": "a-1", "roleArn": role})
+    assert converger.converge(ctx)[0].action == "update"
+
+
+def test_addon_without_a_role_for_pod_identity(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "addonName": "eks-pod-identity-agent"}
+    not_found(stub, "describe_addon", key)
+    stub.add_response("create_addon", {"addon": {}}, {
+        **key, "resolveConflicts": "OVERWRITE",
+        "tags": {"airflow-gitops/project": "airflow-gitops"}})
+    [result] = EksAddon("eks-pod-identity-agent", None).converge(ctx)
+    assert (result.action, result.details) == ("create", ["no IRSA role"])

@@ -1,4 +1,4 @@
-"""``plan``, ``apply``, ``bootstrap``: parse arguments, converge, print.
+"""``plan``, ``apply``, ``bootstrap``, ``destroy``: parse arguments, converge, print.
 
 Exit codes (docs/aws-setup.md): 0 done / nothing to change; 2 ``plan`` found changes; 1 any
 error (AWS, credentials, stack.yaml, iam/ documents, or `apply` finding IAM drift). argparse's
@@ -56,7 +56,7 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
              bootstrap_set: bool = False, echo: Callable[[Result], None] | None = None,
              sleep=None, http=None, dry_run: bool = False,
              delete_data: bool = False) -> list[Result]:
-    """Run ``command`` (plan/apply/bootstrap) and return one Result per resource.
+    """Run ``command`` (plan/apply/bootstrap/destroy) and return one Result per resource.
 
     ``session`` is the boto3 session to use (default: a new one in stack.yaml's region);
     ``http`` answers GitHub API calls (default: api.github.com with GITHUB_TOKEN, if set).

@@ -179,5 +179,5 @@ def document_diff(label: str, current, wanted) -> list[str]:
                                      f"{label} (wanted)", lineterm="", n=2))
 
 
-__all__ = ["AwsError", "Converger", "Result", "CREATE", "UPDATE", "DELETE", "OK", "MANUAL",
-           "BOOTSTRAP", "APPLY"]
+__all__ = ["APPLY", "BOOTSTRAP", "CREATE", "DELETE", "MANUAL", "OK", "UPDATE", "AwsError",
+           "Converger", "Result"]

@@ -11,6 +11,8 @@ from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.aws.iam import PROJECT_TAG
 
 EFS_CSI_ADDON = "aws-efs-csi-driver"
+# EKS Pod Identity: the node agent that hands pods the credentials of their association.
+POD_IDENTITY_AGENT_ADDON = "eks-pod-identity-agent"
 # EBS volumes for the chart's claims (workers, triggerer, Redis): clusters on Kubernetes 1.30+
 # have no default StorageClass and no EBS provisioner without this add-on.
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
@@ -31,8 +33,10 @@ class EksAddon(Converger):
 
     kind = "eks add-on"
 
-    def __init__(self, addon: str, role_name: str) -> None:
+    def __init__(self, addon: str, role_name: str | None) -> None:
         super().__init__(addon)
+        # None: the add-on gets no IRSA role (the Pod Identity agent itself, or a driver whose
+        # ServiceAccount has a Pod Identity association instead).
         self.role_name = role_name
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
@@ -40,17 +44,20 @@ class EksAddon(Converger):
 
         eks = ctx.client("eks")
         cluster = ctx.stack["eks"]["cluster_name"]
-        role = ctx.arn("iam", f"role/{self.role_name}")
+        role = ctx.arn("iam", f"role/{self.role_name}") if self.role_name else None
         try:
             addon = eks.describe_addon(clusterName=cluster, addonName=self.name)["addon"]
         except ClientError as exc:
             if not _not_found(exc):
                 raise
+            extra = {"serviceAccountRoleArn": role} if role else {}
             # OVERWRITE: a driver installed earlier by hand (helm) is taken over by EKS.
-            return False, [(f"role {self.role_name}", lambda: eks.create_addon(
-                clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
-                resolveConflicts="OVERWRITE", tags={PROJECT_TAG: ctx.stack["project"]}))]
-        if addon.get("serviceAccountRoleArn") == role:
+            return False, [(f"role {self.role_name}" if role else "no IRSA role",
+                            lambda: eks.create_addon(
+                                clusterName=cluster, addonName=self.name,
+                                resolveConflicts="OVERWRITE",
+                                tags={PROJECT_TAG: ctx.stack["project"]}, **extra))]
+        if role is None or addon.get("serviceAccountRoleArn") == role:
             return True, []
         return True, [(f"role {self.role_name}", lambda: eks.update_addon(
             clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
@@ -159,3 +166,52 @@ class EksAccess(Converger):
             return []
         return [("and its access policies", lambda: eks.delete_access_entry(
             clusterName=cluster, principalArn=principal))]
+
+
+class PodIdentityAssociation(Converger):
+    """EKS Pod Identity: ServiceAccount ``namespace/service_account`` gets ``role_name``.
+
+    Bootstrap's: making or changing one passes the role (iam:PassRole).
+    """
+
+    kind = "eks pod identity"
+
+    def __init__(self, namespace: str, service_account: str, role_name: str) -> None:
+        super().__init__(f"{namespace}/{service_account}")
+        self.namespace, self.service_account, self.role_name = (namespace, service_account,
+                                                                 role_name)
+
+    def _current(self, ctx) -> dict | None:
+        eks = ctx.client("eks")
+        found = eks.list_pod_identity_associations(
+            clusterName=ctx.stack["eks"]["cluster_name"], namespace=self.namespace,
+            serviceAccount=self.service_account)["associations"]
+        if not found:
+            return None
+        return eks.describe_pod_identity_association(
+            clusterName=ctx.stack["eks"]["cluster_name"],
+            associationId=found[0]["associationId"])["association"]
+
+    def steps(self, ctx) -> tuple[bool, list[Step]]:
+        eks = ctx.client("eks")
+        cluster = ctx.stack["eks"]["cluster_name"]
+        role = ctx.arn("iam", f"role/{self.role_name}")
+        current = self._current(ctx)
+        if current is None:
+            return False, [(f"role {self.role_name}", lambda: eks.create_pod_identity_association(
+                clusterName=cluster, namespace=self.namespace,
+                serviceAccount=self.service_account, roleArn=role,
+                tags={PROJECT_TAG: ctx.stack["project"]}))]
+        if current.get("roleArn") == role:
+            return True, []
+        self.show_diff(f"pod identity {self.name}", {"roleArn": current.get("roleArn")},
+                       {"roleArn": role})
+        return True, [(f"role {self.role_name}", lambda: eks.update_pod_identity_association(
+            clusterName=cluster, associationId=current["associationId"], roleArn=role))]
+
+    def removal(self, ctx) -> list[Step]:
+        current = self._current(ctx)
+        if current is None:
+            return []
+        return [(current["associationId"], lambda: ctx.client("eks").delete_pod_identity_association(
+            clusterName=ctx.stack["eks"]["cluster_name"], associationId=current["associationId"]))]

@@ -11,9 +11,10 @@ roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 | one role + policy per CI job (CI_ROLES)    | by workflow      | bootstrap  |
 | DAG bucket (private, TLS only, versioned)  | s3-sync, s3-bundle | bootstrap |
 | s3-sync image ECR repository               | s3-sync + own-image | bootstrap |
-| cluster OIDC provider, IRSA roles/policies | all (EBS CSI)    | bootstrap  |
+| cluster OIDC provider (irsa), pod roles     | all (EBS CSI)    | bootstrap  |
 | EKS access entries of CI roles             | deploy; sync-dags in efs | bootstrap |
 | EKS add-ons (EBS CSI; EFS CSI in efs)      | all              | bootstrap  |
+| pod-identity: agent add-on, associations   | all              | bootstrap  |
 | EFS file system, mount-target group, targets | efs            | apply      |
 """
 
@@ -29,8 +30,10 @@ from airflow_gitops.aws.eks import (
     EBS_CSI_ADDON,
     EDIT_ACCESS_POLICY,
     EFS_CSI_ADDON,
+    POD_IDENTITY_AGENT_ADDON,
     EksAccess,
     EksAddon,
+    PodIdentityAssociation,
 )
 from airflow_gitops.aws.iam import IamRole, ManagedPolicy, OidcProvider
 from airflow_gitops.aws.s3 import DagBucket
@@ -109,6 +112,25 @@ def role_policy_files(role: CiRole) -> list[str]:
     return [role.policy_file]
 
 
+def pod_identity(stack: dict) -> bool:
+    """EKS Pod Identity instead of IRSA (stack.yaml aws.pod_credentials)."""
+    return stack["aws"].get("pod_credentials", "irsa") == "pod-identity"
+
+
+def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
+    """(namespace, ServiceAccount, role) of every pod identity this repo gives."""
+    items = []
+    if dag_source(stack) in S3_MODES:
+        namespace, dags = stack["airflow"]["namespace"], stack["dags"]
+        items += [(namespace, dags["reader_service_account"], dags["reader_role"]),
+                  (namespace, dags["parser_service_account"], dags["reader_role"])]
+    if dag_source(stack) == "efs":
+        items.append(("kube-system", "efs-csi-controller-sa",
+                      stack["dags"]["efs"]["csi_driver_role"]))
+    items.append(("kube-system", "ebs-csi-controller-sa", stack["aws"]["ebs_csi_driver_role"]))
+    return items
+
+
 def all_resources(stack: dict) -> list[Converger]:
     """Every resource of this repo, in dependency order (each knows its ``owner``)."""
     source = dag_source(stack)
@@ -124,29 +146,34 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
-    items.append(OidcProvider())
+    by_pod_identity = pod_identity(stack)
+    if not by_pod_identity:
+        items.append(OidcProvider())
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
             IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST, [DAG_READ_POLICY],
-                    "Airflow pods that read DAGs from S3 (IRSA)"),
+                    "Airflow pods that read DAGs from S3"),
         ]
     if source == "efs":
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),
             IamRole(stack["dags"]["efs"]["csi_driver_role"], EFS_CSI_TRUST, [EFS_CSI_POLICY],
-                    "EFS CSI driver controller (IRSA)"),
+                    "EFS CSI driver controller"),
         ]
     items.append(IamRole(aws["ebs_csi_driver_role"], EBS_CSI_TRUST, [],
-                         "EBS CSI driver controller (IRSA)", managed=(EBS_CSI_MANAGED_POLICY,)))
+                         "EBS CSI driver controller", managed=(EBS_CSI_MANAGED_POLICY,)))
     for role in ci_roles(stack):
         if role.kube_access:
             items.append(EksAccess(aws[role.key], role.kube_access))
-    items.append(EksAddon(EBS_CSI_ADDON, aws["ebs_csi_driver_role"]))
+    if by_pod_identity:  # the agent first; then each ServiceAccount's association
+        items.append(EksAddon(POD_IDENTITY_AGENT_ADDON, None))
+        items += [PodIdentityAssociation(*entry) for entry in pod_roles(stack)]
+    items.append(EksAddon(EBS_CSI_ADDON, None if by_pod_identity else aws["ebs_csi_driver_role"]))
     if source == "efs":
         efs = stack["dags"]["efs"]
         items += [
-            EksAddon(EFS_CSI_ADDON, efs["csi_driver_role"]),
+            EksAddon(EFS_CSI_ADDON, None if by_pod_identity else efs["csi_driver_role"]),
             EfsFileSystem(efs["creation_token"]),
             MountTargetSecurityGroup(f"{efs['creation_token']}-mount-targets"),
             MountTargets(efs["creation_token"]),

@@ -265,6 +265,8 @@ def _bundle(repo, source: str) -> Iterator[Finding]:
 
 
 def _s3_readers_have_irsa(repo) -> Iterator[Finding]:
+    if repo.fact("aws", "pod_credentials", default="irsa") == "pod-identity":
+        return  # the role comes from the Pod Identity associations bootstrap makes
     values = repo.values
     existing = k8s_service_accounts(repo)
     for component in dag_readers(repo):

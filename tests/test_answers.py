@@ -48,6 +48,7 @@ REJECTED = [
     ({"airflow_version": "2.10.5"}, 'airflow_version = "2.10.5": an Airflow 3 version such as 3.2.2'),
     ({"dag_prefix": "/dags/"}, 'dag_prefix = "/dags/": a key prefix such as dags or team/dags: safe characters separated by single slashes, no leading or trailing slash'),
     ({"efs_volume_size": "5GB"}, 'efs_volume_size = "5GB": a Kubernetes quantity such as 5Gi (Mi, Gi or Ti)'),
+    ({"size": "large"}, 'size = "large": small or production'),
     ({"project": "x$(touch pwned)"}, 'project = "x$(touch pwned)": 2-40 lowercase letters, digits and \'-\', starting and ending with a letter or digit (it prefixes IAM role, ECR and EFS names)'),
     ({"eks_cluster_name": "data\nplatform"}, 'eks_cluster_name = "data\\nplatform": an EKS cluster name: 1-100 letters, digits, \'-\' and \'_\', starting with a letter or digit'),
     ({"github_environment": "prod`id`"}, 'github_environment = "prod`id`": a GitHub environment name of letters, digits, \'.\', \'_\' and \'-\''),

@@ -30,6 +30,8 @@ SUPPORTED = (
         dict(dag_source="git-sync", git_repo_url="https://github.com/example-org/dags.git", git_known_hosts=""),
         dict(dag_source="efs", efs_throughput_mode="bursting", efs_volume_size="20Gi"),
         dict(dag_source="s3-bundle", dag_prefix="teams/data/dags", sync_interval_seconds="120"),
+        dict(size="production", executor="CeleryExecutor"),
+        dict(size="production", executor="KubernetesExecutor", dag_source="git-sync"),
     ]
 )
 
@@ -120,6 +122,7 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "k8s/efs-storageclass.yaml": mode == "efs",
         "iam/efs-csi-driver-policy.json": mode == "efs",
         "iam/efs-csi-driver-trust.json": mode == "efs",
+        "k8s/priorityclass.yaml": answers.get("size") == "production",
     }
     for name, wanted in expect.items():
         assert (name in present) == wanted, f"{name} {'missing' if wanted else 'left over'} in {mode}"
@@ -193,7 +196,7 @@ def test_names_agree_across_files(case):
     assert set(by_kind["Namespace"]) == {namespace}
     for kind, docs in by_kind.items():
         for doc in docs.values():
-            if kind not in {"Namespace", "StorageClass"}:
+            if kind not in {"Namespace", "StorageClass", "PriorityClass"}:  # cluster-scoped
                 assert doc["metadata"]["namespace"] == namespace, f"{kind} {doc['metadata']['name']}"
 
     # Every ServiceAccount a pod uses exists: either the chart creates it, or k8s/ has it.

@@ -1,0 +1,159 @@
+"""Right-sized and disruption-safe, asserted on what the real chart renders (issue 16).
+
+Each combination is baked and rendered by its own `make manifests` with the chart package the
+project carries (tests/helm_chart.py). The assertions read only rendered objects, plus the
+numbers the generated docs/production.md promises, which must be the rendered ones.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helm_chart import render
+from test_chart_render import all_containers, named, of_kind, pod_specs
+
+SIZES = ["small", "production"]
+EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
+# s3-sync carries our sidecars, git-sync the chart's: between them every container kind.
+SIZE_COMBINATIONS = [
+    {"size": s, "executor": e, "dag_source": m}
+    for s in SIZES
+    for e in EXECUTORS
+    for m in ("s3-sync", "git-sync")
+]
+# The components production runs twice, by their pods' `component` label.
+REPLICATED = ("scheduler", "api-server", "triggerer")
+ZONE = "topology.kubernetes.io/zone"
+# docs/production.md row -> (pod component label, container name) where its numbers apply.
+DOC_ROWS = {
+    "scheduler": ("scheduler", "scheduler"),
+    "apiServer": ("api-server", "api-server"),
+    "dagProcessor": ("dag-processor", "dag-processor"),
+    "triggerer": ("triggerer", "triggerer"),
+    "worker": ("worker", "worker"),
+    "taskPod": ("task-pod", "base"),
+    "migrations": ("run-airflow-migrations", "run-airflow-migrations"),
+    "redis": ("redis", "redis"),
+    "statsd": ("statsd", "statsd"),
+    "logGroomer": ("scheduler", "scheduler-log-groomer"),
+    "gitSync": ("dag-processor", "git-sync"),
+}
+
+
+def combo_id(answers: dict) -> str:
+    return "-".join(answers.values())
+
+
+@pytest.fixture(scope="module")
+def rendered(baked):
+    cache: dict[tuple, list[dict]] = {}
+
+    def _rendered(**answers: str) -> list[dict]:
+        key = tuple(sorted(answers.items()))
+        if key not in cache:
+            cache[key] = render(baked(**answers))
+        return cache[key]
+
+    return _rendered
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity as a number (bytes or cores), for comparisons."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "": 1}
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text)).groups()
+    return float(number) * units[unit]
+
+
+def workloads(docs: list[dict]) -> dict[str, dict]:
+    """component label -> Deployment/StatefulSet (the chart's long-running pods)."""
+    return {
+        w["spec"]["template"]["metadata"]["labels"]["component"]: w
+        for w in of_kind(docs, "Deployment", "StatefulSet")
+    }
+
+
+@pytest.mark.parametrize("answers", SIZE_COMBINATIONS, ids=combo_id)
+def test_every_container_has_requests_and_a_memory_limit(rendered, answers):
+    specs = pod_specs(rendered(**answers))
+    expected = {"scheduler", "api-server", "dag-processor", "triggerer", "statsd"}
+    expected.add("task-pod" if answers["executor"] == "KubernetesExecutor" else "worker")
+    assert expected <= set(specs), f"no rendered pod for {expected - set(specs)}"
+    checked = 0
+    for component, spec in specs.items():
+        for container in all_containers(spec):
+            where = f"{combo_id(answers)}: {component}/{container['name']}"
+            resources = container.get("resources") or {}
+            requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+            assert {"cpu", "memory"} <= set(requests), f"{where}: requests {requests}"
+            assert "memory" in limits, f"{where}: no memory limit"
+            assert "cpu" not in limits, f"{where}: a CPU limit throttles on idle nodes"
+            assert quantity(requests["memory"]) <= quantity(limits["memory"]), where
+            checked += 1
+    assert checked >= 12
+
+
+@pytest.mark.parametrize("answers", SIZE_COMBINATIONS, ids=combo_id)
+def test_docs_show_the_numbers_that_render(baked, rendered, answers):
+    repo = baked(**answers)
+    specs = pod_specs(rendered(**answers))
+    rows = re.findall(
+        r"^\| (\w+) \| (\S+) \| (\S+) \| (\S+) \| .+\|$",
+        (repo / "docs" / "production.md").read_text(),
+        re.MULTILINE,
+    )
+    documented = {name: numbers for name, *numbers in rows if name in DOC_ROWS}
+    present = {row for row, (component, _) in DOC_ROWS.items() if component in specs}
+    present -= {"gitSync"} if answers["dag_source"] != "git-sync" else set()
+    assert set(documented) == present, f"docs rows {sorted(documented)}, pods {sorted(present)}"
+    for row, (cpu, memory, limit) in documented.items():
+        component, name = DOC_ROWS[row]
+        container = next(c for c in all_containers(specs[component]) if c["name"] == name)
+        resources = container["resources"]
+        assert [resources["requests"]["cpu"], resources["requests"]["memory"]] == [cpu, memory], row
+        assert resources["limits"]["memory"] == limit, row
+
+
+def test_production_asks_for_more_than_small(rendered):
+    def scheduler_memory(size: str) -> float:
+        specs = pod_specs(rendered(size=size, executor="CeleryExecutor", dag_source="s3-sync"))
+        return quantity(specs["scheduler"]["containers"][0]["resources"]["requests"]["memory"])
+
+    assert scheduler_memory("production") > scheduler_memory("small")
+
+
+@pytest.mark.parametrize("answers", SIZE_COMBINATIONS, ids=combo_id)
+def test_control_components_survive_a_drain_and_a_zone(rendered, answers):
+    docs = rendered(**answers)
+    pods = workloads(docs)
+    budgets = named(docs, "PodDisruptionBudget")
+    classes = named(docs, "PriorityClass")
+    production = answers["size"] == "production"
+    for component in REPLICATED:
+        workload = pods[component]
+        spec = workload["spec"]["template"]["spec"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            b
+            for b in budgets.values()
+            if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        if not production:
+            assert workload["spec"]["replicas"] == 1, component
+            assert not covering and not spec.get("priorityClassName"), component
+            continue
+        assert workload["spec"]["replicas"] == 2, component
+        assert [b["spec"].get("maxUnavailable") for b in covering] == [1], component
+        zone = [c for c in spec.get("topologySpreadConstraints") or [] if c["topologyKey"] == ZONE]
+        assert zone, f"{component}: not spread over zones"
+        assert zone[0]["whenUnsatisfiable"] == "DoNotSchedule"
+        # The spread must count this component's own pods, not every Airflow pod.
+        assert zone[0]["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert zone[0]["labelSelector"]["matchLabels"]["component"] == component
+        assert spec["priorityClassName"] in classes, f"{component}: priority class not created"
+    if production:
+        assert pods["dag-processor"]["spec"]["template"]["spec"]["priorityClassName"] in classes
+        (priority,) = classes.values()
+        assert 0 < priority["value"] < 1_000_000_000  # below the system-* classes
+    else:
+        assert not classes and not budgets

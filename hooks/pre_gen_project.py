@@ -144,7 +144,23 @@ def name_length_problems(answers: dict) -> list[str]:
     return []
 
 
-RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems)
+def alb_certificate_problems(answers: dict) -> list[str]:
+    """An ALB can only use an ACM certificate of its own region, and we deploy to one account."""
+    if answers["ui_access"] != "alb":
+        return []
+    arn = answers["alb_certificate_arn"]
+    allowed = (f"required with ui_access alb: an ACM certificate ARN in {answers['aws_region']} and account "
+               f"{answers['aws_account_id']}, arn:aws:acm:{answers['aws_region']}:{answers['aws_account_id']}:certificate/UUID")
+    if not arn:
+        return [problem("alb_certificate_arn", arn, allowed)]
+    shape = re.fullmatch(r"arn:aws:acm:([a-z0-9-]+):([0-9]{12}):certificate/.+", str(arn))
+    if shape and shape.groups() != (answers["aws_region"], answers["aws_account_id"]):
+        return [problem("alb_certificate_arn", arn, allowed)]
+    return []
+
+
+RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems,
+         alb_certificate_problems)
 
 
 def main() -> int:

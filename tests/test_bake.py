@@ -30,7 +30,8 @@ SUPPORTED = (
         dict(dag_source="git-sync", git_repo_url="https://github.com/example-org/dags.git", git_known_hosts=""),
         dict(dag_source="efs", efs_throughput_mode="bursting", efs_volume_size="20Gi"),
         dict(dag_source="s3-bundle", dag_prefix="teams/data/dags", sync_interval_seconds="120"),
-        dict(size="production", executor="CeleryExecutor"),
+        dict(size="production", executor="CeleryExecutor", ui_access="alb", alb_scheme="internet-facing",
+             alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-1b1a-2d2c-3f3e-4a4b4c4d4e4f"),
         dict(size="production", executor="KubernetesExecutor", dag_source="git-sync"),
     ]
 )

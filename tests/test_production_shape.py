@@ -7,11 +7,12 @@ numbers the generated docs/production.md promises, which must be the rendered on
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from helm_chart import render
-from test_chart_render import all_containers, named, of_kind, pod_specs
+from test_chart_render import airflow_config, all_containers, named, of_kind, pod_specs
 
 SIZES = ["small", "production"]
 EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
@@ -157,3 +158,65 @@ def test_control_components_survive_a_drain_and_a_zone(rendered, answers):
         assert 0 < priority["value"] < 1_000_000_000  # below the system-* classes
     else:
         assert not classes and not budgets
+
+
+# --- A way in: ui_access -------------------------------------------------------------------------
+
+CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-1b1a-2d2c-3f3e-4a4b4c4d4e4f"
+ALB = {
+    "ui_access": "alb",
+    "alb_certificate_arn": CERTIFICATE,
+    "ui_hostname": "airflow.data.example",
+}
+UI_COMBINATIONS = [
+    {"size": s, "executor": e, **access}
+    for s in SIZES
+    for e in EXECUTORS
+    for access in ({"ui_access": "port-forward"}, ALB)
+]
+ALB_ANNOTATION = "alb.ingress.kubernetes.io/"
+
+
+def ui_id(answers: dict) -> str:
+    return "-".join(v for k, v in answers.items() if k in ("size", "executor", "ui_access"))
+
+
+@pytest.mark.parametrize("answers", UI_COMBINATIONS, ids=ui_id)
+def test_the_api_server_is_reached_only_as_answered(rendered, answers):
+    docs = rendered(**answers)
+    ingresses = of_kind(docs, "Ingress")
+    if answers["ui_access"] == "port-forward":
+        assert not ingresses, "port-forward exposes nothing"
+        return
+    (ingress,) = ingresses
+    annotations = {
+        k.removeprefix(ALB_ANNOTATION): v
+        for k, v in ingress["metadata"]["annotations"].items()
+        if k.startswith(ALB_ANNOTATION)
+    }
+    assert ingress["spec"]["ingressClassName"] == "alb"
+    assert annotations["scheme"] == "internal"  # the default answer
+    assert annotations["certificate-arn"] == CERTIFICATE
+    assert annotations["ssl-redirect"] == "443"
+    assert {"HTTPS": 443} in json.loads(annotations["listen-ports"])
+    assert annotations["target-type"] == "ip"  # the chart's Service is ClusterIP
+    # The load balancer checks the path the chart itself probes the API server on.
+    (api_server,) = [w for c, w in workloads(docs).items() if c == "api-server"]
+    probe = api_server["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert annotations["healthcheck-path"] == probe["path"] == "/api/v2/monitor/health"
+    # Every rule routes the answered host to a Service port that exists.
+    services = named(docs, "Service")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == answers["ui_hostname"]
+    for path in rule["http"]["paths"]:
+        backend = path["backend"]["service"]
+        ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+        assert backend["port"]["name"] in ports
+    config = airflow_config(docs)
+    assert config["api"]["base_url"] == f"https://{answers['ui_hostname']}"
+
+
+def test_an_internet_facing_load_balancer_is_only_by_answer(rendered):
+    docs = rendered(**ALB, alb_scheme="internet-facing")
+    (ingress,) = of_kind(docs, "Ingress")
+    assert ingress["metadata"]["annotations"][ALB_ANNOTATION + "scheme"] == "internet-facing"

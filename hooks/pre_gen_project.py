@@ -159,8 +159,19 @@ def alb_certificate_problems(answers: dict) -> list[str]:
     return []
 
 
+def worker_count_problems(answers: dict) -> list[str]:
+    low, high = answers["workers_min"], answers["workers_max"]
+    if not (str(low).isdigit() and str(high).isdigit()):
+        return []  # the schema already said what is wrong
+    if int(high) < 1:
+        return [problem("workers_max", high, "a whole number of workers from 1 to 999, at least workers_min")]
+    if int(low) > int(high):
+        return [problem("workers_min", low, f"a whole number of workers from 0 to 999, at most workers_max ({high})")]
+    return []
+
+
 RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems,
-         alb_certificate_problems)
+         alb_certificate_problems, worker_count_problems)
 
 
 def main() -> int:

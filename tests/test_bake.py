@@ -124,6 +124,7 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "iam/efs-csi-driver-policy.json": mode == "efs",
         "iam/efs-csi-driver-trust.json": mode == "efs",
         "k8s/priorityclass.yaml": answers.get("size") == "production",
+        "k8s/deploy-extensions-rbac.yaml": stack["airflow"]["executor"] == "CeleryExecutor",
     }
     for name, wanted in expect.items():
         assert (name in present) == wanted, f"{name} {'missing' if wanted else 'left over'} in {mode}"

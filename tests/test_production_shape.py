@@ -220,3 +220,90 @@ def test_an_internet_facing_load_balancer_is_only_by_answer(rendered):
     docs = rendered(**ALB, alb_scheme="internet-facing")
     (ingress,) = of_kind(docs, "Ingress")
     assert ingress["metadata"]["annotations"][ALB_ANNOTATION + "scheme"] == "internet-facing"
+
+
+# --- Autoscaling ---------------------------------------------------------------------------------
+
+# API groups of the kinds the deploy role's EKS access policy (AmazonEKSAdminPolicy) covers.
+BUILT_IN_GROUPS = {
+    "",
+    "apps",
+    "batch",
+    "autoscaling",
+    "policy",
+    "networking.k8s.io",
+    "rbac.authorization.k8s.io",
+}
+CLUSTER_SCOPED = {"Namespace", "StorageClass", "PriorityClass", "IngressClass"}
+
+
+def api_group(doc: dict) -> str:
+    return doc["apiVersion"].rpartition("/")[0]
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"executor": e, "workers_min": lo, "workers_max": hi}
+        for e in EXECUTORS
+        for lo, hi in (("0", "3"), ("2", "12"))
+    ],
+    ids=combo_id,
+)
+def test_celery_workers_scale_with_keda_between_the_answers(rendered, answers):
+    docs = rendered(**answers)
+    scaled = of_kind(docs, "ScaledObject")
+    if answers["executor"] == "KubernetesExecutor":
+        assert not scaled, "no workers to scale: every task is its own pod"
+        return
+    (scaler,) = scaled
+    spec = scaler["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (
+        int(answers["workers_min"]),
+        int(answers["workers_max"]),
+    )
+    target = spec["scaleTargetRef"]
+    (worker,) = [
+        w for w in of_kind(docs, target["kind"]) if w["metadata"]["name"] == target["name"]
+    ]
+    assert "replicas" not in worker["spec"], (
+        "a fixed replica count would fight KEDA on every deploy"
+    )
+    container = next(
+        c
+        for c in worker["spec"]["template"]["spec"]["containers"]
+        if c["name"] == target["envSourceContainerName"]
+    )
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "postgresql"
+    assert trigger["metadata"]["connectionFromEnv"] in {e["name"] for e in container["env"]}
+    query = trigger["metadata"]["query"]
+    assert "'queued'" in query and "'running'" in query
+
+
+@pytest.mark.parametrize("answers", [{"executor": e} for e in EXECUTORS], ids=combo_id)
+def test_the_deploy_role_may_apply_every_custom_resource_rendered(rendered, answers):
+    """AmazonEKSAdminPolicy covers built-in kinds only; k8s/ must grant the rest to its group."""
+    docs = rendered(**answers)
+    custom = {
+        (api_group(d), d["kind"])
+        for d in docs
+        if api_group(d) not in BUILT_IN_GROUPS and d["kind"] not in CLUSTER_SCOPED
+    }
+    if answers["executor"] == "CeleryExecutor":
+        assert ("keda.sh", "ScaledObject") in custom
+    roles = named(docs, "Role")
+    granted = {
+        (group, resource)
+        for binding in of_kind(docs, "RoleBinding")
+        if any(s["kind"] == "Group" for s in binding["subjects"])
+        and binding["roleRef"]["name"] in roles
+        for rule in roles[binding["roleRef"]["name"]]["rules"]
+        if {"create", "update", "patch", "delete", "get"} <= set(rule["verbs"])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    for group, kind in custom:
+        assert (group, kind.lower() + "s") in granted, (
+            f"the deploy role may not apply {group}/{kind}"
+        )

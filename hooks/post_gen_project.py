@@ -35,7 +35,12 @@ MODE_SPECIFIC_FILES = {
     "k8s/git-known-hosts.yaml": lambda a: a["dag_source"] == "git-bundle"
     and a["git_repo_url"].startswith(("git@", "ssh://")),
     "k8s/priorityclass.yaml": lambda a: a["size"] == "production",
-    "k8s/deploy-extensions-rbac.yaml": lambda a: a["executor"] == "CeleryExecutor",
+    "k8s/deploy-extensions-rbac.yaml": lambda a: a["executor"] == "CeleryExecutor"
+    or a["metrics_scrape"] == "servicemonitor",
+    "k8s/servicemonitor.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
+    "k8s/prometheusrule.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
+    # With the operator the rules live in k8s/prometheusrule.yaml only (one copy to edit).
+    "monitoring/alert-rules.yaml": lambda a: a["metrics_scrape"] == "annotations",
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
     "images/s3-sync": uses_own_sync_image,

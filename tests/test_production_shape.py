@@ -11,7 +11,8 @@ import json
 import re
 
 import pytest
-from helm_chart import render
+import yaml
+from helm_chart import chart_file, render
 from test_chart_render import airflow_config, all_containers, named, of_kind, pod_specs
 
 SIZES = ["small", "production"]
@@ -281,7 +282,12 @@ def test_celery_workers_scale_with_keda_between_the_answers(rendered, answers):
     assert "'queued'" in query and "'running'" in query
 
 
-@pytest.mark.parametrize("answers", [{"executor": e} for e in EXECUTORS], ids=combo_id)
+@pytest.mark.parametrize(
+    "answers",
+    [{"executor": e} for e in EXECUTORS]
+    + [{"executor": "KubernetesExecutor", "metrics_scrape": "servicemonitor"}],
+    ids=combo_id,
+)
 def test_the_deploy_role_may_apply_every_custom_resource_rendered(rendered, answers):
     """AmazonEKSAdminPolicy covers built-in kinds only; k8s/ must grant the rest to its group."""
     docs = rendered(**answers)
@@ -292,6 +298,11 @@ def test_the_deploy_role_may_apply_every_custom_resource_rendered(rendered, answ
     }
     if answers["executor"] == "CeleryExecutor":
         assert ("keda.sh", "ScaledObject") in custom
+    if answers.get("metrics_scrape") == "servicemonitor":
+        assert {
+            ("monitoring.coreos.com", "ServiceMonitor"),
+            ("monitoring.coreos.com", "PrometheusRule"),
+        } <= custom
     roles = named(docs, "Role")
     granted = {
         (group, resource)
@@ -307,3 +318,128 @@ def test_the_deploy_role_may_apply_every_custom_resource_rendered(rendered, answ
         assert (group, kind.lower() + "s") in granted, (
             f"the deploy role may not apply {group}/{kind}"
         )
+
+
+# --- Metrics -------------------------------------------------------------------------------------
+
+# Airflow metric names (Airflow's metrics reference) that the rules and dashboard read and the
+# chart's StatsD mappings leave alone: the exporter publishes them with dots as underscores.
+AIRFLOW_METRICS = {
+    "dag_processing.import_errors",
+    "dag_processing.total_parse_time",
+    "ti_failures",
+    "executor.queued_tasks",
+    "executor.running_tasks",
+}
+REQUIRED_ALERTS = {"AirflowSchedulerDown", "AirflowDagImportErrors", "AirflowTasksStuckQueued"}
+REQUIRED_PANELS = {
+    "Scheduler heartbeats",
+    "DAG parse time",
+    "Queued and running tasks",
+    "Task failures",
+    "Pool slots",
+}
+PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "increase",
+    "absent",
+    "by",
+    "and",
+    "or",
+}
+
+
+def mapping_matches(mapping: dict, metric: str) -> bool:
+    """statsd_exporter's rule: a glob where `*` is one dot-free part, or a regex."""
+    if mapping.get("match_type") == "regex":
+        return re.fullmatch(mapping["match"], metric) is not None
+    pattern = r"\.".join(
+        "[^.]+" if part == "*" else re.escape(part) for part in mapping["match"].split(".")
+    )
+    return re.fullmatch(pattern, metric) is not None
+
+
+def exported_metric_names() -> set[str]:
+    mappings = yaml.safe_load(chart_file("files/statsd-mappings.yml"))["mappings"]
+    names = {m["name"] for m in mappings}
+    for metric in AIRFLOW_METRICS:
+        statsd = f"airflow.{metric}"
+        renamed = [m["name"] for m in mappings if mapping_matches(m, statsd)]
+        assert not renamed, f"{statsd} is mapped to {renamed}; use that name"
+        names.add(re.sub(r"[^A-Za-z0-9_]", "_", statsd))
+    return names
+
+
+def check_promql(expr: str, where: str) -> None:
+    """No promtool offline: brackets balance, every function is known, every metric exists."""
+    depth = 0
+    for char in expr:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        assert depth >= 0, f"{where}: unbalanced {expr!r}"
+    assert depth == 0, f"{where}: unbalanced {expr!r}"
+    functions = set(re.findall(r"\b([a-z_]+)\s*\(", expr))
+    assert functions <= PROMQL_WORDS, f"{where}: unknown {functions - PROMQL_WORDS}"
+    metrics = set(re.findall(r"\bairflow_[a-z0-9_]+", expr))
+    assert metrics, f"{where}: reads no Airflow metric"
+    unknown = metrics - exported_metric_names()
+    assert not unknown, f"{where}: the StatsD exporter publishes no {sorted(unknown)}"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"executor": e, "metrics_scrape": m}
+        for e in EXECUTORS
+        for m in ("annotations", "servicemonitor")
+    ],
+    ids=combo_id,
+)
+def test_metrics_reach_prometheus_with_alerts(baked, rendered, answers):
+    repo, docs = baked(**answers), rendered(**answers)
+    statsd = named(docs, "Service")["airflow-statsd"]
+    scrape_port = next(p for p in statsd["spec"]["ports"] if p["name"] == "statsd-scrape")
+    assert airflow_config(docs)["metrics"]["statsd_host"] == statsd["metadata"]["name"]
+    rules_file = repo / "monitoring" / "alert-rules.yaml"
+    monitors = of_kind(docs, "ServiceMonitor")
+    if answers["metrics_scrape"] == "annotations":
+        annotations = statsd["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(scrape_port["port"])
+        assert not monitors and not of_kind(docs, "PrometheusRule")
+        groups = yaml.safe_load(rules_file.read_text())["groups"]
+    else:
+        (monitor,) = monitors
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items()
+            <= statsd["metadata"]["labels"].items()
+        )
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["statsd-scrape"]
+        (rule,) = of_kind(docs, "PrometheusRule")
+        assert not rules_file.exists(), "one copy of the rules: k8s/prometheusrule.yaml"
+        groups = rule["spec"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert REQUIRED_ALERTS <= {r["alert"] for r in rules}
+    for rule in rules:
+        check_promql(rule["expr"], rule["alert"])
+        assert re.fullmatch(r"[0-9]+[smh]", rule["for"]), rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}
+        assert rule["annotations"]["summary"]
+
+
+def test_the_dashboard_shows_what_the_issue_asks_on_exported_metrics(default_repo):
+    dashboard = json.loads((default_repo / "monitoring" / "airflow-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert REQUIRED_PANELS <= {p["title"] for p in panels}
+    assert len({p["id"] for p in panels}) == len(panels)
+    (variable,) = dashboard["templating"]["list"]
+    for panel in panels:
+        assert panel["datasource"]["uid"] == f"${{{variable['name']}}}"
+        for target in panel["targets"]:
+            check_promql(target["expr"], panel["title"])
+    legends = [t["legendFormat"] for p in panels for t in p["targets"]]
+    assert "{{pool}} used" in legends  # Grafana's own templating survived generation

@@ -7,6 +7,7 @@ numbers the generated docs/production.md promises, which must be the rendered on
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -443,3 +444,125 @@ def test_the_dashboard_shows_what_the_issue_asks_on_exported_metrics(default_rep
             check_promql(target["expr"], panel["title"])
     legends = [t["legendFormat"] for p in panels for t in p["targets"]]
     assert "{{pool}} used" in legends  # Grafana's own templating survived generation
+
+
+# --- NetworkPolicies -----------------------------------------------------------------------------
+
+NAMESPACE = "airflow"  # the default answer
+
+
+class Peer:
+    """One end of a connection: a pod (labels in a namespace) or an address outside the cluster."""
+
+    def __init__(
+        self, labels: dict | None = None, namespace: str = NAMESPACE, ip: str | None = None
+    ):
+        self.labels, self.namespace, self.ip = labels or {}, namespace, ip
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression  # the only operator we use
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def peer_matches(rule_peer: dict, peer: Peer) -> bool:
+    if "ipBlock" in rule_peer:
+        return peer.ip is not None and ipaddress.ip_address(peer.ip) in ipaddress.ip_network(
+            rule_peer["ipBlock"]["cidr"]
+        )
+    if peer.ip is not None:
+        return False  # an address outside the cluster is no pod of any namespace
+    if "namespaceSelector" in rule_peer:
+        namespace_ok = selects(
+            rule_peer["namespaceSelector"], {"kubernetes.io/metadata.name": peer.namespace}
+        )
+    else:
+        namespace_ok = peer.namespace == NAMESPACE
+    return namespace_ok and selects(rule_peer.get("podSelector", {}), peer.labels)
+
+
+def port_matches(rule: dict, port: int, protocol: str) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(
+        int(p["port"]) == port and p.get("protocol", "TCP") == protocol for p in ports
+    )
+
+
+def allowed(docs: list[dict], source: Peer, target: Peer, port: int, protocol: str = "TCP") -> bool:
+    """Kubernetes semantics: a direction is open unless a policy selects the pod for it; then
+    only what some rule of those policies allows gets through. Both ends must agree."""
+    policies = of_kind(docs, "NetworkPolicy")
+
+    def side(pod: Peer, direction: str, other: Peer) -> bool:
+        if pod.ip is not None:
+            return True  # outside the cluster: no policy applies
+        mine = [
+            p["spec"]
+            for p in policies
+            if direction.capitalize() in p["spec"]["policyTypes"]
+            and selects(p["spec"]["podSelector"], pod.labels)
+        ]
+        if not mine:
+            return True
+        key = "from" if direction == "ingress" else "to"
+        return any(
+            port_matches(rule, port, protocol)
+            and (key not in rule or any(peer_matches(peer, other) for peer in rule[key]))
+            for spec in mine
+            for rule in spec.get(direction, [])
+        )
+
+    return side(source, "egress", target) and side(target, "ingress", source)
+
+
+def pod(component: str) -> Peer:
+    return Peer({"tier": "airflow", "component": component, "release": "airflow"})
+
+
+@pytest.mark.parametrize("answers", UI_COMBINATIONS, ids=ui_id)
+def test_only_what_must_talk_talks(rendered, answers):
+    docs = rendered(**answers)
+    celery = answers["executor"] == "CeleryExecutor"
+    worker, scheduler, api = pod("worker"), pod("scheduler"), pod("api-server")
+    triggerer, parser, statsd, redis = (
+        pod("triggerer"),
+        pod("dag-processor"),
+        pod("statsd"),
+        pod("redis"),
+    )
+    stranger = Peer({"app": "something-else"}, namespace="default")
+    load_balancer = Peer(ip="10.0.12.34")
+    database = Peer(ip="10.0.200.5")
+    # Redis (Celery): the workers and the scheduler, nobody else.
+    if celery:
+        for source in (worker, scheduler):
+            assert allowed(docs, source, redis, 6379), source.labels
+        for source in (api, triggerer, parser, stranger):
+            assert not allowed(docs, source, redis, 6379), source.labels
+    # The workers' (or task pods') log server: the API server alone.
+    assert allowed(docs, api, worker, 8793)
+    for source in (scheduler, triggerer, parser, stranger):
+        assert not allowed(docs, source, worker, 8793), source.labels
+    # The API server: Airflow's own pods (Execution API), the load balancer only with alb.
+    for source in (worker, triggerer, parser, scheduler):
+        assert allowed(docs, source, api, 8080), source.labels
+    assert not allowed(docs, stranger, api, 8080)
+    assert allowed(docs, load_balancer, api, 8080) == (answers["ui_access"] == "alb")
+    # Nothing else gets in anywhere; Prometheus reaches only StatsD's metrics port.
+    assert not allowed(docs, worker, parser, 8080)
+    assert not allowed(docs, stranger, scheduler, 8793)
+    assert allowed(docs, Peer({"app": "prometheus"}, namespace="monitoring"), statsd, 9102)
+    assert not allowed(docs, stranger, statsd, 9125, "UDP")
+    assert allowed(docs, worker, statsd, 9125, "UDP")
+    # The scheduler and API server reach the database's port and nothing else outside.
+    for source in (scheduler, api):
+        assert allowed(docs, source, database, 5432)
+        assert not allowed(docs, source, Peer(ip="203.0.113.9"), 25)
+    assert allowed(docs, scheduler, redis, 6379) == celery
+    # Workers run DAG code: their way out stays open.
+    assert allowed(docs, worker, Peer(ip="203.0.113.9"), 3306)

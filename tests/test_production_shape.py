@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import shutil
 
 import pytest
 import yaml
+from conftest import run_make
 from helm_chart import chart_file, render
 from test_chart_render import airflow_config, all_containers, named, of_kind, pod_specs
 
@@ -566,3 +568,50 @@ def test_only_what_must_talk_talks(rendered, answers):
     assert allowed(docs, scheduler, redis, 6379) == celery
     # Workers run DAG code: their way out stays open.
     assert allowed(docs, worker, Peer(ip="203.0.113.9"), 3306)
+
+
+# --- make validate -------------------------------------------------------------------------------
+
+VALIDATE_CASES = [
+    # (answers, file, text to find, replacement, rule id)
+    (
+        {"size": "small"},
+        "helm/values.yaml",
+        'scheduler:\n  resources:\n    requests:\n      cpu: "250m"\n',
+        "scheduler:\n  resources:\n    requests:\n",
+        "resources-missing",
+    ),
+    (
+        {"executor": "KubernetesExecutor"},
+        "helm/values.yaml",
+        "\nworkers:\n  kubernetes:\n",
+        "\nworkers:\n  keda:\n    enabled: true\n  kubernetes:\n",
+        "keda-executor",
+    ),
+    (
+        ALB,
+        "helm/values.yaml",
+        '      alb.ingress.kubernetes.io/ssl-redirect: "443"\n',
+        "",
+        "ingress-tls",
+    ),
+    ({"size": "production"}, "k8s/priorityclass.yaml", None, None, "priorityclass-missing"),
+]
+
+
+@pytest.mark.parametrize("case", VALIDATE_CASES, ids=[c[-1] for c in VALIDATE_CASES])
+def test_validate_catches_an_edit_that_undoes_the_shape(baked, tmp_path, case):
+    answers, relative, find, replace, rule = case
+    repo = shutil.copytree(baked(**answers), tmp_path / "repo")
+    assert run_make(repo, "validate").returncode == 0  # as generated: clean
+    path = repo / relative
+    if find is None:
+        path.unlink()
+    else:
+        text = path.read_text()
+        assert find in text, f"{relative} no longer has {find!r}"
+        path.write_text(text.replace(find, replace, 1))
+    result = run_make(repo, "validate", check=False)
+    assert result.returncode != 0, result.stdout + result.stderr
+    rules = set(re.findall(r"\[([a-z0-9-]+)\]$", result.stdout, re.MULTILINE))
+    assert rules == {rule}, result.stdout

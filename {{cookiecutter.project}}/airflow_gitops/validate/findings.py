@@ -23,6 +23,8 @@ RULE_IDS = frozenset({
     "trust-unpinned", "iam-wildcard",
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
+    # production shape
+    "resources-missing", "keda-executor", "ingress-tls", "priorityclass-missing",
 })
 
 

@@ -1,8 +1,11 @@
-"""Right-sized and disruption-safe, asserted on what the real chart renders (issue 16).
+"""The production shape of issue 16, asserted on what the real chart renders.
 
 Each combination is baked and rendered by its own `make manifests` with the chart package the
-project carries (tests/helm_chart.py). The assertions read only rendered objects, plus the
-numbers the generated docs/production.md promises, which must be the rendered ones.
+project carries (tests/helm_chart.py). Sizes (requests, limits, replicas, PDBs, zone spread,
+priority), the way in (Ingress), autoscaling (KEDA), metrics (scrape, rules, dashboard) and
+NetworkPolicies are read from the rendered objects only, plus the numbers docs/production.md
+promises, which must be the rendered ones. The last tests edit a baked repo and expect
+`make validate` to name the rule that the edit breaks.
 """
 
 from __future__ import annotations
@@ -615,3 +618,34 @@ def test_validate_catches_an_edit_that_undoes_the_shape(baked, tmp_path, case):
     assert result.returncode != 0, result.stdout + result.stderr
     rules = set(re.findall(r"\[([a-z0-9-]+)\]$", result.stdout, re.MULTILINE))
     assert rules == {rule}, result.stdout
+
+
+# --- Done when: one production bake, everything at once ------------------------------------------
+
+PRODUCTION = {"size": "production", "metrics_scrape": "servicemonitor", **ALB}
+
+
+def test_a_production_bake_is_sized_replicated_elastic_reachable_and_observed(rendered):
+    docs = rendered(**PRODUCTION)
+    specs = pod_specs(docs)
+    unsized = [
+        f"{component}/{c['name']}"
+        for component, spec in specs.items()
+        for c in all_containers(spec)
+        if not {"cpu", "memory"} <= set((c.get("resources") or {}).get("requests") or {})
+    ]
+    assert not unsized
+    pods = workloads(docs)
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    for component in REPLICATED:
+        assert pods[component]["spec"]["replicas"] == 2
+        assert any(b["spec"]["selector"]["matchLabels"]["component"] == component for b in budgets)
+    (scaler,) = of_kind(docs, "ScaledObject")
+    assert scaler["spec"]["scaleTargetRef"]["name"] == "airflow-worker"
+    (ingress,) = of_kind(docs, "Ingress")
+    assert ingress["metadata"]["annotations"][ALB_ANNOTATION + "certificate-arn"] == CERTIFICATE
+    assert of_kind(docs, "ServiceMonitor") and of_kind(docs, "PrometheusRule")
+    policies = named(docs, "NetworkPolicy")
+    assert {"airflow-redis-policy", "airflow-worker-policy", "airflow-default-deny-ingress"} <= set(
+        policies
+    )

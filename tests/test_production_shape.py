@@ -599,6 +599,20 @@ VALIDATE_CASES = [
         "ingress-tls",
     ),
     ({"size": "production"}, "k8s/priorityclass.yaml", None, None, "priorityclass-missing"),
+    (
+        {"size": "small"},
+        "helm/values.yaml",
+        '      from:\n        - podSelector:\n            matchLabels:\n              tier: airflow\n              release: "airflow"\n',
+        "      from: []\n",
+        "api-server-unreachable",
+    ),
+    (
+        {"metrics_scrape": "servicemonitor"},
+        "k8s/servicemonitor.yaml",
+        "    - port: statsd-scrape\n",
+        "    - port: http\n",
+        "servicemonitor-target",
+    ),
 ]
 
 
@@ -618,6 +632,32 @@ def test_validate_catches_an_edit_that_undoes_the_shape(baked, tmp_path, case):
     assert result.returncode != 0, result.stdout + result.stderr
     rules = set(re.findall(r"\[([a-z0-9-]+)\]$", result.stdout, re.MULTILINE))
     assert rules == {rule}, result.stdout
+
+
+# --- The matrix: size x executor x ui_access ----------------------------------------------------
+
+
+@pytest.mark.parametrize("answers", UI_COMBINATIONS, ids=ui_id)
+def test_each_size_executor_and_way_in_renders_its_shape(rendered, answers):
+    docs = rendered(**answers)
+    production = answers["size"] == "production"
+    celery = answers["executor"] == "CeleryExecutor"
+    pods = workloads(docs)
+    specs = pod_specs(docs)
+    for component, spec in specs.items():
+        for container in all_containers(spec):
+            requests = (container.get("resources") or {}).get("requests") or {}
+            assert {"cpu", "memory"} <= set(requests), f"{component}/{container['name']}"
+    assert {pods[c]["spec"]["replicas"] for c in REPLICATED} == {2 if production else 1}
+    budgets = {
+        b["spec"]["selector"]["matchLabels"]["component"]
+        for b in of_kind(docs, "PodDisruptionBudget")
+    }
+    assert budgets == (set(REPLICATED) if production else set())
+    assert len(of_kind(docs, "ScaledObject")) == (1 if celery else 0)
+    assert ("task-pod" in specs) == (not celery)
+    assert len(of_kind(docs, "Ingress")) == (1 if answers["ui_access"] == "alb" else 0)
+    assert "airflow-default-deny-ingress" in named(docs, "NetworkPolicy")
 
 
 # --- Done when: one production bake, everything at once ------------------------------------------

@@ -24,7 +24,8 @@ RULE_IDS = frozenset({
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
     # production shape
-    "resources-missing", "keda-executor", "ingress-tls", "priorityclass-missing",
+    "resources-missing", "keda-executor", "ingress-tls", "priorityclass-missing", "api-server-unreachable",
+    "servicemonitor-target",
 })
 
 

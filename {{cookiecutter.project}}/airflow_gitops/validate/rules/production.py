@@ -1,4 +1,5 @@
-"""The production shape: sized components, autoscaling that fits the executor, a TLS-only UI.
+"""The production shape: sized components, autoscaling that fits the executor, a TLS-only UI,
+an API server its own pods can reach, metrics Prometheus can find.
 
 docs/production.md and docs/ui-access.md say what the generated values set and why; these rules
 keep a later edit from quietly dropping it.
@@ -32,6 +33,8 @@ def check(repo) -> Iterator[Finding]:
     executor = as_str(values.get("executor")) or as_str(repo.fact("airflow", "executor"))
     yield from _keda_needs_celery(values, executor)
     yield from _alb_is_tls_only(values)
+    yield from _api_server_reachable(values)
+    yield from _service_monitors(repo)
     if repo.fact("airflow", "size") is not None:  # a sized repository keeps every pod sized
         yield from _requests(values, executor)
         yield from _priority_classes(repo)
@@ -89,7 +92,10 @@ def _keda_needs_celery(values, executor: str) -> Iterator[Finding]:
 
 def _alb_is_tls_only(values) -> Iterator[Finding]:
     ingress = ("ingress", "apiServer")
-    if values.get(*ingress, "enabled") is not True or values.get(*ingress, "ingressClassName") != "alb":
+    if (
+        values.get(*ingress, "enabled") is not True
+        or values.get(*ingress, "ingressClassName") != "alb"
+    ):
         return
     annotations = as_dict(values.get(*ingress, "annotations"))
     problems = []
@@ -123,4 +129,46 @@ def _priority_classes(repo) -> Iterator[Finding]:
                 f"PriorityClass {name!r} is not in k8s/; pods naming a missing class are refused "
                 f"(k8s/ has: {', '.join(sorted(map(str, known))) or 'none'})",
                 "priorityclass-missing",
+            )
+
+
+def _api_server_reachable(values) -> Iterator[Finding]:
+    """The chart's API server NetworkPolicy with no peers lets nothing in; in Airflow 3 every task
+    calls the API server's Execution API, so every task would fail."""
+    if (
+        values.get("networkPolicies", "enabled") is not True
+        or values.get("apiServer", "enabled") is False
+    ):
+        return
+    peers = values.get("apiServer", "networkPolicy", "ingress", "from")
+    if not peers:
+        anchor = ("apiServer", "networkPolicy", "ingress", "from")
+        yield values.finding(
+            anchor if values.get(*anchor) is not None else ("networkPolicies", "enabled"),
+            "with networkPolicies.enabled the API server admits only apiServer.networkPolicy.ingress.from, "
+            "which is empty: tasks could not reach the Execution API; allow Airflow's pods "
+            "(docs/network-policies.md)",
+            "api-server-unreachable",
+            at_key=True,
+        )
+
+
+def _service_monitors(repo) -> Iterator[Finding]:
+    """A ServiceMonitor in k8s/ must select the chart's StatsD Service and name its metrics port."""
+    release = repo.fact("airflow", "release")
+    statsd_labels = {"tier": "airflow", "component": "statsd", "release": release}
+    for doc in repo.by_kind("ServiceMonitor"):
+        selector = as_dict(doc.get("spec", "selector", "matchLabels"))
+        ports = [as_dict(e).get("port") for e in doc.get("spec", "endpoints", default=[]) or []]
+        if (
+            not selector
+            or not selector.items() <= statsd_labels.items()
+            or "statsd-scrape" not in ports
+        ):
+            yield doc.finding(
+                ("spec",),
+                f"ServiceMonitor {doc.get('metadata', 'name')!r} must select the StatsD exporter's Service "
+                f"(matchLabels within {statsd_labels}) on port statsd-scrape; as written it scrapes nothing",
+                "servicemonitor-target",
+                at_key=True,
             )

@@ -248,13 +248,34 @@ def name_length_problems(answers: dict) -> list[str]:
     return []
 
 
-RULES = (
-    bucket_problems,
-    interval_problems,
-    known_hosts_problems,
-    oidc_subject_problems,
-    name_length_problems,
-)
+def alb_certificate_problems(answers: dict) -> list[str]:
+    """An ALB can only use an ACM certificate of its own region, and we deploy to one account."""
+    if answers["ui_access"] != "alb":
+        return []
+    arn = answers["alb_certificate_arn"]
+    allowed = (f"required with ui_access alb: an ACM certificate ARN in {answers['aws_region']} and account "
+               f"{answers['aws_account_id']}, arn:aws:acm:{answers['aws_region']}:{answers['aws_account_id']}:certificate/UUID")
+    if not arn:
+        return [problem("alb_certificate_arn", arn, allowed)]
+    shape = re.fullmatch(r"arn:aws:acm:([a-z0-9-]+):([0-9]{12}):certificate/.+", str(arn))
+    if shape and shape.groups() != (answers["aws_region"], answers["aws_account_id"]):
+        return [problem("alb_certificate_arn", arn, allowed)]
+    return []
+
+
+def worker_count_problems(answers: dict) -> list[str]:
+    low, high = answers["workers_min"], answers["workers_max"]
+    if not (str(low).isdigit() and str(high).isdigit()):
+        return []  # the schema already said what is wrong
+    if int(high) < 1:
+        return [problem("workers_max", high, "a whole number of workers from 1 to 999, at least workers_min")]
+    if int(low) > int(high):
+        return [problem("workers_min", low, f"a whole number of workers from 0 to 999, at most workers_max ({high})")]
+    return []
+
+
+RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems,
+         alb_certificate_problems, worker_count_problems)
 
 
 def main() -> int:

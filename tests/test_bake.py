@@ -42,6 +42,9 @@ SUPPORTED = (
         ),
         dict(dag_source="efs", efs_throughput_mode="bursting", efs_volume_size="20Gi"),
         dict(dag_source="s3-bundle", dag_prefix="teams/data/dags", sync_interval_seconds="120"),
+        dict(size="production", executor="CeleryExecutor", ui_access="alb", alb_scheme="internet-facing",
+             alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-1b1a-2d2c-3f3e-4a4b4c4d4e4f"),
+        dict(size="production", executor="KubernetesExecutor", dag_source="git-sync", metrics_scrape="servicemonitor"),
     ]
 )
 
@@ -138,6 +141,13 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "k8s/efs-storageclass.yaml": mode == "efs",
         "iam/efs-csi-driver-policy.json": mode == "efs",
         "iam/efs-csi-driver-trust.json": mode == "efs",
+        "k8s/priorityclass.yaml": answers.get("size") == "production",
+        "k8s/deploy-extensions-rbac.yaml": stack["airflow"]["executor"] == "CeleryExecutor"
+        or answers.get("metrics_scrape") == "servicemonitor",
+        "k8s/servicemonitor.yaml": answers.get("metrics_scrape") == "servicemonitor",
+        "k8s/prometheusrule.yaml": answers.get("metrics_scrape") == "servicemonitor",
+        "monitoring/alert-rules.yaml": answers.get("metrics_scrape") != "servicemonitor",
+        "monitoring/airflow-dashboard.json": True,
     }
     for name, wanted in expect.items():
         assert (name in present) == wanted, (
@@ -222,10 +232,8 @@ def test_names_agree_across_files(case):
     assert set(by_kind["Namespace"]) == {namespace}
     for kind, docs in by_kind.items():
         for doc in docs.values():
-            if kind not in {"Namespace", "StorageClass"}:
-                assert doc["metadata"]["namespace"] == namespace, (
-                    f"{kind} {doc['metadata']['name']}"
-                )
+            if kind not in {"Namespace", "StorageClass", "PriorityClass"}:  # cluster-scoped
+                assert doc["metadata"]["namespace"] == namespace, f"{kind} {doc['metadata']['name']}"
 
     # Every ServiceAccount a pod uses exists: either the chart creates it, or k8s/ has it.
     service_accounts = by_kind.get("ServiceAccount", {})

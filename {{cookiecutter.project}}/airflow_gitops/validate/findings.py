@@ -78,6 +78,13 @@ RULE_IDS = frozenset(
         "workflow-expression",
         "workflow-local-action",
         "manifest-not-deployed",
+        # production shape
+        "resources-missing",
+        "keda-executor",
+        "ingress-tls",
+        "priorityclass-missing",
+        "api-server-unreachable",
+        "servicemonitor-target",
     }
 )
 

@@ -18,6 +18,7 @@ from airflow_gitops.validate.rules import (
     iam_reference,
     names,
     oidc,
+    production,
     security,
     workflows,
 )
@@ -29,7 +30,14 @@ SINGLE_FILE = (
     workflows.check,
     workflows.check_more,
 )
-CROSS_FILE = (names.check, dags.check, facts.check, oidc.check, admission.check)
+CROSS_FILE = (
+    names.check,
+    dags.check,
+    facts.check,
+    oidc.check,
+    admission.check,
+    production.check,
+)
 
 
 def run_all(repo) -> Iterator[Finding]:

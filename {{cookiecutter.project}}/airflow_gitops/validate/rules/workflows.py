@@ -308,6 +308,9 @@ CLUSTER_SCOPED = {
     "MutatingWebhookConfiguration",
     "APIService",
 }
+# Namespaced, but only an admin can apply them: Kubernetes refuses a Role or RoleBinding that
+# grants more than its author holds, so the deploy identity cannot widen its own rights.
+ADMIN_APPLIED = CLUSTER_SCOPED | {"Role", "RoleBinding"}
 
 
 def _deployed_manifests(repo) -> Iterator[Finding]:
@@ -342,10 +345,10 @@ def _deployed_manifests(repo) -> Iterator[Finding]:
         is_skipped = any(fnmatch.fnmatchcase(name, p) for p in skipped)
         for manifest in by_file.get(path, []):
             kind = manifest.get("kind")
-            if is_skipped and kind not in CLUSTER_SCOPED:
+            if is_skipped and kind not in ADMIN_APPLIED:
                 yield manifest.finding(
                     ("kind",),
-                    f"{DEPLOY_WORKFLOW} skips this file (cluster-scoped, applied once "
+                    f"{DEPLOY_WORKFLOW} skips this file (cluster-scoped or RBAC, applied once "
                     f"by an admin), so this {kind} is never deployed; move it to another file",
                     "manifest-not-deployed",
                 )

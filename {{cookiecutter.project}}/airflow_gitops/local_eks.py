@@ -85,7 +85,7 @@ class EksExtras:
             ),
             # ids differ between runs; what counts is who gets which role
             "pod_identities": sorted(
-                json.dumps([a["namespace"], a["serviceAccount"], a["roleArn"]])
+                (a["namespace"], a["serviceAccount"], a["roleArn"])
                 for a in self.pod_identities.values()
             ),
         }

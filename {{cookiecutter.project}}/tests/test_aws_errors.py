@@ -100,12 +100,19 @@ def test_throttling_is_retried_in_standard_mode_then_reported(aws, tmp_path):
 
 
 def test_an_html_error_page_still_makes_one_line(aws, tmp_path):
-    """moto (like a proxy) answers an API it lacks with an HTML page; the error stays one line."""
+    """An endpoint that lacks an API (plain moto, a proxy) answers with an HTML page; the error
+    stays one line. The local AWS answers access entries, so the page is given here."""
     stack = stack_for("git-sync")
     root = make_repo(tmp_path, stack)
     create_cluster()
-    message = fails(stack, root, session(), "bootstrap")  # EKS access entries: not in moto
-    assert message.startswith("eks access entry airflow-gitops-deploy: DescribeAccessEntry failed")
+    target = session()
+    page = b"<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    answer(target, "DescribeAccessEntry", 404, page)
+    message = fails(stack, root, target, "bootstrap")
+    assert message.startswith(
+        "eks access entry airflow-gitops-deploy: DescribeAccessEntry got HTTP 404 Not Found with "
+        "a body of no declared type, not an AWS error"
+    )
 
 
 def test_bucket_name_owned_by_another_account(aws, tmp_path):

@@ -52,7 +52,7 @@ JOB_COMMANDS = {
     # presigned sts:GetCallerIdentity, which needs no IAM permission.
     r"^for manifest in build/k8s": None,
     r"^python -m airflow_gitops ensure-secrets": None,
-    r"^helm upgrade": None,
+    r"^python -m airflow_gitops deploy-chart": None,  # kubectl delete job, then helm upgrade
     r"^make efs-publish": None,
     r"^\{": None,  # the job summary
 }

@@ -8,6 +8,7 @@ import json
 
 import boto3
 import pytest
+from urllib.parse import urlencode
 from aws_testkit import ACCOUNT, REGION, create_cluster
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
@@ -42,10 +43,16 @@ def test_every_answered_operation_is_routed_from_the_request_botocore_sends(oper
         "policyArn": POLICY,
         "accessScope": SCOPE,
         "serviceAccountRoleArn": f"arn:aws:iam::{ACCOUNT}:role/efs",
+        "namespace": "airflow",
+        "serviceAccount": "airflow-dag-reader",
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/dag-reader",
+        "associationId": "a-1",
     }
     params = {k: v for k, v in params.items() if k in operation_model.input_shape.members}
     request = create_serializer("rest-json").serialize_to_request(params, operation_model)
     path, _, query = request["url_path"].partition("?")
+    # botocore keeps query parameters apart; on the wire they follow the path
+    query = "&".join(filter(None, [query, urlencode(request["query_string"], doseq=True)]))
     body = request["body"] if isinstance(request["body"], bytes) else request["body"].encode()
     assert local_eks.route(request["method"], path, query, body) == (operation, params)
 
@@ -124,12 +131,12 @@ def test_tls_only_bucket_policy_is_evaluated_as_aws_does(aws):
 
 
 def test_an_answer_that_is_no_aws_error_is_one_line(aws):
-    """moto lacks pod identity associations and answers with an HTML page."""
-    with pytest.raises(AwsError) as caught, aws_call("eks pod identity associations"):
-        client(aws, "eks").list_pod_identity_associations(clusterName="data-platform")
+    """moto lacks EKS insights (no handler here either) and answers with an HTML page."""
+    with pytest.raises(AwsError) as caught, aws_call("eks insights"):
+        client(aws, "eks").list_insights(clusterName="data-platform")
     message = str(caught.value)
     assert message == (
-        "eks pod identity associations: ListPodIdentityAssociations got HTTP 404 Not Found "
+        "eks insights: ListInsights got HTTP 404 Not Found "
         "with a text/html body, not an AWS error; the endpoint does not answer this call as "
         "AWS does (AWS_ENDPOINT_URL?)"
     )

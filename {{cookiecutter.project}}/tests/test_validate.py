@@ -67,8 +67,10 @@ def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
             "chart_version": "1.22.0",
             "version": "3.2.2",
             "executor": executor,
+            "admin_user_secret": "af-admin-user",
         },
         "dags": dags,
+        "storage": {"ebs_storage_class": "af-gp3"},
         "images": {
             "airflow": "apache/airflow:3.2.2",
             **({"s3_sync_repository": "team/s3-sync"} if source == "s3-sync" else {}),
@@ -137,13 +139,14 @@ def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
             }
         }
     elif source == "efs":
-        out["dags"] = {
-            "persistence": {
-                "enabled": True,
-                "existingClaim": "af-dags",
-                "accessMode": "ReadWriteMany",
-            }
-        }
+        # The claim of k8s/, read-only in every DAG reader (only efs-publish writes).
+        volumes = [{"name": "efs-dags",
+                    "persistentVolumeClaim": {"claimName": "af-dags", "readOnly": True}}]
+        mounts = [{"name": "efs-dags", "mountPath": "/opt/airflow/dags", "readOnly": True}]
+        efs_dags = {"extraVolumes": volumes, "extraVolumeMounts": mounts}
+        out["dagProcessor"] = dict(efs_dags)
+        out["triggerer"] = dict(efs_dags)
+        out["workers"] = {worker: dict(efs_dags)}
     elif source == "s3-bundle":
         out["dagProcessor"] = {
             "serviceAccount": dict(reader),
@@ -403,7 +406,7 @@ def test_service_account_create_false_without_name(tmp_path):
 def test_claim_in_values_must_exist(tmp_path):
     root = build(tmp_path, "efs")
     line = edit(
-        root / "helm" / "values.yaml", "existingClaim: af-dags", "existingClaim: airflow-dags"
+        root / "helm" / "values.yaml", "claimName: af-dags", "claimName: airflow-dags"
     )
     assert ("pvc-missing", line) in {(f.rule, f.line) for f in findings(root)}
 
@@ -905,14 +908,11 @@ def _github_trust(subject: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "form,subject",
-    [
-        ("classic", "repo:org/team:environment:production"),
-        ("immutable", "repo:org@11/team@22:environment:production"),
-    ],
+    "form,repo",
+    [("classic", "org/team"), ("immutable", "org@11/team@22")],
 )
-def test_deploy_trust_pins_the_subject_bootstrap_computes(tmp_path, form, subject):
-    from airflow_gitops.aws.iam import github_subject
+def test_deploy_trust_pins_the_subject_bootstrap_computes(tmp_path, form, repo):
+    from airflow_gitops.aws.github import subject as github_subject
 
     root = build(tmp_path / "repo")
     data = yaml.safe_load((root / "stack.yaml").read_text())
@@ -923,14 +923,18 @@ def test_deploy_trust_pins_the_subject_bootstrap_computes(tmp_path, form, subjec
         }
     )
     (root / "stack.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    assert github_subject(data["github"]) == subject
+    workflow = "org/team/.github/workflows/deploy.yml@refs/heads/main"
+    subject = f"repo:{repo}:environment:production:job_workflow_ref:{workflow}"
+    assert github_subject(data, "deploy.yml", True) == subject
     trust = root / "iam" / "deploy-role-trust.json"
     trust.write_text(json.dumps(_github_trust(subject), indent=2))
     assert findings(root) == []
     for wrong in (
-        subject.replace("team", "other"),
-        subject.replace("production", "staging"),
-        subject.split(":environment:")[0] + ":ref:refs/heads/main",
+        subject.replace("team", "other"),  # another repository
+        subject.replace("production", "staging"),  # another environment
+        subject.replace("deploy.yml", "sync-dags.yml"),  # another workflow's token
+        subject.replace("refs/heads/main", "refs/heads/feature"),  # another branch
+        subject.split(":job_workflow_ref:")[0],  # any workflow of the repository
     ):
         trust.write_text(json.dumps(_github_trust(wrong), indent=2))
         assert [f.rule for f in findings(root)] == ["oidc-subject"], wrong

@@ -60,9 +60,10 @@ def not_an_aws_answer(resource: str, operation: str, status, response: dict) -> 
     import http.client
 
     headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-    kind = headers.get("content-type", "").split(";")[0] or "untyped"
+    kind = headers.get("content-type", "").split(";")[0]
+    body = f"a {kind} body" if kind else "a body of no declared type"
     reason = http.client.responses.get(status, "") if isinstance(status, int) else ""
-    return (f"{resource}: {operation} got HTTP {status} {reason} with a {kind} body, not an "
+    return (f"{resource}: {operation} got HTTP {status} {reason} with {body}, not an "
             "AWS error; the endpoint does not answer this call as AWS does (AWS_ENDPOINT_URL?)")
 
 

@@ -201,6 +201,29 @@ def test_a_one_line_push_uploads_one_file_one_pack_and_the_manifest(bucket, tmp_
     assert sent == Counter(GetObject=1, PutObject=2 + len(plan.packs), DeleteObjects=1)
 
 
+def test_push_without_read_access_to_the_manifest_uploads_everything(bucket, tmp_path, capsys):
+    """A deploy role without s3:GetObject on the manifest (moto does not enforce IAM, so the
+    AccessDenied is raised in the client): still a correct, complete push, and a warning."""
+    from botocore.exceptions import ClientError
+
+    source = tmp_path / "dags"
+    write_tree(source, dags(3))
+    push.push_dags(source, BUCKET, PREFIX)
+    client, _ = counting_client()
+    real = client.get_object
+
+    def denied(**kwargs):
+        if kwargs["Key"].endswith(s3.MANIFEST_KEY):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetObject")
+        return real(**kwargs)
+
+    client.get_object = denied
+    plan = push.push_dags(source, BUCKET, PREFIX, client=client)
+    assert len(plan.uploads) == 3 and plan.generation
+    assert "Grant s3:GetObject" in capsys.readouterr().err
+    assert set(read_manifest(bucket).files) == set(dags(3))
+
+
 def test_push_refuses_to_wipe_the_prefix(bucket, tmp_path):
     pushed(tmp_path, dags(4))
     empty = tmp_path / "empty"

@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import os
 import random
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,7 +89,17 @@ def read_manifest(client, bucket: str, prefix: str) -> s3.Generation | None:
     try:
         response = client.get_object(Bucket=bucket, Key=s3.key_for(prefix, s3.MANIFEST_KEY))
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404"):
+            return None
+        if code in ("AccessDenied", "403"):
+            # The role may predate the manifest: push everything (correct, only slower) and say
+            # which permission makes it incremental again.
+            print(
+                f"WARNING: s3://{bucket}/{s3.key_for(prefix, s3.MANIFEST_KEY)}: AccessDenied; "
+                "uploading every file. Grant s3:GetObject on that key to push only changes.",
+                file=sys.stderr,
+            )
             return None
         raise
     try:

@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -55,13 +56,37 @@ BUCKET = "dag-sync-benchmark"
 # --- processes --------------------------------------------------------------------------------
 
 
+def peak_rss_mib(pid: int, done: threading.Event, out: list) -> None:
+    """Poll the child's VmHWM (its own high-water mark) until it exits.
+
+    Not ru_maxrss: on Linux that also counts the forked copy of this (large) parent process
+    before exec, which floors every child at the parent's size.
+    """
+    peak = 0
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        done.wait(0.02)
+    out.append(peak / 1024)
+
+
 def run_child(command: list[str], env: dict[str, str], check: bool = True) -> dict:
     """Run one process to its end: wall and CPU seconds, peak RSS (MiB), stdout, stderr."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        done, peak = threading.Event(), []
+        watcher = threading.Thread(target=peak_rss_mib, args=(process.pid, done, peak))
+        watcher.start()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        done.set()
+        watcher.join()
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -73,7 +98,7 @@ def run_child(command: list[str], env: dict[str, str], check: bool = True) -> di
     return {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mib": usage.ru_maxrss / 1024,
+        "rss_mib": peak[0],
         "stdout": stdout,
         "stderr": stderr,
     }
@@ -276,7 +301,7 @@ def bench_set(
             "sync",
             "--delete",
             "--exclude",
-            ".dagsync/*",
+            f"{prefix}/.dagsync/*",  # s5cmd matches the whole key
             f"{s3_url}*",
             f"{dest}/",
         ]

@@ -296,7 +296,7 @@ def test_cold_start_streams_packs_and_checks_every_member(bucket, tmp_path):
 def test_a_broken_pack_only_costs_more_requests(bucket, tmp_path):
     pushed(tmp_path, dags(40))
     for pack in read_manifest(bucket).packs:
-        bucket.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{pack.key}", Body=b"not a tar.gz")
+        bucket.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{pack.key}", Body=b"not a gzip stream")
     sync, _ = new_agent(tmp_path / "dest")
     assert sync.sync_once().from_bundle == 0
     assert read_tree(tmp_path / "dest" / "current") == dags(40)
@@ -311,6 +311,34 @@ def test_the_packs_are_reproducible(tmp_path):
     s3.write_pack(files, first)
     s3.write_pack(list(reversed(files)), second)
     assert first.getvalue() == second.getvalue()
+
+
+def test_a_pack_is_cut_into_its_members_streaming(tmp_path):
+    import io
+
+    files = {"a.py": b"A" * 5000, "b/empty.py": b"", "c.py": b"C" * 70_000, "z.py": b""}
+    for relpath, data in files.items():
+        (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relpath).write_bytes(data)
+    packed = io.BytesIO()
+    s3.write_pack([(p, tmp_path / p) for p in files], packed)
+    raw = packed.getvalue()
+    members = [(p, len(d)) for p, d in files.items()]
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def open_member(relpath):  # all but c.py
+        return None if relpath == "c.py" else open(out / relpath.replace("/", "_"), "wb")
+
+    chunks = [raw[i : i + 1000] for i in range(0, len(raw), 1000)]  # many small reads
+    got = {p: (size, sha) for p, size, sha in s3.read_pack(chunks, members, open_member)}
+    assert set(got) == {"a.py", "b/empty.py", "z.py"}
+    assert got["a.py"] == (5000, s3.file_sha256(tmp_path / "a.py"))
+    assert (out / "a.py").read_bytes() == files["a.py"] and (out / "z.py").read_bytes() == b""
+    with pytest.raises(ValueError, match="shorter"):
+        list(s3.read_pack([raw[: len(raw) // 2]], members, lambda _: None))
+    with pytest.raises(ValueError, match="longer"):
+        list(s3.read_pack([raw], members[:1], lambda _: None))
 
 
 # --- whole pushes only --------------------------------------------------------------------

@@ -5,7 +5,7 @@ Order matters to the sync agents reading the prefix:
 1. new and changed files (each PUT replaces an object atomically), with their SHA-256 as S3's
    additional checksum (S3 checks it on arrival; agents check it on every download, whatever
    the bucket's encryption: an ETag is an MD5 only for some objects);
-2. the packs that changed: tar.gz files of the small files, in PACK_COUNT groups by path, so a
+2. the packs that changed: gzip streams of the small files, in PACK_COUNT groups by path, so a
    cold agent streams a few packs instead of one GET per file and a one-line change rebuilds one
    pack; each is streamed to a temporary file, never held in memory;
 3. last, the manifest PREFIX/.dagsync/manifest.json: every file's size and SHA-256 and the
@@ -170,9 +170,8 @@ def push_dags(
             listing, _ = s3.list_objects(client, bucket, prefix)
             remote_keys = [obj.key for obj in listing.values()]
         files = local_files(source)
-        hashed = s3.run_parallel(
-            lambda p: (p.stat().st_size, s3.file_sha256(p)), files.values(), workers
-        )
+        # One after the other: for small files a thread pool costs more than the hashing.
+        hashed = [(path.stat().st_size, s3.file_sha256(path)) for path in files.values()]
         entries = {
             relpath: s3.FileEntry(
                 size,
@@ -189,7 +188,7 @@ def push_dags(
         old_packs = {p.key: p for p in old.packs} if old else {}
         packs: dict[int, s3.Pack] = {}
         for index, items in members.items():
-            key = f"{s3.PACKS_DIR}/{s3.pack_identity(items)}.tar.gz"
+            key = f"{s3.PACKS_DIR}/{s3.pack_identity(items)}.gz"
             packs[index] = old_packs.get(key) or s3.Pack(key, -1, "")
         plan = plan_push(entries, old, remote_keys, prefix, packs)
         held = (

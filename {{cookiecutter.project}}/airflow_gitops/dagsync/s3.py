@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import json
 import re
-import tarfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -216,18 +215,80 @@ def pack_identity(members: list[tuple[str, int, str]]) -> str:
 
 
 def write_pack(files: list[tuple[str, Any]], out: IO[bytes]) -> None:
-    """A reproducible tar.gz of ``[(relpath, path)]`` streamed into ``out`` (file by file)."""
-    with (
-        gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=PACK_COMPRESSLEVEL) as zipped,
-        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive,
-    ):
-        for relpath, path in sorted(files, key=lambda item: item[0]):
+    """A pack: gzip of the files' bytes, one after the other in path order, read file by file.
+
+    No headers: the manifest holds each member's path and size (and SHA-256), which is all a
+    reader needs to cut the stream apart (``read_pack``). Same files, same bytes (mtime 0).
+    """
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=PACK_COMPRESSLEVEL) as zipped:
+        for _relpath, path in sorted(files, key=lambda item: item[0]):
             with open(path, "rb") as handle:
-                info = tarfile.TarInfo(relpath)
-                handle.seek(0, 2)
-                info.size, info.mode = handle.tell(), 0o644
-                handle.seek(0)
-                archive.addfile(info, handle)
+                while block := handle.read(1 << 20):
+                    zipped.write(block)
+
+
+def read_pack(
+    chunks: Iterable[bytes], members: list[tuple[str, int]], open_member: Callable[[str], Any]
+) -> Iterator[tuple[str, int, str]]:
+    """Cut a pack stream into its members (path order, sizes from the manifest), streaming.
+
+    ``open_member(relpath)`` returns a writable file for a wanted member, or None to skip it.
+    Yields (relpath, size, sha256 base64) of each member written. Memory stays at one chunk.
+    Raises ValueError when the stream is shorter or longer than the members.
+    """
+    unzip = zlib.decompressobj(wbits=31)  # gzip
+    queue = iter(sorted(members))
+    current: list = []  # [relpath, remaining, handle, sha, size]
+
+    def start_next() -> bool:
+        item = next(queue, None)
+        if item is None:
+            current.clear()
+            return False
+        relpath, size = item
+        current[:] = [relpath, size, open_member(relpath), hashlib.sha256(), size]
+        return True
+
+    def finish():
+        relpath, _, handle, sha, size = current
+        if handle is not None:
+            handle.close()
+            return relpath, size, b64(sha.digest())
+        return None
+
+    more = start_next()
+    done: list = []
+    try:
+        for chunk in chunks:
+            data = unzip.decompress(chunk)
+            view = memoryview(data)
+            while more and (view or current[1] == 0):
+                take = view[: current[1]]
+                if take:
+                    current[3].update(take)
+                    if current[2] is not None:
+                        current[2].write(take)
+                    current[1] -= len(take)
+                    view = view[len(take) :]
+                if current[1] == 0:
+                    written = finish()
+                    if written:
+                        done.append(written)
+                    more = start_next()
+            if view:
+                raise ValueError("the pack is longer than its members")
+            yield from done
+            done.clear()
+        while more and current[1] == 0:  # trailing empty files
+            written = finish()
+            if written:
+                yield written
+            more = start_next()
+        if more or not unzip.eof:
+            raise ValueError("the pack is shorter than its members")
+    finally:
+        if current and current[2] is not None and not current[2].closed:
+            current[2].close()  # a member cut short: its caller fetches it on its own
 
 
 # --- the manifest -------------------------------------------------------------------------

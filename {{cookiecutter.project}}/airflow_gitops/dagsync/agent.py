@@ -649,7 +649,11 @@ def sync_into(
 
 
 def run_loop(agent: SyncAgent, interval: float, jitter: float) -> int:
-    """Sync every ``interval`` seconds (+/- jitter) until ``agent.stop`` is set."""
+    """Sync every ``interval`` seconds (up to ``jitter`` of it sooner) until ``agent.stop`` is set.
+
+    The jitter only shortens the wait: pods drift out of step, and a change is still seen at
+    most ``interval`` after it lands (plus the cycle's own time).
+    """
     failures = 0
     while not agent.stop.is_set():
         delay = interval
@@ -672,7 +676,7 @@ def run_loop(agent: SyncAgent, interval: float, jitter: float) -> int:
             failures += 1
             delay = min(interval, 2.0 ** (failures - 1))
             log.exception("sync_crashed", extra={"fields": {"reason": repr(exc)}})
-        agent.stop.wait(delay * (1 + random.uniform(-jitter, jitter)))
+        agent.stop.wait(delay * (1 - random.uniform(0, jitter)))
     log.info("stopped", extra={"fields": {}})
     return EXIT_OK
 
@@ -804,7 +808,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     helps = {
         "interval": "seconds between cycles (default 30)",
-        "jitter": "random +/- fraction of the interval, so pods do not poll in step (default 0.1)",
+        "jitter": "each wait is up to this fraction shorter, at random, so pods do not poll in "
+        "step (default 0.1)",
         "workers": f"parallel downloads (default {s3.DEFAULT_WORKERS})",
         "max_delete_fraction": "refuse a change that would delete more than this fraction of the "
         "files held (default 0.5; 1 disables the guard)",

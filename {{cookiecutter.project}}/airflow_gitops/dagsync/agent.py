@@ -576,8 +576,8 @@ class SyncAgent:
 
         try:
             response = self.client.get_object(
-                Bucket=self.bucket, Key=s3.key_for(self.prefix, pack.key), ChecksumMode="ENABLED"
-            )
+                Bucket=self.bucket, Key=s3.key_for(self.prefix, pack.key)
+            )  # every member is checked against the manifest's SHA-256 below
             chunks = response["Body"].iter_chunks(s3.CHUNK)
             for relpath, size, sha in s3.read_pack(chunks, members, open_member):
                 if sha == wanted[relpath].sha256:
@@ -599,15 +599,14 @@ class SyncAgent:
         only when the object says its ETag is one.
         """
         key = s3.key_for(self.prefix, path)
-        response = self.client.get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        # With a manifest we compute the SHA-256 ourselves (the value push-dags also stored as
+        # the object's checksum), so botocore is not asked to compute it a second time. Without
+        # one, botocore verifies whatever additional checksum the object carries.
+        extra = {} if entry.sha256 is not None else {"ChecksumMode": "ENABLED"}
+        response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         etag = response["ETag"].strip('"')
-        remote_sha = response.get("ChecksumSHA256")
-        if entry.sha256 is not None and remote_sha is not None and remote_sha != entry.sha256:
-            response["Body"].close()
-            raise GenerationChanged(
-                f"{self.where}: {path} changed since the manifest (a push is under way)"
-            )
-        check_md5 = entry.sha256 is None and remote_sha is None and s3.etag_is_md5(response)
+        has_checksum = any(k.startswith("Checksum") and k != "ChecksumType" for k in response)
+        check_md5 = entry.sha256 is None and not has_checksum and s3.etag_is_md5(response)
         size, sha, md5 = s3.stream_to_file(
             response["Body"].iter_chunks(s3.CHUNK), target, check_md5
         )

@@ -46,19 +46,29 @@ class PushPlan(NamedTuple):
 
 
 def local_files(source: Path) -> dict[str, Path]:
-    """relpath (POSIX) -> file, for every file under ``source`` that belongs in S3."""
+    """relpath (POSIX) -> file, for every regular file under ``source`` that belongs in S3.
+
+    scandir and plain strings: a push of 10,000 files should cost milliseconds here, not a
+    stat(2) and a few Path objects per file.
+    """
     files: dict[str, Path] = {}
-    for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        if Path(root) == source and s3.RESERVED_DIR in dirs:
-            dirs.remove(s3.RESERVED_DIR)  # ours, in the bucket; never user files
-        for name in names:
-            if name.endswith(SKIP_SUFFIXES):
-                continue
-            path = Path(root) / name
-            relpath = path.relative_to(source).as_posix()
-            if s3.unsafe_reason(relpath) is None and path.is_file():
-                files[relpath] = path
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                relpath = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):  # as os.walk: no symlink loops
+                    if entry.name in SKIP_DIRS or relpath == s3.RESERVED_DIR:
+                        continue  # caches; and .dagsync/ is ours, in the bucket
+                    walk(entry.path, relpath + "/")
+                elif (
+                    entry.is_file(follow_symlinks=True)
+                    and not entry.name.endswith(SKIP_SUFFIXES)
+                    and s3.unsafe_reason(relpath) is None
+                ):
+                    files[relpath] = Path(entry.path)
+
+    walk(str(source), "")
     return files
 
 
@@ -171,7 +181,7 @@ def push_dags(
             remote_keys = [obj.key for obj in listing.values()]
         files = local_files(source)
         # One after the other: for small files a thread pool costs more than the hashing.
-        hashed = [(path.stat().st_size, s3.file_sha256(path)) for path in files.values()]
+        hashed = [s3.file_size_and_sha256(path) for path in files.values()]
         entries = {
             relpath: s3.FileEntry(
                 size,

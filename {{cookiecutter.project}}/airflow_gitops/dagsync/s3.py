@@ -158,13 +158,18 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def file_sha256(path) -> str:
-    """Base64 SHA-256 of a file, read in chunks (S3's ChecksumSHA256 format)."""
-    digest = hashlib.sha256()
+def file_size_and_sha256(path) -> tuple[int, str]:
+    """Size and base64 SHA-256 of a file (S3's ChecksumSHA256 format), read in chunks."""
+    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        while block := handle.read(1 << 20):
             digest.update(block)
-    return b64(digest.digest())
+            size += len(block)
+    return size, b64(digest.digest())
+
+
+def file_sha256(path) -> str:
+    return file_size_and_sha256(path)[1]
 
 
 def chunks_of(handle) -> Iterator[bytes]:

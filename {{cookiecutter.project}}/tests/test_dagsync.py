@@ -17,6 +17,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from airflow_gitops.dagsync import agent, push, s3
 from airflow_gitops.local_aws import MotoServer, aws_env, moto_server
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+
 from airflow_gitops.local_aws import aws_env, moto_server
 
 REPO = Path(__file__).resolve().parent.parent

@@ -653,19 +653,26 @@ def run_loop(agent: SyncAgent, interval: float, jitter: float) -> int:
     The jitter only shortens the wait: pods drift out of step, and a change is still seen at
     most ``interval`` after it lands (plus the cycle's own time).
     """
-    failures = 0
+    failures = waits = 0
     while not agent.stop.is_set():
         delay = interval
         try:
             agent.sync_once()
-            failures = 0
+            failures = waits = 0
         except s3.Interrupted:
             break
         except ShrinkRefused as exc:
             log.error("refused", extra={"fields": {"reason": str(exc)}})
         except GenerationChanged as exc:
-            delay = min(interval, 2.0)  # the push's manifest comes within seconds
-            log.info("waiting", extra={"fields": {"reason": str(exc)}})
+            waits += 1
+            # A push's manifest comes within seconds; past ONCE_WAIT_SECONDS something else
+            # changed the files (not push-dags): say so, and stop polling fast.
+            late = waits * 2.0 > ONCE_WAIT_SECONDS
+            delay = interval if late else min(interval, 2.0)
+            fields = {"reason": str(exc), "cycles": waits}
+            if late:
+                fields["hint"] = "objects differ from the manifest; run push-dags again"
+            log.log(logging.ERROR if late else logging.INFO, "waiting", extra={"fields": fields})
         except SyncFailed as exc:
             failures += 1
             # Retry sooner than the interval at first (1, 2, 4 ... s), never faster than that.

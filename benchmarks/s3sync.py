@@ -613,9 +613,9 @@ def main() -> int:
     parser.add_argument("--with-10k", action="store_true", help="add the 10,000 x 2 KB set")
     parser.add_argument(
         "--only",
-        choices=["1k", "10k", "1mb"],
+        choices=["1k", "10k", "1mb", "none"],
         action="append",
-        help="run only these sets (repeatable)",
+        help="run only these sets (repeatable; none: only --memory/--compression)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="full syncs per tool (median)")
     parser.add_argument("--cycles", type=int, default=5, help="idle cycles per tool (median)")
@@ -678,7 +678,7 @@ def main() -> int:
                             f"{label:<30} peak RSS {m['rss_mib']:7.1f} MiB   wall {m['wall']:7.2f} s   "
                             f"CPU {m['cpu']:7.2f} s"
                         )
-                for key in chosen:
+                for key in [k for k in chosen if k != "none"]:
                     files, size = sets[key]
                     result = bench_set(
                         moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools

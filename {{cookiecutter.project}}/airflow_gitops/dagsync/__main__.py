@@ -1,4 +1,5 @@
 """Container entrypoint: ``python -m airflow_gitops.dagsync [flags]`` runs the sync agent."""
+
 from airflow_gitops.dagsync.agent import main
 
 raise SystemExit(main())

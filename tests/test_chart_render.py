@@ -321,3 +321,27 @@ def test_s3_readers_run_as_irsa_service_accounts(rendered, answers):
         used.add(spec["serviceAccountName"])
     # The dag-processor has an identity of its own; the others share the launcher one.
     assert len(used) == 2
+
+
+@pytest.mark.parametrize("answers", COMBINATIONS[:2] + COMBINATIONS[-1:], ids=combo_id)
+def test_validate_checks_the_rendered_pods_as_admission_would(baked, rendered, answers):
+    """`validate --rendered` (the pull-request workflow runs it on the same stream) passes on
+    what the chart renders, and refuses a rendered pod the namespace's Pod Security forbids."""
+    import subprocess
+    import sys
+
+    repo = baked(**answers)
+    rendered(**answers)  # writes build/manifests.yaml
+    stream = repo / "build" / "manifests.yaml"
+    command = [sys.executable, "-m", "airflow_gitops", "validate", "--rendered", str(stream)]
+    clean = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    bad = repo.parent / "with-host-path.yaml"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "airflow"},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}],
+                    "volumes": [{"name": "host", "hostPath": {"path": "/"}}]}}
+    bad.write_text(stream.read_text() + "---\n" + yaml.safe_dump(pod))
+    command[-1] = str(bad)
+    refused = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "hostPath volumes" in refused.stdout and "[pod-security]" in refused.stdout

@@ -26,6 +26,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--schemas", default=None, help="folder of the JSON Schemas (default: <root>/schemas)"
     )
+    parser.add_argument(
+        "--rendered",
+        metavar="FILE",
+        help="also check a rendered manifest stream (`make manifests`) as admission would: "
+        "Pod Security of the namespace, requests within limits, removed apiVersions",
+    )
 
 
 def run(args) -> int:
@@ -37,6 +43,9 @@ def run(args) -> int:
     schemas = Path(args.schemas) if args.schemas else root / "schemas"
     try:
         findings, files = validate(root, schemas)
+        if args.rendered:
+            findings = findings + _rendered(Path(args.rendered))
+            files += 1
     except ToolkitError:
         raise
     except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError too: one line, exit 2
@@ -54,6 +63,16 @@ def run(args) -> int:
     count = len(findings)
     out.write(f"validate: {count} finding{'' if count == 1 else 's'} in {files} files\n")
     return 1 if findings else 0
+
+
+def _rendered(path: Path) -> list:
+    from airflow_gitops.validate.rules.admission import check_rendered
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--rendered {path}: cannot read ({exc.strerror}); run `make manifests`") from None
+    return list(check_rendered(str(path), text))
 
 
 def _innermost_frame(exc: BaseException) -> str:

@@ -379,3 +379,26 @@ def _git_subdir(repo) -> Iterator[Finding]:
                 "so no DAG is found",
                 "dags-subdir-missing",
             )
+
+
+def check_rendered(path: str, text: str) -> Iterator[Finding]:
+    """What admission would refuse among the objects helm actually renders (`make manifests`):
+    the chart's own containers too, not only what our values and k8s/ ask for. The Pod Security
+    level is the label of the Namespace in the same stream (it carries k8s/)."""
+    from airflow_gitops.validate.loader import parse_text
+
+    parsed = parse_text(path, text)
+    yield from parsed.findings
+    levels = {
+        as_dict(doc.get("metadata", "labels")).get(POD_SECURITY_LABEL)
+        for doc in parsed.documents
+        if isinstance(doc.data, dict) and doc.data.get("kind") == "Namespace"
+    }
+    level = next((lvl for lvl in ("restricted", "baseline") if lvl in levels), None)
+    for doc in parsed.documents:
+        if not isinstance(doc.data, dict):
+            continue
+        if level:
+            yield from _baseline(doc, level)
+        yield from _requests_within_limits(doc)
+        yield from _api_version(doc)

@@ -53,6 +53,7 @@ JOB_COMMANDS = {
     r"^for manifest in build/k8s": None,
     r"^python -m airflow_gitops ensure-secrets": None,
     r"^helm upgrade": None,
+    r"^python -m airflow_gitops deploy-chart\b": None,  # helm upgrade: Kubernetes only
     r"^make efs-publish": None,
     r"^\{": None,  # the job summary
 }
@@ -161,7 +162,9 @@ class Requests:
                 return [Request("s3:DeleteObject", f"{bucket}/{o['Key']}")
                         for o in params["Delete"]["Objects"]]
             action = {"GetPublicAccessBlock": "GetBucketPublicAccessBlock",
-                      "GetBucketEncryption": "GetEncryptionConfiguration"}.get(op, op)
+                      "GetBucketEncryption": "GetEncryptionConfiguration",
+                      "GetBucketLifecycleConfiguration": "GetLifecycleConfiguration",
+                      "PutBucketLifecycleConfiguration": "PutLifecycleConfiguration"}.get(op, op)
             return [Request(f"s3:{action}", bucket)]
         if service == "iam":
             if "RoleName" in params:
@@ -464,11 +467,12 @@ def test_every_action_a_role_holds_is_used_by_its_job(recorded):
 
 
 def test_no_ci_role_can_write_iam_or_access_control(recorded):
-    """The issue's line: no CI role holds an IAM write, a bucket-policy or public-access-block
-    write, or iam:PassRole, in any mode."""
+    """The issue's line: no CI role holds an IAM write, a bucket-policy, public-access-block or
+    lifecycle (log retention) write, or iam:PassRole, in any mode."""
     _, jobs = recorded
     forbidden = re.compile(r"^iam:(?!Get|List)|^s3:Put(Bucket(Policy|PublicAccessBlock)|"
-                           r"PublicAccessBlock)|^eks:(Create|Associate|Update|Delete)")
+                           r"PublicAccessBlock|LifecycleConfiguration)|"
+                           r"^eks:(Create|Associate|Update|Delete)")
     for key, (policies, _, _) in jobs.items():
         assert not [a for a in granted_actions(policies) if forbidden.search(a)], key
 

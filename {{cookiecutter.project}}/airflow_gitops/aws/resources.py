@@ -11,6 +11,8 @@ roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 | one role + policy per CI job (CI_ROLES)    | by workflow      | bootstrap  |
 | DAG bucket (private, TLS only, versioned)  | s3-sync, s3-bundle | bootstrap |
 | s3-sync image ECR repository               | s3-sync + own-image | bootstrap |
+| task-log bucket (private, TLS only, expiring) | all           | bootstrap  |
+| worker and API-server IRSA roles (logs)    | all              | bootstrap  |
 | cluster OIDC provider, IRSA roles/policies | all (EBS CSI)    | bootstrap  |
 | EKS access entries of CI roles             | deploy; sync-dags in efs | bootstrap |
 | EKS add-ons (EBS CSI; EFS CSI in efs)      | all              | bootstrap  |
@@ -33,7 +35,7 @@ from airflow_gitops.aws.eks import (
     EksAddon,
 )
 from airflow_gitops.aws.iam import IamRole, ManagedPolicy, OidcProvider
-from airflow_gitops.aws.s3 import DagBucket
+from airflow_gitops.aws.s3 import DagBucket, LogBucket
 
 S3_MODES = {"s3-sync", "s3-bundle"}
 GITHUB_OIDC = "token.actions.githubusercontent.com"
@@ -45,6 +47,14 @@ EFS_CSI_TRUST = "efs-csi-driver-trust.json"
 EBS_CSI_TRUST = "ebs-csi-driver-trust.json"
 # AWS's own policy for the EBS CSI driver (the least it needs; AWS keeps it current).
 EBS_CSI_MANAGED_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+# Task logs (stack.yaml logs.*): the pods that run tasks and triggers write them (in S3 modes
+# that is the DAG reader's role; elsewhere a worker role of its own), the API server reads them.
+TASK_LOG_WRITE_POLICY = "task-log-write-policy.json"
+TASK_LOG_READ_POLICY = "task-log-read-policy.json"
+# Connections and variables (stack.yaml secrets.*), read by the same two kinds of pod.
+SECRETS_READ_POLICY = "secrets-read-policy.json"
+WORKER_TRUST = "airflow-worker-trust.json"
+API_SERVER_TRUST = "api-server-trust.json"
 # Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
 READ_STATE_POLICY = "read-state-policy.json"
 
@@ -109,6 +119,15 @@ def role_policy_files(role: CiRole) -> list[str]:
     return [role.policy_file]
 
 
+def worker_policy_files(stack: dict) -> list[str]:
+    """What the pods that run tasks and triggers may do beyond reading DAGs."""
+    return [TASK_LOG_WRITE_POLICY, SECRETS_READ_POLICY]
+
+
+def api_server_policy_files() -> list[str]:
+    return [TASK_LOG_READ_POLICY, SECRETS_READ_POLICY]
+
+
 def all_resources(stack: dict) -> list[Converger]:
     """Every resource of this repo, in dependency order (each knows its ``owner``)."""
     source = dag_source(stack)
@@ -124,13 +143,24 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
+    logs = stack["logs"]
+    items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
     items.append(OidcProvider())
+    worker_policies = worker_policy_files(stack)
+    shared = dict.fromkeys([*worker_policies, *api_server_policy_files()])  # once each, in order
+    items += [ManagedPolicy(f, stack) for f in shared]
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
-            IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST, [DAG_READ_POLICY],
-                    "Airflow pods that read DAGs from S3 (IRSA)"),
+            IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST,
+                    [DAG_READ_POLICY, *worker_policies],
+                    "Airflow pods that read DAGs from S3 and run tasks (IRSA)"),
         ]
+    else:
+        items.append(IamRole(logs["writer_role"], WORKER_TRUST, worker_policies,
+                             "Airflow pods that run tasks and triggers (IRSA)"))
+    items.append(IamRole(logs["reader_role"], API_SERVER_TRUST, api_server_policy_files(),
+                         "Airflow API server (IRSA)"))
     if source == "efs":
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),

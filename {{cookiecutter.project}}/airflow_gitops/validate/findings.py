@@ -21,6 +21,8 @@ RULE_IDS = frozenset({
     "sidecar-hardening", "secret-committed", "default-password", "gitsync-known-hosts", "gitsync-ssh-key",
     # IAM
     "trust-unpinned", "iam-wildcard",
+    # task logs, secrets backend, Airflow image
+    "log-location", "log-claim", "secrets-prefix", "airflow-image",
     # workflows
     "workflow-permissions", "action-unpinned", "checkout-credentials", "workflow-injection",
 })

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Iterator
 
 from airflow_gitops.validate.findings import Finding
-from airflow_gitops.validate.rules import dags, iam, names, security, workflows
+from airflow_gitops.validate.rules import dags, iam, logs_secrets, names, security, workflows
 
 SINGLE_FILE = (security.check, iam.check, workflows.check)
-CROSS_FILE = (names.check, dags.check)
+CROSS_FILE = (names.check, dags.check, logs_secrets.check)
 
 
 def run_all(repo) -> Iterator[Finding]:

@@ -77,6 +77,9 @@ REJECTED = [
         'dag_source = "nfs": one of s3-sync, git-sync, efs, git-bundle, s3-bundle',
     ),
     ({"sync_interval_seconds": "2"}, 'sync_interval_seconds = "2": whole seconds from 5 to 3600'),
+    ({"log_retention_days": "0"}, 'log_retention_days = "0": whole days from 1 to 3650'),
+    ({"log_retention_days": "3651"}, 'log_retention_days = "3651": whole days from 1 to 3650'),
+    ({"log_retention_days": "30d"}, 'log_retention_days = "30d": whole days from 1 to 3650'),
     (
         {"sync_interval_seconds": "30s"},
         'sync_interval_seconds = "30s": whole seconds from 5 to 3600',

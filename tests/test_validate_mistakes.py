@@ -147,6 +147,8 @@ MISTAKES = [
     Mistake("airflow-image-nobody-builds", "efs-celery", "helm/values.yaml",
             "images:\n  airflow:\n", "images:\n  airflow:\n    repository: docker.io/someone/airflow\n",
             "airflow-image", at="    repository: docker.io/someone/airflow"),
+    Mistake("own-image-on-another-airflow-release", "git-sync-celery", "image/Dockerfile",
+            "ARG AIRFLOW_VERSION=3.2.2", "ARG AIRFLOW_VERSION=3.1.0", "airflow-image"),
     # --- security defaults ---
     Mistake("latest-tag", "s3-sync-awscli-celery", "helm/values.yaml",
             "public.ecr.aws/aws-cli/aws-cli:2.31.18", "public.ecr.aws/aws-cli/aws-cli:latest", "image-unpinned",

@@ -202,13 +202,14 @@ def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
         aws["sync_dags_role"] = f"{project}-sync-dags"
     if source == "s3-sync" and sync_image == "own-image":
         aws["build_sync_image_role"] = f"{project}-build-sync-image"
+    aws["build_airflow_image_role"] = f"{project}-build-airflow-image"
     github = {"repository": "example-org/airflow-gitops", "deploy_branch": "main",
               "environment": "production", "oidc_subject": oidc_subject}
     if oidc_subject == "immutable":
         github.update(owner_id="1001", repository_id="2002")
     dags: dict = {"source": source, "mount_path": "/opt/airflow/dags",
                   "sync_interval_seconds": 30}
-    images: dict = {"airflow": "apache/airflow:3.2.2"}
+    images: dict = {"airflow": "apache/airflow:3.2.2", "airflow_repository": f"{project}/airflow"}
     if source in ("s3-sync", "s3-bundle"):
         dags.update(bucket=f"{project}-dags-{account}-{REGION}", prefix="dags",
                     reader_service_account="airflow-dag-reader",

@@ -34,18 +34,19 @@ MODES = {
 
 # Every resource per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
 GITHUB = ["iam oidc provider"]
-CI = {  # policies (sorted by file), then the roles
-    "s3-sync+own-image": ["iam policy"] * 4 + ["iam role"] * 4,
-    "s3-sync+aws-cli": ["iam policy"] * 3 + ["iam role"] * 3,
-    "s3-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
-    "efs": ["iam policy"] * 3 + ["iam role"] * 3,
-    "git-sync": ["iam policy"] * 2 + ["iam role"] * 2,
-    "git-bundle": ["iam policy"] * 2 + ["iam role"] * 2,
+CI = {  # policies (sorted by file), then the roles; build-airflow-image's in every mode
+    "s3-sync+own-image": ["iam policy"] * 5 + ["iam role"] * 5,
+    "s3-sync+aws-cli": ["iam policy"] * 4 + ["iam role"] * 4,
+    "s3-bundle": ["iam policy"] * 4 + ["iam role"] * 4,
+    "efs": ["iam policy"] * 4 + ["iam role"] * 4,
+    "git-sync": ["iam policy"] * 3 + ["iam role"] * 3,
+    "git-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
 }
-# Task logs and secrets, every mode: the log bucket, the cluster's OIDC provider, the log write,
+# The own Airflow image's ECR repository (every mode), then task logs and secrets: the log bucket, the cluster's OIDC provider, the log write,
 # secrets read and log read policies; then the worker's role (the DAG reader's in S3 modes) and
 # the API server's.
-LOGS = ["s3 bucket", "iam oidc provider", "iam policy", "iam policy", "iam policy"]
+LOGS = ["ecr repository", "s3 bucket", "iam oidc provider", "iam policy", "iam policy",
+        "iam policy"]
 IRSA_S3 = LOGS + ["iam policy", "iam role", "iam role", "iam role"]
 IRSA = LOGS + ["iam role", "iam role"]
 ACCESS = ["eks access entry", "eks access policy"]
@@ -230,6 +231,8 @@ def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path)
             f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
         "airflow-gitops-build-sync-image":
             f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
+        "airflow-gitops-build-airflow-image":
+            f"{repo}:environment:production:{flow}/build-airflow-image.yml@refs/heads/main",
         "airflow-gitops-drift-check":
             f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
     }

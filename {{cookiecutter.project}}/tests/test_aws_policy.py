@@ -102,6 +102,7 @@ def replayed(run: str) -> list[str]:
 
 JOBS = {"deploy_role": ("deploy.yml", "deploy"), "sync_dags_role": ("sync-dags.yml", "sync"),
         "build_sync_image_role": ("build-sync-image.yml", "publish"),
+        "build_airflow_image_role": ("build-airflow-image.yml", "publish"),
         "drift_check_role": ("drift-check.yml", "plan")}
 
 
@@ -281,6 +282,7 @@ class Recorder:
         self.target = session(account, region)
         self.log = instrument(self.target, eks)
         self.created: list[dict] = []
+        self.run = ""  # the run: block being replayed
         self.target.events.register("after-call", self._ids)
 
     def _ids(self, parsed, model, **kwargs):
@@ -339,6 +341,15 @@ def drift_iam(admin, stack: dict) -> None:
     iam.create_policy_version(PolicyArn=arn, PolicyDocument=wide, SetAsDefault=True)
 
 
+def image_repository(run: str, stack: dict) -> str:
+    """Which ECR repository a describe-images run: block asks about: the own Airflow image's
+    (its build job builds image/Dockerfile; deploy waits for build-airflow-image.yml), else the
+    s3-sync image's."""
+    if re.search(r"--file image/Dockerfile|build-airflow-image\.yml", run):
+        return stack["images"]["airflow_repository"]
+    return stack["images"]["s3_sync_repository"]
+
+
 def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -> None:
     target = recorder.target
     source = stack["dags"]["source"]
@@ -364,7 +375,7 @@ def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -
 
         try:  # aws ecr describe-images --repository-name R --image-ids imageTag=T
             target.client("ecr").describe_images(
-                repositoryName=stack["images"]["s3_sync_repository"],
+                repositoryName=image_repository(recorder.run, stack),
                 imageIds=[{"imageTag": "0123456789ab"}])
         except ClientError as exc:
             assert exc.response["Error"]["Code"] == "ImageNotFoundException"
@@ -418,7 +429,9 @@ def recorded(moto, tmp_path_factory):
         instrument(admin, eks)
         converge("bootstrap", stack, root, admin)
         requests = Requests(stack)
-        facts = ci_facts(stack, REPO)
+        # Replayed as if image/ added a package: the own Airflow image's steps then run (with
+        # image/ empty they are skipped, and their grants would look unused).
+        facts = {**ci_facts(stack, REPO), "airflow_image_tag": "src-replayed"}
         iam = session(account, region).client("iam")
         for role in ci_roles(stack):
             name = stack["aws"][role.key]
@@ -432,6 +445,7 @@ def recorded(moto, tmp_path_factory):
             recorder = Recorder(eks, account, region)
             workflow, job = JOBS[role.key]
             for run in job_steps(workflow, job, facts):
+                recorder.run = run
                 for command in replayed(run):
                     replay(command, stack, root, recorder, admin, eks)
             calls = recorder.calls()

@@ -11,6 +11,7 @@ roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 | one role + policy per CI job (CI_ROLES)    | by workflow      | bootstrap  |
 | DAG bucket (private, TLS only, versioned)  | s3-sync, s3-bundle | bootstrap |
 | s3-sync image ECR repository               | s3-sync + own-image | bootstrap |
+| own Airflow image ECR repository, its CI role | all         | bootstrap  |
 | task-log bucket (private, TLS only, expiring) | all           | bootstrap  |
 | worker and API-server IRSA roles (logs)    | all              | bootstrap  |
 | cluster OIDC provider, IRSA roles/policies | all (EBS CSI)    | bootstrap  |
@@ -85,6 +86,10 @@ SYNC_DAGS_EFS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True
                        EDIT_ACCESS_POLICY)
 BUILD_SYNC_IMAGE = CiRole("build_sync_image_role", "build-sync-image-role",
                           "build-sync-image.yml", True)
+# Every mode: the workflow builds only when image/ adds something, but its role and repository
+# exist from the start, so adding a requirement needs no `make bootstrap`.
+BUILD_AIRFLOW_IMAGE = CiRole("build_airflow_image_role", "build-airflow-image-role",
+                             "build-airflow-image.yml", True)
 DRIFT_CHECK = CiRole("drift_check_role", "drift-check-role", "drift-check.yml", False)
 # The deploy trust file keeps its name from before per-job roles.
 DEPLOY_TRUST = DEPLOY.trust_file
@@ -107,6 +112,8 @@ def ci_roles(stack: dict) -> list[CiRole]:
         roles.append(SYNC_DAGS_EFS)
     if uses_own_sync_image(stack):
         roles.append(BUILD_SYNC_IMAGE)
+    if "build_airflow_image_role" in stack["aws"]:
+        roles.append(BUILD_AIRFLOW_IMAGE)
     roles.append(DRIFT_CHECK)
     return roles
 
@@ -143,6 +150,8 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
+    if "airflow_repository" in stack["images"]:
+        items.append(EcrRepository(stack["images"]["airflow_repository"]))
     logs = stack["logs"]
     items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
     items.append(OidcProvider())

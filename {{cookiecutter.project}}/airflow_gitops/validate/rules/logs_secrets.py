@@ -29,6 +29,7 @@ def check(repo) -> Iterator[Finding]:
     yield from _log_claims(repo)
     yield from _secrets(repo)
     yield from _airflow_image(repo)
+    yield from _dockerfile_version(repo)
 
 
 def _log_location(repo) -> Iterator[Finding]:
@@ -167,6 +168,33 @@ def _airflow_image(repo) -> Iterator[Finding]:
             f"tag {tag!r} of {STOCK_IMAGE} is not stack.yaml's airflow.version {version!r}",
             "airflow-image",
         )
+
+
+def _dockerfile_version(repo) -> Iterator[Finding]:
+    """image/Dockerfile builds on apache/airflow at stack.yaml's version, pinned by its ARG."""
+    import re
+
+    path = "image/Dockerfile"
+    version = repo.fact("airflow", "version")
+    try:
+        lines = (repo.root / path).read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return
+    found = False
+    for number, line in enumerate(lines, 1):
+        match = re.match(r"^\s*ARG\s+AIRFLOW_VERSION=(\S+)\s*$", line)
+        if match:
+            found = True
+            if match.group(1) != str(version):
+                yield Finding(path, number, 1, f"AIRFLOW_VERSION {match.group(1)!r} is not "
+                              f"stack.yaml's airflow.version {version!r}", "airflow-image")
+        elif re.match(r"^\s*FROM\s", line, re.I) and line.split()[1] != (
+                f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}}"):
+            yield Finding(path, number, 1, f"{line.split()[1]!r}: the image builds on "
+                          f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}} (the pinned release)", "airflow-image")
+    if not found:
+        yield Finding(path, 1, 1, "no ARG AIRFLOW_VERSION=<stack.yaml airflow.version>",
+                      "airflow-image")
 
 
 def _own_repository(repo) -> str | None:

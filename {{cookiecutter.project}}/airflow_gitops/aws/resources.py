@@ -152,12 +152,16 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
     if "airflow_repository" in stack["images"]:
         items.append(EcrRepository(stack["images"]["airflow_repository"]))
-    logs = stack["logs"]
-    items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
+    # Task logs and secrets (issue 15): every generated repo has stack.yaml logs.*; a repo made
+    # before them converges as it did until the template update adds them.
+    logs = stack.get("logs")
+    if logs:
+        items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
     items.append(OidcProvider())
-    worker_policies = worker_policy_files(stack)
-    shared = dict.fromkeys([*worker_policies, *api_server_policy_files()])  # once each, in order
-    items += [ManagedPolicy(f, stack) for f in shared]
+    worker_policies = worker_policy_files(stack) if logs else []
+    if logs:
+        shared = dict.fromkeys([*worker_policies, *api_server_policy_files()])  # once each, in order
+        items += [ManagedPolicy(f, stack) for f in shared]
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
@@ -165,11 +169,12 @@ def all_resources(stack: dict) -> list[Converger]:
                     [DAG_READ_POLICY, *worker_policies],
                     "Airflow pods that read DAGs from S3 and run tasks (IRSA)"),
         ]
-    else:
+    elif logs:
         items.append(IamRole(logs["writer_role"], WORKER_TRUST, worker_policies,
                              "Airflow pods that run tasks and triggers (IRSA)"))
-    items.append(IamRole(logs["reader_role"], API_SERVER_TRUST, api_server_policy_files(),
-                         "Airflow API server (IRSA)"))
+    if logs:
+        items.append(IamRole(logs["reader_role"], API_SERVER_TRUST, api_server_policy_files(),
+                             "Airflow API server (IRSA)"))
     if source == "efs":
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),

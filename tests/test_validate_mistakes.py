@@ -56,6 +56,8 @@ class Mistake:
 BUCKET = "airflow-gitops-dags-123456789012-eu-west-1"
 KNOWN_HOSTS = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 READER_SA = '    create: false\n    name: "airflow-dag-reader"\n'
+# The triggerer's block up to its ServiceAccount (no log claim: task logs go to S3).
+TRIGGERER = "triggerer:\n  persistence:\n    enabled: false\n  serviceAccount:\n"
 SUB = ('"EKS_OIDC_ISSUER:sub": ["system:serviceaccount:airflow:airflow-dag-reader", '
        '"system:serviceaccount:airflow:airflow-dag-parser"],')
 AUD = '\n          "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"'
@@ -65,11 +67,11 @@ MISTAKES = [
     Mistake("wrong-pvc-name", "efs-celery", "helm/values.yaml",
             'existingClaim: "airflow-dags"', 'existingClaim: "efs-claim"', "pvc-missing"),
     Mistake("sa-create-false-without-name", "s3-sync-celery", "helm/values.yaml",
-            'triggerer:\n  serviceAccount:\n' + READER_SA, "triggerer:\n  serviceAccount:\n    create: false\n",
-            "sa-unnamed", at="triggerer:", offset=2),
+            TRIGGERER + READER_SA, TRIGGERER + "    create: false\n",
+            "sa-unnamed", at="triggerer:", offset=4),
     Mistake("sa-not-in-k8s", "s3-bundle-kubernetes", "helm/values.yaml",
-            'triggerer:\n  serviceAccount:\n' + READER_SA,
-            'triggerer:\n  serviceAccount:\n    create: false\n    name: "airflow-triggerer"\n',
+            TRIGGERER + READER_SA,
+            TRIGGERER + '    create: false\n    name: "airflow-triggerer"\n',
             "sa-missing", at='name: "airflow-triggerer"'),
     Mistake("bucket-mismatch-in-policy", "s3-sync-celery", "iam/dag-read-policy.json",
             f'"arn:aws:s3:::{BUCKET}"', '"arn:aws:s3:::airflow-gitops-dags"', "bucket-mismatch"),

@@ -120,3 +120,25 @@ def test_log_writers_and_the_api_server_run_as_their_irsa_roles(rendered, answer
         chart_name = f"{release}-{chart_default}"
         if chart_name != logs["writer_service_account"]:
             assert chart_name not in accounts, chart_name
+
+
+@pytest.mark.parametrize("answers", COMBINATIONS[:2], ids=combo_id)
+def test_airflow_resolves_connections_from_this_projects_secrets_prefixes(rendered, answers):
+    repo, stack, docs = rendered(**answers)
+    secrets = airflow_config(docs)["secrets"]
+    assert secrets["backend"] == (
+        "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
+    )
+    kwargs = json.loads(secrets["backend_kwargs"])
+    assert kwargs["connections_prefix"] == stack["secrets"]["connections_prefix"]
+    assert kwargs["variables_prefix"] == stack["secrets"]["variables_prefix"]
+    assert kwargs["config_prefix"] is None
+    assert kwargs["region_name"] == stack["aws"]["region"]
+    # The pods that resolve them may read exactly those prefixes.
+    policy = json.loads((repo / "iam" / "secrets-read-policy.json").read_text())
+    arn = f"arn:aws:secretsmanager:{stack['aws']['region']}:{stack['aws']['account_id']}:secret:"
+    [statement] = policy["Statement"]
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    assert sorted(statement["Resource"]) == sorted(
+        f"{arn}{stack['secrets'][k]}/*" for k in ("connections_prefix", "variables_prefix")
+    )

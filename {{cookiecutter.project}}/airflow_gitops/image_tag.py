@@ -33,7 +33,9 @@ def add_arguments(parser) -> None:
         "--sources", action="store_true", help="list the files the digest covers, then the tag"
     )
     parser.add_argument(
-        "--image", choices=sorted(DOCKERFILES), default="s3-sync",
+        "--image",
+        choices=sorted(DOCKERFILES),
+        default="s3-sync",
         help="which image (default: s3-sync)",
     )
 
@@ -99,8 +101,11 @@ def image_sources(root: Path | str | None = None, dockerfile: Path = DOCKERFILE)
     try:
         text = (root / dockerfile).read_text(encoding="utf-8")
     except FileNotFoundError:
-        why = ("the s3-sync image is built only with sync_image own-image"
-               if dockerfile == DOCKERFILE else "it is generated with the repo")
+        why = (
+            "the s3-sync image is built only with sync_image own-image"
+            if dockerfile == DOCKERFILE
+            else "it is generated with the repo"
+        )
         raise ToolkitError(f"{root / dockerfile}: not found; {why}") from None
     files = {dockerfile}
     # BuildKit's per-Dockerfile ignore file shapes the context the COPY lines read.

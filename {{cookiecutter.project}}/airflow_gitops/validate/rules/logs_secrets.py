@@ -121,8 +121,11 @@ def _secrets(repo) -> Iterator[Finding]:
             kwargs = json.loads(as_str(secrets.get("backend_kwargs")) or "{}")
         except json.JSONDecodeError as exc:
             kwargs = None
-            yield values.finding(("config", "secrets", "backend_kwargs"),
-                                 f"backend_kwargs is not JSON ({exc.msg})", "secrets-prefix")
+            yield values.finding(
+                ("config", "secrets", "backend_kwargs"),
+                f"backend_kwargs is not JSON ({exc.msg})",
+                "secrets-prefix",
+            )
         for key, wanted in prefixes.items():
             if isinstance(kwargs, dict) and kwargs.get(key) != wanted:
                 yield values.finding(
@@ -186,15 +189,29 @@ def _dockerfile_version(repo) -> Iterator[Finding]:
         if match:
             found = True
             if match.group(1) != str(version):
-                yield Finding(path, number, 1, f"AIRFLOW_VERSION {match.group(1)!r} is not "
-                              f"stack.yaml's airflow.version {version!r}", "airflow-image")
+                yield Finding(
+                    path,
+                    number,
+                    1,
+                    f"AIRFLOW_VERSION {match.group(1)!r} is not "
+                    f"stack.yaml's airflow.version {version!r}",
+                    "airflow-image",
+                )
         elif re.match(r"^\s*FROM\s", line, re.I) and line.split()[1] != (
-                f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}}"):
-            yield Finding(path, number, 1, f"{line.split()[1]!r}: the image builds on "
-                          f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}} (the pinned release)", "airflow-image")
+            f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}}"
+        ):
+            yield Finding(
+                path,
+                number,
+                1,
+                f"{line.split()[1]!r}: the image builds on "
+                f"{STOCK_IMAGE}:${{AIRFLOW_VERSION}} (the pinned release)",
+                "airflow-image",
+            )
     if not found:
-        yield Finding(path, 1, 1, "no ARG AIRFLOW_VERSION=<stack.yaml airflow.version>",
-                      "airflow-image")
+        yield Finding(
+            path, 1, 1, "no ARG AIRFLOW_VERSION=<stack.yaml airflow.version>", "airflow-image"
+        )
 
 
 def _own_repository(repo) -> str | None:

@@ -4,7 +4,7 @@ What is proven here: the secret lands under the name the amazon provider's
 SecretsManagerBackend asks for (``<prefix>`` + "/" + id, with the prefixes helm/values.yaml
 gives the backend), holds exactly the value in a form that backend accepts (a URI or a JSON
 object), and the value never reaches argv or output. What is not: the lookup through Airflow's
-own backend class, as Airflow is not installed in this venv (docs/design-decisions.md).
+own backend class, which tests/test_airflow_backends.py does with an Airflow interpreter.
 """
 
 from __future__ import annotations

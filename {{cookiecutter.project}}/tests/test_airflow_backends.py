@@ -11,6 +11,7 @@ apache-airflow-providers-amazon in image/requirements.txt. Without one it is ski
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aws_testkit import session
+from aws_testkit import recorder, session
+from iam_eval import Request, allowed
 
 from airflow_gitops import cli
 from airflow_gitops.stack import load_stack
@@ -28,28 +30,30 @@ LOG = "dag_id=example_delivery_check/run_id=manual__1/task_id=where_am_i/attempt
 URI = "postgresql://report_user:s3cr%2Ft@db.example.internal:5432/reports"
 
 AIRFLOW_SIDE = r"""
-import json, pathlib, sys, tempfile
+import json, pathlib, sys
 from airflow.configuration import conf
 from airflow.providers.amazon.aws.log.s3_task_handler import S3RemoteLogIO
 from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend
 
-backend = SecretsManagerBackend(**json.loads(conf.get("secrets", "backend_kwargs")))
-conn = backend.get_connection("reports_db")
-out = {"conn": {k: getattr(conn, k) for k in ("conn_type", "host", "login", "password",
-                                               "port", "schema")},
-       "variable": backend.get_variable("report_threshold"),
-       "missing": backend.get_connection("not_there")}
-base = pathlib.Path(tempfile.mkdtemp())
-relative = sys.argv[1]
-(base / relative).parent.mkdir(parents=True)
-(base / relative).write_text("hello from the task\n")
+phase, base, relative = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
 io = S3RemoteLogIO(remote_base=conf.get("logging", "remote_base_log_folder"),
                    base_log_folder=base, delete_local_copy=False)
-io.upload(relative, None)
-(base / relative).write_text("second upload\n")
-io.upload(relative, None)
-messages, logs = io.read(relative, None)
-out["log"] = {"messages": messages, "logs": logs}
+out = {}
+if phase == "secrets":  # what task pods and the API server resolve
+    backend = SecretsManagerBackend(**json.loads(conf.get("secrets", "backend_kwargs")))
+    conn = backend.get_connection("reports_db")
+    out["conn"] = {k: getattr(conn, k) for k in ("conn_type", "host", "login", "password",
+                                                 "port", "schema")}
+    out["variable"] = backend.get_variable("report_threshold")
+    out["missing"] = backend.get_connection("not_there")
+elif phase == "write":  # a worker uploading a task's log, twice (a retry appends)
+    (base / relative).parent.mkdir(parents=True, exist_ok=True)
+    for text in ("hello from the task\n", "second upload\n"):
+        (base / relative).write_text(text)
+        io.upload(relative, None)
+else:  # the API server reading it back
+    messages, logs = io.read(relative, None)
+    out["log"] = {"messages": messages, "logs": logs}
 print(json.dumps(out))
 """
 
@@ -103,15 +107,29 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
     monkeypatch.setenv("VALUE", "42")
     assert cli.main(["variable", "--name", "report_threshold"]) == 0
 
-    result = subprocess.run(
-        [python, "-c", AIRFLOW_SIDE, LOG],
-        capture_output=True,
-        text=True,
-        env=airflow_env(config, tmp_path / "airflow-home"),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    env = airflow_env(config, tmp_path / "airflow-home")
+    local = tmp_path / "local-logs"
+    phases = {}
+    existing: set[str] = set()  # log keys in the bucket, as the phases write them
+    for phase in ("secrets", "write", "read"):
+        recorder(aws, "reset-recording")
+        recorder(aws, "start-recording")
+        try:
+            result = subprocess.run(
+                [python, "-c", AIRFLOW_SIDE, phase, str(local), LOG],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
+        finally:
+            recorder(aws, "stop-recording")
+        assert result.returncode == 0, result.stderr[-3000:]
+        phases[phase] = (
+            json.loads(result.stdout.strip().splitlines()[-1]),
+            recorded_requests(aws, stack, existing),
+        )
+    out = phases["secrets"][0]
     assert out["conn"] == {
         "conn_type": "postgres",
         "host": "db.example.internal",
@@ -123,10 +141,71 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
     assert out["variable"] == "42"
     assert out["missing"] is None
     key = f"{stack['logs']['prefix']}/{LOG}"
-    assert out["log"]["messages"] == [f"s3://{bucket}/{key}"]
+    log = phases["read"][0]["log"]
+    assert log["messages"] == [f"s3://{bucket}/{key}"]
     # The second upload is appended to the first (the handler reads, appends, writes back; the
     # separator between the two differs between provider releases).
-    [log] = out["log"]["logs"]
-    assert log.index("hello from the task") < log.index("second upload")
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    assert body == log
+    [text] = log["logs"]
+    assert text.index("hello from the task") < text.index("second upload")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() == text
+
+    # Every request Airflow's own classes sent is allowed by the role of the pod that sends it.
+    policies = {
+        name: json.loads((REPO / "iam" / f"{name}.json").read_text())
+        for name in ("secrets-read-policy", "task-log-write-policy", "task-log-read-policy")
+    }
+    for phase, policy in (
+        ("secrets", "secrets-read-policy"),
+        ("write", "task-log-write-policy"),
+        ("read", "task-log-read-policy"),
+    ):
+        requests = phases[phase][1]
+        assert requests, phase
+        denied = [r for r in requests if not allowed([policies[policy]], r)]
+        assert denied == [], f"{phase}: {denied}"
+    # The API server's role could not have written the log.
+    puts = [r for r in phases["write"][1] if r.action == "s3:PutObject"]
+    assert puts and not any(allowed([policies["task-log-read-policy"]], r) for r in puts)
+
+
+def recorded_requests(server, stack: dict, existing: set[str]) -> list[Request]:
+    """The authorisations of the S3 and Secrets Manager requests moto logged (path-style S3 on
+    127.0.0.1). A HeadObject needs s3:GetObject, and, when the key is missing (``existing``
+    tracks the keys written so far), s3:ListBucket with no prefix: S3 answers 404 only to a
+    caller allowed to list, 403 otherwise, and the handler treats only 404 as "no log yet"."""
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    region, account = stack["aws"]["region"], stack["aws"]["account_id"]
+    out = []
+    for line in recorder(server, "download-recording").splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        target = headers.get("x-amz-target", "")
+        if target.startswith("secretsmanager."):
+            secret = json.loads(body)["SecretId"]
+            out.append(
+                Request(
+                    f"secretsmanager:{target.split('.', 1)[1]}",
+                    f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-AbCdEf",
+                )
+            )
+            continue
+        url = urlparse(entry["url"])
+        bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+        arn, query, method = f"arn:aws:s3:::{bucket}", parse_qs(url.query), entry["method"]
+        if not key and method == "GET":
+            context = {"s3:prefix": query["prefix"][0]} if "prefix" in query else {}
+            out.append(Request("s3:ListBucket", arn, context))
+        elif key and method in ("GET", "HEAD"):
+            out.append(Request("s3:GetObject", f"{arn}/{key}"))
+            if method == "HEAD" and key not in existing:
+                out.append(Request("s3:ListBucket", arn))
+        elif key and method in ("PUT", "POST"):
+            out.append(Request("s3:PutObject", f"{arn}/{key}"))
+            existing.add(key)
+        else:
+            raise AssertionError(f"unexpected request {method} {entry['url']}")
+    return out

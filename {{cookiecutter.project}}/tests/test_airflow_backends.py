@@ -4,7 +4,7 @@ its SecretsManagerBackend resolves a connection and a variable that `make connec
 `make variable` stored.
 
 Airflow is not in this venv (it brings hundreds of packages). The test runs the Airflow side in
-AIRFLOW_PYTHON (default .venv-airflow/bin/python): an interpreter with apache-airflow at
+AIRFLOW_PYTHON (default .venv-airflow/bin/python; airflow_gitops/airflow_probe.py): one with apache-airflow at
 stack.yaml's version and the amazon provider, e.g. `make airflow-venv` with
 apache-airflow-providers-amazon in image/requirements.txt. Without one it is skipped, saying so.
 """
@@ -23,39 +23,12 @@ from aws_testkit import recorder, session
 from iam_eval import Request, allowed
 
 from airflow_gitops import cli
+from airflow_gitops.airflow_probe import WRITES, airflow_env
 from airflow_gitops.stack import load_stack
 
 REPO = Path(__file__).resolve().parent.parent
 LOG = "dag_id=example_delivery_check/run_id=manual__1/task_id=where_am_i/attempt=1.log"
 URI = "postgresql://report_user:s3cr%2Ft@db.example.internal:5432/reports"
-
-AIRFLOW_SIDE = r"""
-import json, pathlib, sys
-from airflow.configuration import conf
-from airflow.providers.amazon.aws.log.s3_task_handler import S3RemoteLogIO
-from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend
-
-phase, base, relative = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
-io = S3RemoteLogIO(remote_base=conf.get("logging", "remote_base_log_folder"),
-                   base_log_folder=base, delete_local_copy=False)
-out = {}
-if phase == "secrets":  # what task pods and the API server resolve
-    backend = SecretsManagerBackend(**json.loads(conf.get("secrets", "backend_kwargs")))
-    conn = backend.get_connection("reports_db")
-    out["conn"] = {k: getattr(conn, k) for k in ("conn_type", "host", "login", "password",
-                                                 "port", "schema")}
-    out["variable"] = backend.get_variable("report_threshold")
-    out["missing"] = backend.get_connection("not_there")
-elif phase == "write":  # a worker uploading a task's log, twice (a retry appends)
-    (base / relative).parent.mkdir(parents=True, exist_ok=True)
-    for text in ("hello from the task\n", "second upload\n"):
-        (base / relative).write_text(text)
-        io.upload(relative, None)
-else:  # the API server reading it back
-    messages, logs = io.read(relative, None)
-    out["log"] = {"messages": messages, "logs": logs}
-print(json.dumps(out))
-"""
 
 
 def airflow_python(version: str) -> str:
@@ -77,20 +50,6 @@ def airflow_python(version: str) -> str:
     return python
 
 
-def airflow_env(config: dict, home: Path) -> dict:
-    """helm/values.yaml ``config.<section>.<key>`` as Airflow's AIRFLOW__SECTION__KEY."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-    for section in ("logging", "secrets"):
-        for key, value in config[section].items():
-            env[f"AIRFLOW__{section.upper()}__{key.upper()}"] = str(value)
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
-    )
-    return env
-
-
 def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, tmp_path):
     stack = load_stack(REPO)
     python = airflow_python(str(stack["airflow"]["version"]))
@@ -107,16 +66,29 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
     monkeypatch.setenv("VALUE", "42")
     assert cli.main(["variable", "--name", "report_threshold"]) == 0
 
-    env = airflow_env(config, tmp_path / "airflow-home")
-    local = tmp_path / "local-logs"
+    env = airflow_env(config, dict(os.environ), str(tmp_path / "airflow-home"))
+    local = str(tmp_path / "local-logs")
+    arguments = {
+        "secrets": ["reports_db", "report_threshold"],
+        "missing": ["not_there", "nope"],
+        "write": [local, LOG],
+        "read": [local, LOG],
+    }
     phases = {}
     existing: set[str] = set()  # log keys in the bucket, as the phases write them
-    for phase in ("secrets", "write", "read"):
+    for phase, args in arguments.items():
         recorder(aws, "reset-recording")
         recorder(aws, "start-recording")
         try:
             result = subprocess.run(
-                [python, "-c", AIRFLOW_SIDE, phase, str(local), LOG],
+                [
+                    python,
+                    "-m",
+                    "airflow_gitops.airflow_probe",
+                    "secrets" if phase == "missing" else phase,
+                    *args,
+                ],
+                cwd=REPO,
                 capture_output=True,
                 text=True,
                 env=env,
@@ -139,14 +111,14 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
         "schema": "reports",
     }
     assert out["variable"] == "42"
-    assert out["missing"] is None
+    assert phases["missing"][0] == {"conn": None, "variable": None}
     key = f"{stack['logs']['prefix']}/{LOG}"
     log = phases["read"][0]["log"]
     assert log["messages"] == [f"s3://{bucket}/{key}"]
     # The second upload is appended to the first (the handler reads, appends, writes back; the
     # separator between the two differs between provider releases).
     [text] = log["logs"]
-    assert text.index("hello from the task") < text.index("second upload")
+    assert text.index(WRITES[0].strip()) < text.index(WRITES[1].strip())
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() == text
 
     # Every request Airflow's own classes sent is allowed by the role of the pod that sends it.
@@ -156,6 +128,7 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
     }
     for phase, policy in (
         ("secrets", "secrets-read-policy"),
+        ("missing", "secrets-read-policy"),
         ("write", "task-log-write-policy"),
         ("read", "task-log-read-policy"),
     ):

@@ -12,6 +12,7 @@ Prints one JSON line. Used by tests/test_airflow_backends.py and `make demo`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import sys
@@ -43,11 +44,11 @@ def main(argv: list[str]) -> dict:
 
         backend = SecretsManagerBackend(**json.loads(conf.get("secrets", "backend_kwargs")))
         conn = backend.get_connection(argv[1])
-        fields = ("conn_type", "host", "login", "password", "port", "schema")
-        return {
-            "conn": conn and {k: getattr(conn, k) for k in fields},
-            "variable": backend.get_variable(argv[2]),
-        }
+        fields = ("conn_type", "host", "login", "port", "schema")
+        found = conn and {k: getattr(conn, k) for k in fields}
+        if conn:  # the password is a secret: only its digest leaves this process
+            found["password_sha256"] = hashlib.sha256((conn.password or "").encode()).hexdigest()
+        return {"conn": found, "variable": backend.get_variable(argv[2])}
     from airflow.providers.amazon.aws.log.s3_task_handler import S3RemoteLogIO
 
     base, relative = pathlib.Path(argv[1]), argv[2]

@@ -12,6 +12,7 @@ apache-airflow-providers-amazon in image/requirements.txt. Without one it is ski
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -106,7 +107,7 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
         "conn_type": "postgres",
         "host": "db.example.internal",
         "login": "report_user",
-        "password": "s3cr/t",
+        "password_sha256": hashlib.sha256(b"s3cr/t").hexdigest(),  # URI-decoded
         "port": 5432,
         "schema": "reports",
     }

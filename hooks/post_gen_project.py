@@ -29,7 +29,8 @@ def uses_own_sync_image(a: dict) -> bool:
 
 # path (relative to the project) -> keep it when this is true for the answers.
 MODE_SPECIFIC_FILES = {
-    "k8s/serviceaccounts.yaml": lambda a: a["dag_source"] in S3_MODES,
+    # S3 modes: the task-running pods are the DAG reader, whose role also writes task logs.
+    "iam/airflow-worker-trust.json": lambda a: a["dag_source"] not in S3_MODES,
     "iam/dag-read-policy.json": lambda a: a["dag_source"] in S3_MODES,
     "iam/dag-reader-trust.json": lambda a: a["dag_source"] in S3_MODES,
     "k8s/efs-storageclass.yaml": lambda a: a["dag_source"] == "efs",

@@ -186,6 +186,13 @@ def interval_problems(answers: dict) -> list[str]:
     return []
 
 
+def retention_problems(answers: dict) -> list[str]:
+    value = answers["log_retention_days"]
+    if isinstance(value, str) and value.isdigit() and not 1 <= int(value) <= 3650:
+        return [problem("log_retention_days", value, "whole days from 1 to 3650")]
+    return []
+
+
 def known_hosts_problems(answers: dict) -> list[str]:
     """Git over SSH must pin the host key; otherwise a spoofed host gets the DAGs."""
     url = answers["git_repo_url"]
@@ -274,8 +281,16 @@ def worker_count_problems(answers: dict) -> list[str]:
     return []
 
 
-RULES = (bucket_problems, interval_problems, known_hosts_problems, oidc_subject_problems, name_length_problems,
-         alb_certificate_problems, worker_count_problems)
+RULES = (
+    bucket_problems,
+    interval_problems,
+    retention_problems,
+    known_hosts_problems,
+    oidc_subject_problems,
+    name_length_problems,
+    alb_certificate_problems,
+    worker_count_problems,
+)
 
 
 def main() -> int:

@@ -40,6 +40,9 @@ REJECTED = [
     ({"executor": "LocalExecutor"}, 'executor = "LocalExecutor": CeleryExecutor or KubernetesExecutor'),
     ({"dag_source": "nfs"}, 'dag_source = "nfs": one of s3-sync, git-sync, efs, git-bundle, s3-bundle'),
     ({"sync_interval_seconds": "2"}, 'sync_interval_seconds = "2": whole seconds from 5 to 3600'),
+    ({"log_retention_days": "0"}, 'log_retention_days = "0": whole days from 1 to 3650'),
+    ({"log_retention_days": "3651"}, 'log_retention_days = "3651": whole days from 1 to 3650'),
+    ({"log_retention_days": "30d"}, 'log_retention_days = "30d": whole days from 1 to 3650'),
     ({"sync_interval_seconds": "30s"}, 'sync_interval_seconds = "30s": whole seconds from 5 to 3600'),
     ({"dag_source": "git-sync", "git_known_hosts": ""}, 'git_known_hosts = "": required for git over SSH: the host\'s known_hosts line(s), e.g. from ssh-keyscan checked against the host\'s published keys'),
 

@@ -46,10 +46,12 @@ ACCEPTED = {
     # docker login to push the image: the token it returns can do only what the role's ECR
     # permissions allow (push to the one repository).
     ("build-sync-image-role-policy.json", "CREDENTIALS_EXPOSURE", "ecr:GetAuthorizationToken"),
+    ("build-airflow-image-role-policy.json", "CREDENTIALS_EXPOSURE", "ecr:GetAuthorizationToken"),
 }
 
 CI_ROLE_POLICIES = ("read-state-policy.json", "deploy-role-policy.json",
-                    "sync-dags-role-policy.json", "build-sync-image-role-policy.json")
+                    "sync-dags-role-policy.json", "build-sync-image-role-policy.json",
+                    "build-airflow-image-role-policy.json")
 
 
 def severity_of(issue: str) -> str:

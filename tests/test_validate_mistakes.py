@@ -71,6 +71,8 @@ KNOWN_HOSTS = (
     "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 )
 READER_SA = '    create: false\n    name: "airflow-dag-reader"\n'
+# The triggerer's block up to its ServiceAccount (no log claim: task logs go to S3).
+TRIGGERER = "triggerer:\n  persistence:\n    enabled: false\n  serviceAccount:\n"
 SUB = ('"EKS_OIDC_ISSUER:sub": ["system:serviceaccount:airflow:airflow-dag-reader", '
        '"system:serviceaccount:airflow:airflow-dag-parser"],')
 AUD = '\n          "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"'

@@ -11,6 +11,7 @@ GitHub's filter pattern cheat sheet.
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -121,12 +122,12 @@ MODES = {
 }
 # Which workflow files each mode keeps (post_gen prunes the rest).
 EXPECTED_WORKFLOWS = {
-    "s3-sync-own-image": {"validate", "dag-check", "deploy", "drift-check", "sync-dags", "build-sync-image"},
-    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
-    "git-sync": {"validate", "dag-check", "deploy", "drift-check"},
-    "efs": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
-    "git-bundle": {"validate", "dag-check", "deploy", "drift-check"},
-    "s3-bundle": {"validate", "dag-check", "deploy", "drift-check", "sync-dags"},
+    "s3-sync-own-image": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags", "build-sync-image"},
+    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
+    "git-sync": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image"},
+    "efs": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
+    "git-bundle": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image"},
+    "s3-bundle": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
 }
 DEPLOY_BRANCH = "main"  # the default answer
 
@@ -254,3 +255,25 @@ def test_image_sources_trigger_the_image_build_and_the_deploy(mode, repo):
     # and nothing else rebuilds it
     assert not event_triggers(build, "push", DEPLOY_BRANCH, ["airflow_gitops/render.py"])
     assert not event_triggers(build, "push", DEPLOY_BRANCH, ["dags/a.py"])
+
+
+def test_the_airflow_image_sources_rebuild_it_and_redeploy(baked):
+    """Every file the own Airflow image is built from (image/Dockerfile's COPY sources) starts
+    build-airflow-image.yml on pushes and pull requests, and deploy.yml on the deploy branch
+    (render pins the new tag); DAGs and the toolkit alone do not rebuild it."""
+    import sys
+
+    repo = baked(dag_source="git-sync")
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_gitops", "image-tag", "--image", "airflow", "--sources"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    )
+    sources = result.stdout.split()[:-1]
+    assert {"image/Dockerfile", "image/requirements.txt", "image/plugins/README.md"} <= set(sources)
+    build = workflows(repo)["build-airflow-image"]
+    for source in sources:
+        assert event_triggers(build, "push", DEPLOY_BRANCH, [source]), source
+        assert event_triggers(build, "pull_request", DEPLOY_BRANCH, [source]), source
+        assert "deploy" in runs(repo, "push", [source]), source
+    assert not event_triggers(build, "push", DEPLOY_BRANCH, ["dags/a.py"])
+    assert not event_triggers(build, "push", DEPLOY_BRANCH, ["airflow_gitops/render.py"])

@@ -75,6 +75,14 @@ class Demo:
         self.endpoint = NOWHERE
         self.facts: dict = {"steps": []}
         self._step_log: Path | None = None
+        # With an interpreter that has Airflow and its amazon provider, one more step shows
+        # Airflow's own task-log handler and secrets backend on this moto (issue 15).
+        self.airflow_python = os.environ.get("AIRFLOW_PYTHON")
+        if self.airflow_python:
+            self.STEPS = [
+                *Demo.STEPS,
+                ("airflow", "Airflow: S3 task log + Secrets Manager", Demo.airflow),
+            ]
 
     # --- running things --------------------------------------------------------------------
 
@@ -306,6 +314,56 @@ class Demo:
         dags = sorted(name for name in arrived if not name.startswith("."))
         return f"{_show(current)}/: {', '.join(dags)} (same bytes as dags/)"
 
+    def airflow(self) -> str:
+        """AIRFLOW_PYTHON only: `make connection` / `make variable` store a connection and a
+        variable; then Airflow's own SecretsManagerBackend resolves them and its S3 task-log IO
+        writes a task log to the log prefix and reads it back, configured by the generated
+        helm/values.yaml (the generated repo's airflow_gitops/airflow_probe.py)."""
+        import yaml
+        from airflow_gitops.airflow_probe import WRITES, airflow_env  # from start_aws's path
+
+        uri = "postgresql://demo_user:demo-password@db.example.internal:5432/reports"
+        for name, variable, value in (("connection", "URI", uri), ("variable", "VALUE", "42")):
+            os.environ[variable] = value  # the value never reaches a command line
+            try:
+                self.make(name, f"NAME={'reports_db' if name == 'connection' else 'threshold'}")
+            finally:
+                del os.environ[variable]
+        config = yaml.safe_load((self.repo / "helm" / "values.yaml").read_text())["config"]
+        local, relative = (
+            str(self.out / "demo-task-logs"),
+            ("dag_id=example_delivery_check/run_id=demo/task_id=where_am_i/attempt=1.log"),
+        )
+        env = airflow_env(config, self.env(), str(self.out / "demo-airflow-home"))
+        results = {}
+        for phase, args in (
+            ("secrets", ["reports_db", "threshold"]),
+            ("write", [local, relative]),
+            ("read", [local, relative]),
+        ):
+            argv = [self.airflow_python, "-m", "airflow_gitops.airflow_probe", phase, *args]
+            result = subprocess.run(
+                argv, cwd=self.repo, env=env, capture_output=True, text=True, timeout=300
+            )
+            with self._step_log.open("a") as log:
+                log.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
+            if result.returncode != 0:
+                raise StepFailed(
+                    f"airflow_probe {phase} exited {result.returncode}", self._step_log
+                )
+            results[phase] = json.loads(result.stdout.strip().splitlines()[-1])
+        conn, variable = results["secrets"]["conn"], results["secrets"]["variable"]
+        [text] = results["read"]["log"]["logs"] or [""]
+        [location] = results["read"]["log"]["messages"] or [""]
+        if not conn or conn["host"] != "db.example.internal" or variable != "42":
+            raise StepFailed(
+                f"the backend resolved {conn and conn['host']!r}, {variable!r}", self._step_log
+            )
+        if not all(line.strip() in text for line in WRITES):
+            raise StepFailed(f"{location or 'no log'} does not hold both uploads", self._step_log)
+        self.facts["airflow"] = {"log": location, "connection": conn["host"], "variable": variable}
+        return f"{location} read back; reports_db -> {conn['host']}"
+
     # --- reading AWS back ------------------------------------------------------------------
 
     def _client(self, service: str):
@@ -528,6 +586,13 @@ class Demo:
         lines.append(
             f"pull-dags    {_show(Path(pull['dest']))}/: {', '.join(dags)} (same bytes as dags/)"
         )
+        if "airflow" in f:
+            a = f["airflow"]
+            lines.append(
+                f"airflow      task log {a['log']} written and read back by Airflow's "
+                f"S3 task handler; connection reports_db -> {a['connection']}, variable "
+                f"threshold -> {a['variable']} from Secrets Manager"
+            )
         lines.append(
             "timings      "
             + ", ".join(f"{s['step']} {s['seconds']:.1f}s" for s in f["steps"])

@@ -50,6 +50,7 @@ def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
         # One role per job; empty where this mode has no such workflow.
         "sync_dags_role_arn": role_arn(stack, "sync_dags_role"),
         "build_sync_image_role_arn": role_arn(stack, "build_sync_image_role"),
+        "build_airflow_image_role_arn": role_arn(stack, "build_airflow_image_role"),
         "drift_check_role_arn": role_arn(stack, "drift_check_role"),
         "cluster_name": _get(stack, "eks.cluster_name"),
         "namespace": _get(stack, "airflow.namespace"),
@@ -62,11 +63,20 @@ def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
         "ecr_registry": f"{account}.dkr.ecr.{region}.amazonaws.com",
         "sync_image_repository": (stack.get("images") or {}).get("s3_sync_repository", ""),
         "sync_image_tag": "",
+        "airflow_image_repository": (stack.get("images") or {}).get("airflow_repository", ""),
+        # Set when image/ adds packages or plugins: the own Airflow image's tag; "" = stock.
+        "airflow_image_tag": "",
     }
     if facts["dag_source"] == "s3-sync" and facts["sync_image"] == "own-image":
         from airflow_gitops.image_tag import sync_image_tag
 
         facts["sync_image_tag"] = sync_image_tag(root)
+    from airflow_gitops.airflow_image import builds_own_image
+
+    if facts["airflow_image_repository"] and builds_own_image(root):
+        from airflow_gitops.image_tag import airflow_image_tag
+
+        facts["airflow_image_tag"] = airflow_image_tag(root)
     facts = {name: str(value) for name, value in facts.items()}
     for name, value in facts.items():
         # A newline would let a value in stack.yaml write outputs of its own.

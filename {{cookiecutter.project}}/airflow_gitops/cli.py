@@ -39,6 +39,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
     "bootstrap": ("airflow_gitops.aws.command", "as an admin: every role, policy, bucket, add-on (all IAM)"),
     "destroy": ("airflow_gitops.aws.command", "delete what bootstrap and apply made (--dry-run first)"),
+    "connection": (
+        "airflow_gitops.airflow_secrets",
+        "store one Airflow connection in Secrets Manager (value from $URI or stdin)",
+    ),
+    "variable": (
+        "airflow_gitops.airflow_secrets",
+        "store one Airflow variable in Secrets Manager (value from $VALUE or stdin)",
+    ),
     "local-aws": (
         "airflow_gitops.local_aws",
         "a local AWS (moto) on 127.0.0.1 to try the AWS commands",

@@ -1,10 +1,11 @@
-"""The tag of the s3-sync image: a digest of exactly the files the image is built from.
+"""The tags of this repo's own images: a digest of exactly the files each is built from.
 
-One function, ``sync_image_tag``, used by the build workflow (the tag it pushes) and by
-``render`` (the tag the deployment runs), so the two can never disagree and a change to the
-agent rolls out with no hand edit. The sources are read from the Dockerfile itself (its COPY
-and ADD lines, relative to the build context, the repository root), so there is no second list
-to keep in step.
+One function, ``source_tag(root, dockerfile)``, gives the tag of any of them: the s3-sync image
+(``sync_image_tag``) and the Airflow image (``airflow_image_tag``, image/Dockerfile). The build
+workflows push that tag and ``render`` writes it into the values the deployment runs, so the
+two can never disagree and a change rolls out with no hand edit. The sources are read from the
+Dockerfile itself (its COPY and ADD lines, relative to the build context, the repository root),
+so there is no second list to keep in step.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from airflow_gitops.errors import ToolkitError
 from airflow_gitops.stack import REPO_ROOT
 
 DOCKERFILE = Path("images/s3-sync/Dockerfile")
+AIRFLOW_DOCKERFILE = Path("image/Dockerfile")
+DOCKERFILES = {"s3-sync": DOCKERFILE, "airflow": AIRFLOW_DOCKERFILE}
 TAG_PREFIX = "src-"
 DIGEST_CHARS = 16
 # Build debris that never reaches the image (and differs between machines).
@@ -29,13 +32,20 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--sources", action="store_true", help="list the files the digest covers, then the tag"
     )
+    parser.add_argument(
+        "--image",
+        choices=sorted(DOCKERFILES),
+        default="s3-sync",
+        help="which image (default: s3-sync)",
+    )
 
 
 def run(args) -> int:
+    dockerfile = DOCKERFILES[args.image]
     if args.sources:
-        for path in image_sources():
+        for path in image_sources(dockerfile=dockerfile):
             print(path.as_posix())
-    print(sync_image_tag())
+    print(source_tag(dockerfile=dockerfile))
     return 0
 
 
@@ -56,7 +66,7 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
-def copy_sources(dockerfile_text: str) -> list[str]:
+def copy_sources(dockerfile_text: str, dockerfile: Path = DOCKERFILE) -> list[str]:
     """Source paths of every COPY/ADD that reads the build context (not ``--from=`` a stage)."""
     sources: list[str] = []
     for line in _logical_lines(dockerfile_text):
@@ -78,34 +88,36 @@ def copy_sources(dockerfile_text: str) -> list[str]:
             try:
                 words = json.loads(rest)
             except json.JSONDecodeError:
-                raise ToolkitError(f"{DOCKERFILE}: cannot parse {line!r}") from None
+                raise ToolkitError(f"{dockerfile}: cannot parse {line!r}") from None
         else:
             words = shlex.split(rest)
         sources.extend(words[:-1])  # the last word is the destination
     return sources
 
 
-def image_sources(root: Path | str | None = None) -> list[Path]:
+def image_sources(root: Path | str | None = None, dockerfile: Path = DOCKERFILE) -> list[Path]:
     """Every file (relative to ``root``) whose bytes end up in the image, Dockerfile included."""
     root = Path(root or REPO_ROOT)
-    dockerfile = root / DOCKERFILE
     try:
-        text = dockerfile.read_text(encoding="utf-8")
+        text = (root / dockerfile).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ToolkitError(
-            f"{dockerfile}: not found; the s3-sync image is built only with sync_image own-image"
-        ) from None
-    files = {DOCKERFILE}
+        why = (
+            "the s3-sync image is built only with sync_image own-image"
+            if dockerfile == DOCKERFILE
+            else "it is generated with the repo"
+        )
+        raise ToolkitError(f"{root / dockerfile}: not found; {why}") from None
+    files = {dockerfile}
     # BuildKit's per-Dockerfile ignore file shapes the context the COPY lines read.
-    dockerignore = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
+    dockerignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
     if (root / dockerignore).is_file():
         files.add(dockerignore)
-    for source in copy_sources(text):
+    for source in copy_sources(text, dockerfile):
         if "://" in source:
-            raise ToolkitError(f"{DOCKERFILE}: remote source {source!r}; pin it by digest instead")
+            raise ToolkitError(f"{dockerfile}: remote source {source!r}; pin it by digest instead")
         matches = sorted(root.glob(source)) if any(c in source for c in "*?[") else [root / source]
         if not matches or not all(m.exists() for m in matches):
-            raise ToolkitError(f"{DOCKERFILE}: COPY source {source!r} does not exist under {root}")
+            raise ToolkitError(f"{dockerfile}: COPY source {source!r} does not exist under {root}")
         for match in matches:
             candidates = [match] if match.is_file() else sorted(match.rglob("*"))
             for path in candidates:
@@ -118,10 +130,18 @@ def image_sources(root: Path | str | None = None) -> list[Path]:
 
 
 def sync_image_tag(root: Path | str | None = None) -> str:
+    return source_tag(root, DOCKERFILE)
+
+
+def airflow_image_tag(root: Path | str | None = None) -> str:
+    return source_tag(root, AIRFLOW_DOCKERFILE)
+
+
+def source_tag(root: Path | str | None = None, dockerfile: Path = DOCKERFILE) -> str:
     """``src-<digest>``: sha256 over the path and content of every image source file."""
     root = Path(root or REPO_ROOT)
     digest = hashlib.sha256()
-    for rel in image_sources(root):
+    for rel in image_sources(root, dockerfile):
         content = (root / rel).read_bytes()
         digest.update(rel.as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(content).hexdigest().encode() + b"\n")

@@ -4,6 +4,10 @@ only exist at deploy time filled in.
 - build/values.yaml: helm/values.yaml with the tag of the s3-sync image (own-image option)
   replaced by the digest of its sources (``image_tag.sync_image_tag``), the tag that
   build-sync-image.yml pushes. Committed values never carry a tag, so nobody edits one by hand.
+- build/values.yaml also runs this repo's own Airflow image when image/ adds packages or
+  plugins (``airflow_image.builds_own_image``): ``images.airflow.repository`` and ``tag`` (the
+  digest of image/'s sources, ``image_tag.airflow_image_tag``, which build-airflow-image.yml
+  pushes) are set under ``images.airflow``. Otherwise the stock image of helm/values.yaml runs.
 - build/k8s/: the manifests of k8s/, with an empty ``parameters.fileSystemId`` of the EFS
   StorageClass filled from ``elasticfilesystem:DescribeFileSystems`` by the creation token in
   stack.yaml (efs mode; `make apply` creates that file system).
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from airflow_gitops.errors import ToolkitError, UsageError
-from airflow_gitops.image_tag import sync_image_tag
+from airflow_gitops.image_tag import airflow_image_tag, sync_image_tag
 from airflow_gitops.stack import REPO_ROOT, load_stack
 
 EFS_PROVISIONER = "efs.csi.aws.com"
@@ -98,7 +102,7 @@ def render_values(root: Path, stack: dict[str, Any]) -> str:
     import yaml
 
     source = root / "helm" / "values.yaml"
-    text = source.read_text(encoding="utf-8")
+    text = pin_airflow_image(root, stack, source.read_text(encoding="utf-8"))
     repository = sync_image_repository(stack)
     if repository is None:
         return text
@@ -116,6 +120,30 @@ def render_values(root: Path, stack: dict[str, Any]) -> str:
     for image in images:
         text = text.replace(image, pinned)
     return text
+
+
+AIRFLOW_IMAGE_BLOCK = "images:\n  airflow:\n"
+
+
+def pin_airflow_image(root: Path, stack: dict[str, Any], text: str) -> str:
+    """``text`` (helm/values.yaml) running this repo's own Airflow image when image/ adds
+    something; unchanged otherwise. Inserted as the first keys of the top-level
+    ``images.airflow`` block, so the rest of the file stays byte for byte."""
+    from airflow_gitops.airflow_image import builds_own_image, own_image_repository
+
+    if not builds_own_image(root):
+        return text
+    if text.count(AIRFLOW_IMAGE_BLOCK) != 1 or not (
+        text.startswith(AIRFLOW_IMAGE_BLOCK) or f"\n{AIRFLOW_IMAGE_BLOCK}" in text
+    ):
+        raise ToolkitError(
+            "helm/values.yaml: no top-level `images:` block starting with `airflow:`; "
+            "image/ adds packages or plugins, so the values must run the own Airflow image"
+        )
+    pinned = (f"{AIRFLOW_IMAGE_BLOCK}    # This repo's own image (image/), set by `render`.\n"
+              f"    repository: {own_image_repository(stack)}\n"
+              f"    tag: {airflow_image_tag(root)}\n")
+    return text.replace(AIRFLOW_IMAGE_BLOCK, pinned, 1)
 
 
 def _efs_storage_classes(documents: list[Any]) -> list[dict]:

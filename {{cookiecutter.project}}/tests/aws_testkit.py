@@ -203,13 +203,14 @@ def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
         aws["sync_dags_role"] = f"{project}-sync-dags"
     if source == "s3-sync" and sync_image == "own-image":
         aws["build_sync_image_role"] = f"{project}-build-sync-image"
+    aws["build_airflow_image_role"] = f"{project}-build-airflow-image"
     github = {"repository": "example-org/airflow-gitops", "deploy_branch": "main",
               "environment": "production", "oidc_subject": oidc_subject}
     if oidc_subject == "immutable":
         github.update(owner_id="1001", repository_id="2002")
     dags: dict = {"source": source, "mount_path": "/opt/airflow/dags",
                   "sync_interval_seconds": 30}
-    images: dict = {"airflow": "apache/airflow:3.2.2"}
+    images: dict = {"airflow": "apache/airflow:3.2.2", "airflow_repository": f"{project}/airflow"}
     if source in ("s3-sync", "s3-bundle"):
         dags.update(bucket=f"{project}-dags-{account}-{REGION}", prefix="dags",
                     reader_service_account="airflow-dag-reader",
@@ -223,13 +224,22 @@ def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
         dags["efs"] = {"creation_token": f"{project}-dags", "throughput_mode": "elastic",
                        "storage_class": "airflow-efs-dags", "claim": "airflow-dags",
                        "volume_size": "5Gi", "csi_driver_role": f"{project}-efs-csi-driver"}
+    s3_mode = source in ("s3-sync", "s3-bundle")
+    logs = {"bucket": f"{project}-logs-{account}", "prefix": "logs", "retention_days": 30,
+            "writer_service_account": "airflow-dag-reader" if s3_mode else "airflow-airflow-worker",
+            "writer_role": f"{project}-dag-reader" if s3_mode else f"{project}-airflow-worker",
+            "reader_service_account": "airflow-api-server",
+            "reader_role": f"{project}-api-server"}
     return {
         "project": project, "github": github,
         "aws": aws,
         "eks": {"cluster_name": CLUSTER},
         "airflow": {"namespace": "airflow", "release": "airflow", "chart_version": "1.22.0",
                     "version": "3.2.2", "executor": "CeleryExecutor"},
-        "dags": dags, "images": images,
+        "dags": dags, "logs": logs,
+        "secrets": {"connections_prefix": f"airflow/{project}/connections",
+                    "variables_prefix": f"airflow/{project}/variables"},
+        "images": images,
     }
 
 
@@ -276,6 +286,13 @@ def make_repo(root: Path, stack: dict) -> Path:
             account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
         "ebs-csi-driver-trust.json": trust(
             account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"),
+        "task-log-write-policy.json": read_only,
+        "task-log-read-policy.json": read_only,
+        "secrets-read-policy.json": read_only,
+        "airflow-worker-trust.json": _irsa_trust(
+            account, "system:serviceaccount:airflow:airflow-airflow-worker"),
+        "api-server-trust.json": _irsa_trust(
+            account, "system:serviceaccount:airflow:airflow-api-server"),
     }
     for role in ci_roles(stack):
         documents[role.trust_file] = {"Version": "2012-10-17", "Statement": [{
@@ -331,6 +348,7 @@ def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict
             "encryption": read(s3.get_bucket_encryption, "ServerSideEncryptionConfiguration"),
             "versioning": read(s3.get_bucket_versioning, "Status"),
             "policy": read(s3.get_bucket_policy, "Policy"),
+            "lifecycle": read(s3.get_bucket_lifecycle_configuration, "Rules"),
         }
     for policy in iam.list_policies(Scope="Local")["Policies"]:
         versions = iam.list_policy_versions(PolicyArn=policy["Arn"])["Versions"]

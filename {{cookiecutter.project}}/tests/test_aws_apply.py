@@ -34,15 +34,21 @@ MODES = {
 
 # Every resource per mode (kind, in order), read off stack.yaml's dags.source/sync_image.
 GITHUB = ["iam oidc provider"]
-CI = {  # policies (sorted by file), then the roles
-    "s3-sync+own-image": ["iam policy"] * 4 + ["iam role"] * 4,
-    "s3-sync+aws-cli": ["iam policy"] * 3 + ["iam role"] * 3,
-    "s3-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
-    "efs": ["iam policy"] * 3 + ["iam role"] * 3,
-    "git-sync": ["iam policy"] * 2 + ["iam role"] * 2,
-    "git-bundle": ["iam policy"] * 2 + ["iam role"] * 2,
+CI = {  # policies (sorted by file), then the roles; build-airflow-image's in every mode
+    "s3-sync+own-image": ["iam policy"] * 5 + ["iam role"] * 5,
+    "s3-sync+aws-cli": ["iam policy"] * 4 + ["iam role"] * 4,
+    "s3-bundle": ["iam policy"] * 4 + ["iam role"] * 4,
+    "efs": ["iam policy"] * 4 + ["iam role"] * 4,
+    "git-sync": ["iam policy"] * 3 + ["iam role"] * 3,
+    "git-bundle": ["iam policy"] * 3 + ["iam role"] * 3,
 }
-IRSA_S3 = ["iam oidc provider", "iam policy", "iam role", "iam role"]
+# The own Airflow image's ECR repository (every mode), then task logs and secrets: the log bucket, the cluster's OIDC provider, the log write,
+# secrets read and log read policies; then the worker's role (the DAG reader's in S3 modes) and
+# the API server's.
+LOGS = ["ecr repository", "s3 bucket", "iam oidc provider", "iam policy", "iam policy",
+        "iam policy"]
+IRSA_S3 = LOGS + ["iam policy", "iam role", "iam role", "iam role"]
+IRSA = LOGS + ["iam role", "iam role"]
 ACCESS = ["eks access entry", "eks access policy"]
 EXPECTED_KINDS = {
     "s3-sync+own-image": GITHUB + CI["s3-sync+own-image"] + ["s3 bucket", "ecr repository"]
@@ -50,13 +56,11 @@ EXPECTED_KINDS = {
     "s3-sync+aws-cli": GITHUB + CI["s3-sync+aws-cli"] + ["s3 bucket"] + IRSA_S3 + ACCESS
     + ["eks add-on"],
     "s3-bundle": GITHUB + CI["s3-bundle"] + ["s3 bucket"] + IRSA_S3 + ACCESS + ["eks add-on"],
-    "efs": GITHUB + CI["efs"] + ["iam oidc provider", "iam policy", "iam role", "iam role"]
+    "efs": GITHUB + CI["efs"] + IRSA + ["iam policy", "iam role", "iam role"]
     + ACCESS * 2 + ["eks add-on", "eks add-on", "efs file system", "ec2 security group",
                     "ec2 ingress rules", "efs mount target", "efs mount target"],
-    "git-sync": GITHUB + CI["git-sync"] + ["iam oidc provider", "iam role"] + ACCESS
-    + ["eks add-on"],
-    "git-bundle": GITHUB + CI["git-bundle"] + ["iam oidc provider", "iam role"] + ACCESS
-    + ["eks add-on"],
+    "git-sync": GITHUB + CI["git-sync"] + IRSA + ["iam role"] + ACCESS + ["eks add-on"],
+    "git-bundle": GITHUB + CI["git-bundle"] + IRSA + ["iam role"] + ACCESS + ["eks add-on"],
 }
 # What `apply` itself writes, per mode; everything else is bootstrap's.
 APPLY_KINDS = {"efs file system", "ec2 security group", "ec2 ingress rules", "efs mount target"}
@@ -173,8 +177,10 @@ def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     assert state["roles"]["airflow-gitops-ebs-csi-driver"]["attached"] == [
         "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]
     assert "EKS_OIDC_ISSUER" not in str(state)
-    assert state["roles"]["airflow-gitops-dag-reader"]["attached"] == [
-        "arn:aws:iam::123456789012:policy/airflow-gitops-dag-read-policy"]
+    # The DAG reader also runs tasks: it writes task logs and reads connections (issue 15).
+    assert state["roles"]["airflow-gitops-dag-reader"]["attached"] == sorted(
+        f"arn:aws:iam::123456789012:policy/airflow-gitops-{name}"
+        for name in ("dag-read-policy", "task-log-write-policy", "secrets-read-policy"))
     assert [arn for arn, audiences in state["oidc"]] == [
         f"arn:aws:iam::123456789012:oidc-provider/{issuer}",
         "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
@@ -225,6 +231,8 @@ def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path)
             f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
         "airflow-gitops-build-sync-image":
             f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
+        "airflow-gitops-build-airflow-image":
+            f"{repo}:environment:production:{flow}/build-airflow-image.yml@refs/heads/main",
         "airflow-gitops-drift-check":
             f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
     }

@@ -101,6 +101,7 @@ def replayed(run: str) -> list[str]:
 
 JOBS = {"deploy_role": ("deploy.yml", "deploy"), "sync_dags_role": ("sync-dags.yml", "sync"),
         "build_sync_image_role": ("build-sync-image.yml", "publish"),
+        "build_airflow_image_role": ("build-airflow-image.yml", "publish"),
         "drift_check_role": ("drift-check.yml", "plan")}
 
 
@@ -161,7 +162,9 @@ class Requests:
                 return [Request("s3:DeleteObject", f"{bucket}/{o['Key']}")
                         for o in params["Delete"]["Objects"]]
             action = {"GetPublicAccessBlock": "GetBucketPublicAccessBlock",
-                      "GetBucketEncryption": "GetEncryptionConfiguration"}.get(op, op)
+                      "GetBucketEncryption": "GetEncryptionConfiguration",
+                      "GetBucketLifecycleConfiguration": "GetLifecycleConfiguration",
+                      "PutBucketLifecycleConfiguration": "PutLifecycleConfiguration"}.get(op, op)
             return [Request(f"s3:{action}", bucket)]
         if service == "iam":
             if "RoleName" in params:
@@ -283,6 +286,7 @@ class Recorder:
         self.target = session(account, region)
         self.log = instrument(self.target, eks)
         self.created: list[dict] = []
+        self.run = ""  # the run: block being replayed
         self.target.events.register("after-call", self._ids)
 
     def _ids(self, parsed, model, **kwargs):
@@ -341,6 +345,15 @@ def drift_iam(admin, stack: dict) -> None:
     iam.create_policy_version(PolicyArn=arn, PolicyDocument=wide, SetAsDefault=True)
 
 
+def image_repository(run: str, stack: dict) -> str:
+    """Which ECR repository a describe-images run: block asks about: the own Airflow image's
+    (its build job builds image/Dockerfile; deploy waits for build-airflow-image.yml), else the
+    s3-sync image's."""
+    if re.search(r"--file image/Dockerfile|build-airflow-image\.yml", run):
+        return stack["images"]["airflow_repository"]
+    return stack["images"]["s3_sync_repository"]
+
+
 def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -> None:
     target = recorder.target
     source = stack["dags"]["source"]
@@ -366,7 +379,7 @@ def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -
 
         try:  # aws ecr describe-images --repository-name R --image-ids imageTag=T
             target.client("ecr").describe_images(
-                repositoryName=stack["images"]["s3_sync_repository"],
+                repositoryName=image_repository(recorder.run, stack),
                 imageIds=[{"imageTag": "0123456789ab"}])
         except ClientError as exc:
             assert exc.response["Error"]["Code"] == "ImageNotFoundException"
@@ -420,7 +433,9 @@ def recorded(moto, tmp_path_factory):
         instrument(admin, eks)
         converge("bootstrap", stack, root, admin)
         requests = Requests(stack)
-        facts = ci_facts(stack, REPO)
+        # Replayed as if image/ added a package: the own Airflow image's steps then run (with
+        # image/ empty they are skipped, and their grants would look unused).
+        facts = {**ci_facts(stack, REPO), "airflow_image_tag": "src-replayed"}
         iam = session(account, region).client("iam")
         for role in ci_roles(stack):
             name = stack["aws"][role.key]
@@ -434,6 +449,7 @@ def recorded(moto, tmp_path_factory):
             recorder = Recorder(eks, account, region)
             workflow, job = JOBS[role.key]
             for run in job_steps(workflow, job, facts):
+                recorder.run = run
                 for command in replayed(run):
                     replay(command, stack, root, recorder, admin, eks)
             calls = recorder.calls()
@@ -469,11 +485,12 @@ def test_every_action_a_role_holds_is_used_by_its_job(recorded):
 
 
 def test_no_ci_role_can_write_iam_or_access_control(recorded):
-    """The issue's line: no CI role holds an IAM write, a bucket-policy or public-access-block
-    write, or iam:PassRole, in any mode."""
+    """The issue's line: no CI role holds an IAM write, a bucket-policy, public-access-block or
+    lifecycle (log retention) write, or iam:PassRole, in any mode."""
     _, jobs = recorded
     forbidden = re.compile(r"^iam:(?!Get|List)|^s3:Put(Bucket(Policy|PublicAccessBlock)|"
-                           r"PublicAccessBlock)|^eks:(Create|Associate|Update|Delete)")
+                           r"PublicAccessBlock|LifecycleConfiguration)|"
+                           r"^eks:(Create|Associate|Update|Delete)")
     for key, (policies, _, _) in jobs.items():
         assert not [a for a in granted_actions(policies) if forbidden.search(a)], key
 

@@ -11,6 +11,9 @@ roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 | one role + policy per CI job (CI_ROLES)    | by workflow      | bootstrap  |
 | DAG bucket (private, TLS only, versioned)  | s3-sync, s3-bundle | bootstrap |
 | s3-sync image ECR repository               | s3-sync + own-image | bootstrap |
+| own Airflow image ECR repository, its CI role | all         | bootstrap  |
+| task-log bucket (private, TLS only, expiring) | all           | bootstrap  |
+| worker and API-server pod roles (logs)     | all              | bootstrap  |
 | cluster OIDC provider (irsa), pod roles     | all (EBS CSI)    | bootstrap  |
 | EKS access entries of CI roles             | deploy; sync-dags in efs | bootstrap |
 | EKS add-ons (EBS CSI; EFS CSI in efs)      | all              | bootstrap  |
@@ -36,7 +39,7 @@ from airflow_gitops.aws.eks import (
     PodIdentityAssociation,
 )
 from airflow_gitops.aws.iam import IamRole, ManagedPolicy, OidcProvider
-from airflow_gitops.aws.s3 import DagBucket
+from airflow_gitops.aws.s3 import DagBucket, LogBucket
 
 S3_MODES = {"s3-sync", "s3-bundle"}
 GITHUB_OIDC = "token.actions.githubusercontent.com"
@@ -48,6 +51,13 @@ EFS_CSI_TRUST = "efs-csi-driver-trust.json"
 EBS_CSI_TRUST = "ebs-csi-driver-trust.json"
 # AWS's own policy for the EBS CSI driver (the least it needs; AWS keeps it current).
 EBS_CSI_MANAGED_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+TASK_LOG_WRITE_POLICY = "task-log-write-policy.json"
+TASK_LOG_READ_POLICY = "task-log-read-policy.json"
+# Connections and variables (stack.yaml secrets.*), read by the same two kinds of pod.
+SECRETS_READ_POLICY = "secrets-read-policy.json"
+WORKER_TRUST = "airflow-worker-trust.json"
+API_SERVER_TRUST = "api-server-trust.json"
+# Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
 # Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
 READ_STATE_POLICY = "read-state-policy.json"
 
@@ -78,6 +88,8 @@ SYNC_DAGS_EFS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True
                        EDIT_ACCESS_POLICY)
 BUILD_SYNC_IMAGE = CiRole("build_sync_image_role", "build-sync-image-role",
                           "build-sync-image.yml", True)
+BUILD_AIRFLOW_IMAGE = CiRole("build_airflow_image_role", "build-airflow-image-role",
+                             "build-airflow-image.yml", True)
 DRIFT_CHECK = CiRole("drift_check_role", "drift-check-role", "drift-check.yml", False)
 # The deploy trust file keeps its name from before per-job roles.
 DEPLOY_TRUST = DEPLOY.trust_file
@@ -100,6 +112,8 @@ def ci_roles(stack: dict) -> list[CiRole]:
         roles.append(SYNC_DAGS_EFS)
     if uses_own_sync_image(stack):
         roles.append(BUILD_SYNC_IMAGE)
+    if "build_airflow_image_role" in stack["aws"]:
+        roles.append(BUILD_AIRFLOW_IMAGE)
     roles.append(DRIFT_CHECK)
     return roles
 
@@ -110,6 +124,15 @@ def role_policy_files(role: CiRole) -> list[str]:
     if role is DEPLOY:
         return [READ_STATE_POLICY, role.policy_file]
     return [role.policy_file]
+
+
+def worker_policy_files(stack: dict) -> list[str]:
+    """What the pods that run tasks and triggers may do beyond reading DAGs."""
+    return [TASK_LOG_WRITE_POLICY, SECRETS_READ_POLICY]
+
+
+def api_server_policy_files() -> list[str]:
+    return [TASK_LOG_READ_POLICY, SECRETS_READ_POLICY]
 
 
 def pod_identity(stack: dict) -> bool:
@@ -127,6 +150,12 @@ def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
     if dag_source(stack) == "efs":
         items.append(("kube-system", "efs-csi-controller-sa",
                       stack["dags"]["efs"]["csi_driver_role"]))
+    logs = stack.get("logs")
+    if logs:  # task logs and secrets: the pods that run tasks (S3 modes: the reader, above)
+        namespace = stack["airflow"]["namespace"]
+        if dag_source(stack) not in S3_MODES:
+            items.append((namespace, logs["writer_service_account"], logs["writer_role"]))
+        items.append((namespace, logs["reader_service_account"], logs["reader_role"]))
     items.append(("kube-system", "ebs-csi-controller-sa", stack["aws"]["ebs_csi_driver_role"]))
     return items
 
@@ -146,15 +175,33 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
         items.append(EcrRepository(stack["images"]["s3_sync_repository"]))
+    if "airflow_repository" in stack["images"]:
+        items.append(EcrRepository(stack["images"]["airflow_repository"]))
+    # Task logs and secrets: every generated repo has stack.yaml logs.*; a repo made before them
+    # converges as it did until the template update adds them.
+    logs = stack.get("logs")
+    if logs:
+        items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
     by_pod_identity = pod_identity(stack)
     if not by_pod_identity:
         items.append(OidcProvider())
+    worker_policies = worker_policy_files(stack) if logs else []
+    if logs:
+        shared = dict.fromkeys([*worker_policies, *api_server_policy_files()])  # once each, in order
+        items += [ManagedPolicy(f, stack) for f in shared]
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
-            IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST, [DAG_READ_POLICY],
-                    "Airflow pods that read DAGs from S3"),
+            IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST,
+                    [DAG_READ_POLICY, *worker_policies],
+                    "Airflow pods that read DAGs from S3 and run tasks"),
         ]
+    elif logs:
+        items.append(IamRole(logs["writer_role"], WORKER_TRUST, worker_policies,
+                             "Airflow pods that run tasks and triggers"))
+    if logs:
+        items.append(IamRole(logs["reader_role"], API_SERVER_TRUST, api_server_policy_files(),
+                             "Airflow API server"))
     if source == "efs":
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),

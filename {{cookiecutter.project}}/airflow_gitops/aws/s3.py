@@ -1,8 +1,9 @@
-"""The DAG bucket: private, encrypted, versioned, reachable over TLS only.
+"""The DAG bucket (private, encrypted, versioned, reachable over TLS only) and the task-log
+bucket (the same, unversioned, with its logs expiring).
 
-Bootstrap's: its public access block and bucket policy are access control, which no CI role
-may write. The bucket policy is ours alone: any other statement (a cross-account grant, say) is
-drift that `plan` shows as a diff and `bootstrap` removes.
+Bootstrap's: their public access block, bucket policy and lifecycle are access control and
+retention, which no CI role may write. The bucket policy is ours alone: any other statement (a
+cross-account grant, say) is drift that `plan` shows as a diff and `bootstrap` removes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def tls_only_statement(bucket_arn: str) -> dict:
 
 class DagBucket(Converger):
     kind = "s3 bucket"
+    # Where stack.yaml names it (for "choose another ..." errors), and what it holds.
+    stack_field = "dags.bucket"
+    contents = "DAGs and their history"
+    versioned = True
+
+    def extra_steps(self, s3, ctx, read) -> list[Step]:
+        """Settings a kind of bucket adds (reads through ``read``, as ``steps`` does)."""
+        return []
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
         from botocore.exceptions import ClientError
@@ -70,8 +79,8 @@ class DagBucket(Converger):
                 ServerSideEncryptionConfiguration={"Rules": [
                     {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})))
 
-        versioning = read(s3.get_bucket_versioning, set())
-        if not versioning or versioning.get("Status") != "Enabled":
+        versioning = read(s3.get_bucket_versioning, set()) if self.versioned else None
+        if self.versioned and (not versioning or versioning.get("Status") != "Enabled"):
             steps.append(("versioning", lambda: s3.put_bucket_versioning(
                 Bucket=bucket, ExpectedBucketOwner=ctx.account,
                 VersioningConfiguration={"Status": "Enabled"})))
@@ -83,6 +92,7 @@ class DagBucket(Converger):
             self.show_diff(f"bucket policy of {bucket}", current, wanted)
             steps.append(("TLS-only bucket policy", lambda: s3.put_bucket_policy(
                 Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted))))
+        steps += self.extra_steps(s3, ctx, read)
         return exists, steps
 
     def removal(self, ctx) -> list[Step]:
@@ -96,8 +106,8 @@ class DagBucket(Converger):
             versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
                          for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
         if versions and not ctx.delete_data:
-            raise AwsError(f"{self.label}: holds {len(versions)} object versions (DAGs and "
-                           "their history); copy what you need, then run `make destroy "
+            raise AwsError(f"{self.label}: holds {len(versions)} object versions "
+                           f"({self.contents}); copy what you need, then run `make destroy "
                            "DELETE_DATA=yes`")
 
         def delete() -> None:
@@ -124,13 +134,13 @@ class DagBucket(Converger):
                 raise AwsError(
                     f"{self.label}: exists but is not this account's or not readable (403 on "
                     f"HeadBucket = s3:ListBucket, expected owner {ctx.account}); if another "
-                    "account owns the name, choose another dags.bucket in stack.yaml"
+                    "account owns the name, choose another {self.stack_field} in stack.yaml"
                 ) from None
             if status == 301:
                 region = exc.response.get("ResponseMetadata", {}).get(
                     "HTTPHeaders", {}).get("x-amz-bucket-region", "another region")
                 raise AwsError(f"{self.label}: exists in {region}, not {ctx.region}; choose "
-                               "another dags.bucket in stack.yaml") from None
+                               f"another {self.stack_field} in stack.yaml") from None
             raise
 
     def _create(self, s3, ctx) -> None:
@@ -147,7 +157,7 @@ class DagBucket(Converger):
             if error_code(exc) == "BucketAlreadyExists":
                 raise AwsError(
                     f"{self.label}: the name is taken by another AWS account (BucketAlreadyExists;"
-                    " S3 names are global); choose another dags.bucket in stack.yaml and bake "
+                    f" S3 names are global); choose another {self.stack_field} in stack.yaml and bake "
                     "or edit iam/ to match"
                 ) from None
             raise
@@ -169,3 +179,54 @@ class DagBucket(Converger):
 
 def bucket_policy(bucket_arn: str) -> dict:
     return {"Version": "2012-10-17", "Statement": [tls_only_statement(bucket_arn)]}
+
+
+def log_lifecycle(prefix: str, days: int) -> dict:
+    """Task logs under ``prefix`` expire ``days`` after they are written; an upload that died
+    half-way (a multipart log upload of a killed pod) is cleaned up after a day."""
+    return {"Rules": [
+        {"ID": "ExpireTaskLogs", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
+         "Expiration": {"Days": days}},
+        {"ID": "AbortIncompleteUploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]}
+
+
+class LogBucket(DagBucket):
+    """Task logs (stack.yaml logs.*): a bucket of their own, so no pod that writes logs can
+    write DAGs. Unversioned (a log is rewritten whole on every upload; old versions would only
+    outlive the retention), with the lifecycle of ``log_lifecycle``."""
+
+    stack_field = "logs.bucket"
+    contents = "task logs"
+    versioned = False
+
+    def __init__(self, name: str, prefix: str, retention_days: int) -> None:
+        super().__init__(name)
+        self.lifecycle = log_lifecycle(prefix.strip("/"), int(retention_days))
+
+    def extra_steps(self, s3, ctx, read) -> list[Step]:
+        current = read(s3.get_bucket_lifecycle_configuration, {"NoSuchLifecycleConfiguration"})
+        rules = (current or {}).get("Rules")
+        wanted = self.lifecycle
+        if rules is None or canonical(_comparable(rules)) != canonical(wanted["Rules"]):
+            self.show_diff(f"lifecycle of {self.name}", current and {"Rules": rules}, wanted)
+            return [(f"lifecycle: logs expire after "
+                     f"{wanted['Rules'][0]['Expiration']['Days']} days",
+                     lambda: s3.put_bucket_lifecycle_configuration(
+                         Bucket=self.name, ExpectedBucketOwner=ctx.account,
+                         LifecycleConfiguration=wanted))]
+        return []
+
+
+def _comparable(rules: list[dict]) -> list[dict]:
+    """Rules as S3 returns them, without the fields it adds (an empty Prefix may come back as
+    a Filter of its own or be dropped) that we never set."""
+    keep = ("ID", "Status", "Filter", "Expiration", "AbortIncompleteMultipartUpload")
+    out = []
+    for rule in rules:
+        rule = {k: v for k, v in rule.items() if k in keep}
+        if "Filter" not in rule or rule["Filter"] == {}:
+            rule["Filter"] = {"Prefix": ""}
+        out.append(rule)
+    return out

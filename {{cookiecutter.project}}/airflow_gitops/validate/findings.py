@@ -85,6 +85,11 @@ RULE_IDS = frozenset(
         "priorityclass-missing",
         "api-server-unreachable",
         "servicemonitor-target",
+        # task logs, secrets backend, Airflow image
+        "log-location",
+        "log-claim",
+        "secrets-prefix",
+        "airflow-image",
     }
 )
 

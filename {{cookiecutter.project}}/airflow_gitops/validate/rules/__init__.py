@@ -16,6 +16,7 @@ from airflow_gitops.validate.rules import (
     facts,
     iam,
     iam_reference,
+    logs_secrets,
     names,
     oidc,
     production,
@@ -37,6 +38,7 @@ CROSS_FILE = (
     oidc.check,
     admission.check,
     production.check,
+    logs_secrets.check,
 )
 
 

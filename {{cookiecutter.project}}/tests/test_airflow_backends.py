@@ -15,6 +15,8 @@ import base64
 import hashlib
 import json
 import os
+import secrets
+from urllib.parse import quote
 import subprocess
 from pathlib import Path
 
@@ -29,7 +31,9 @@ from airflow_gitops.stack import load_stack
 
 REPO = Path(__file__).resolve().parent.parent
 LOG = "dag_id=example_delivery_check/run_id=manual__1/task_id=where_am_i/attempt=1.log"
-URI = "postgresql://report_user:s3cr%2Ft@db.example.internal:5432/reports"
+# A password made per run (none is committed), with a "/" so it must be URL-encoded in the URI.
+PASSWORD = secrets.token_hex(8) + "/t"
+URI = "postgresql://report_user:" + quote(PASSWORD, safe="") + "@db.example.internal:5432/reports"
 
 
 def airflow_python(version: str) -> str:
@@ -107,7 +111,7 @@ def test_task_log_and_connection_through_airflows_own_classes(aws, monkeypatch, 
         "conn_type": "postgres",
         "host": "db.example.internal",
         "login": "report_user",
-        "password_sha256": hashlib.sha256(b"s3cr/t").hexdigest(),  # URI-decoded
+        "password_sha256": hashlib.sha256(PASSWORD.encode()).hexdigest(),  # URI-decoded
         "port": 5432,
         "schema": "reports",
     }

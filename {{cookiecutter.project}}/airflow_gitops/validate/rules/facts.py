@@ -53,6 +53,7 @@ class Derived:
     rule: str = "stack-mismatch"
     expect: Callable | None = None  # stack.yaml's value -> the written value (default: equal)
     when: Callable | None = None  # repo -> whether the row applies (default: always)
+    also: tuple = ()  # other facts the written value may equal instead (the log bucket, say)
 
 
 DERIVED = (
@@ -149,6 +150,15 @@ DERIVED = (
         "the bucket in the command",
         rule="bucket-mismatch",
         when=lambda repo: repo.fact("dags", "source") in S3_MODES,
+        also=("logs.bucket",),
+    ),
+    Derived(
+        "logs.bucket",
+        ("docs",),
+        re.compile(r"\bs3://([a-z0-9][a-z0-9.-]*[a-z0-9])(?=[/\s`\"']|$)"),
+        "the bucket in the command",
+        rule="bucket-mismatch",
+        when=lambda repo: repo.fact("dags", "source") not in S3_MODES,
     ),
 )
 
@@ -167,13 +177,14 @@ def check(repo) -> Iterator[Finding]:
         if not isinstance(fact, str) or not fact:
             continue  # the schema reports a missing or malformed fact
         expected = row.expect(fact) if row.expect else fact
+        allowed = {expected, *(repo.fact(*other.split(".")) for other in row.also)}
         globs = _globs(row.where)
         for path, text in texts.items():
             if not any(fnmatch.fnmatch(path, glob) for glob in globs):
                 continue
             for match in row.pattern.finditer(text):
                 value = match.group(1)
-                if value == expected:
+                if value in allowed:
                     continue
                 start = match.start(1)
                 line = text.count("\n", 0, start) + 1

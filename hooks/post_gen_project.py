@@ -35,11 +35,13 @@ MODE_SPECIFIC_FILES = {
     "iam/dag-reader-trust.json": lambda a: a["dag_source"] in S3_MODES,
     "k8s/efs-storageclass.yaml": lambda a: a["dag_source"] == "efs",
     "k8s/efs-pvc.yaml": lambda a: a["dag_source"] == "efs",
-    "k8s/git-known-hosts.yaml": lambda a: a["dag_source"] == "git-bundle"
-    and a["git_repo_url"].startswith(("git@", "ssh://")),
+    "k8s/git-known-hosts.yaml": lambda a: (
+        a["dag_source"] == "git-bundle" and a["git_repo_url"].startswith(("git@", "ssh://"))
+    ),
     "k8s/priorityclass.yaml": lambda a: a["size"] == "production",
-    "k8s/deploy-extensions-rbac.yaml": lambda a: a["executor"] == "CeleryExecutor"
-    or a["metrics_scrape"] == "servicemonitor",
+    "k8s/deploy-extensions-rbac.yaml": lambda a: (
+        a["executor"] == "CeleryExecutor" or a["metrics_scrape"] == "servicemonitor"
+    ),
     "k8s/servicemonitor.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
     "k8s/prometheusrule.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
     # With the operator the rules live in k8s/prometheusrule.yaml only (one copy to edit).

@@ -260,8 +260,10 @@ def alb_certificate_problems(answers: dict) -> list[str]:
     if answers["ui_access"] != "alb":
         return []
     arn = answers["alb_certificate_arn"]
-    allowed = (f"required with ui_access alb: an ACM certificate ARN in {answers['aws_region']} and account "
-               f"{answers['aws_account_id']}, arn:aws:acm:{answers['aws_region']}:{answers['aws_account_id']}:certificate/UUID")
+    allowed = (
+        f"required with ui_access alb: an ACM certificate ARN in {answers['aws_region']} and account "
+        f"{answers['aws_account_id']}, arn:aws:acm:{answers['aws_region']}:{answers['aws_account_id']}:certificate/UUID"
+    )
     if not arn:
         return [problem("alb_certificate_arn", arn, allowed)]
     shape = re.fullmatch(r"arn:aws:acm:([a-z0-9-]+):([0-9]{12}):certificate/.+", str(arn))
@@ -275,9 +277,19 @@ def worker_count_problems(answers: dict) -> list[str]:
     if not (str(low).isdigit() and str(high).isdigit()):
         return []  # the schema already said what is wrong
     if int(high) < 1:
-        return [problem("workers_max", high, "a whole number of workers from 1 to 999, at least workers_min")]
+        return [
+            problem(
+                "workers_max", high, "a whole number of workers from 1 to 999, at least workers_min"
+            )
+        ]
     if int(low) > int(high):
-        return [problem("workers_min", low, f"a whole number of workers from 0 to 999, at most workers_max ({high})")]
+        return [
+            problem(
+                "workers_min",
+                low,
+                f"a whole number of workers from 0 to 999, at most workers_max ({high})",
+            )
+        ]
     return []
 
 

@@ -42,9 +42,19 @@ SUPPORTED = (
         ),
         dict(dag_source="efs", efs_throughput_mode="bursting", efs_volume_size="20Gi"),
         dict(dag_source="s3-bundle", dag_prefix="teams/data/dags", sync_interval_seconds="120"),
-        dict(size="production", executor="CeleryExecutor", ui_access="alb", alb_scheme="internet-facing",
-             alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-1b1a-2d2c-3f3e-4a4b4c4d4e4f"),
-        dict(size="production", executor="KubernetesExecutor", dag_source="git-sync", metrics_scrape="servicemonitor"),
+        dict(
+            size="production",
+            executor="CeleryExecutor",
+            ui_access="alb",
+            alb_scheme="internet-facing",
+            alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-1b1a-2d2c-3f3e-4a4b4c4d4e4f",
+        ),
+        dict(
+            size="production",
+            executor="KubernetesExecutor",
+            dag_source="git-sync",
+            metrics_scrape="servicemonitor",
+        ),
     ]
 )
 
@@ -234,7 +244,9 @@ def test_names_agree_across_files(case):
     for kind, docs in by_kind.items():
         for doc in docs.values():
             if kind not in {"Namespace", "StorageClass", "PriorityClass"}:  # cluster-scoped
-                assert doc["metadata"]["namespace"] == namespace, f"{kind} {doc['metadata']['name']}"
+                assert doc["metadata"]["namespace"] == namespace, (
+                    f"{kind} {doc['metadata']['name']}"
+                )
 
     # Every ServiceAccount a pod uses exists: either the chart creates it, or k8s/ has it.
     service_accounts = by_kind.get("ServiceAccount", {})
@@ -249,8 +261,10 @@ def test_names_agree_across_files(case):
         account = stack["aws"]["account_id"]
         bucket, prefix = stack["dags"]["bucket"], stack["dags"]["prefix"]
         # The reader (triggerer, workers, task pods) and the dag-processor's parser: one role.
-        readers = [service_accounts[stack["dags"][key]]
-                   for key in ("reader_service_account", "parser_service_account")]
+        readers = [
+            service_accounts[stack["dags"][key]]
+            for key in ("reader_service_account", "parser_service_account")
+        ]
         role_arn = f"arn:aws:iam::{account}:role/{stack['dags']['reader_role']}"
         trust = json.loads((repo / "iam" / "dag-reader-trust.json").read_text())
         condition = trust["Statement"][0]["Condition"]["StringEquals"]
@@ -258,11 +272,13 @@ def test_names_agree_across_files(case):
             for reader in readers:
                 assert reader["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role_arn
             assert condition["EKS_OIDC_ISSUER:sub"] == [
-                f"system:serviceaccount:{namespace}:{r['metadata']['name']}" for r in readers]
+                f"system:serviceaccount:{namespace}:{r['metadata']['name']}" for r in readers
+            ]
             assert condition["EKS_OIDC_ISSUER:aud"] == "sts.amazonaws.com"
         else:
             assert condition["aws:RequestTag/kubernetes-service-account"] == [
-                r["metadata"]["name"] for r in readers]
+                r["metadata"]["name"] for r in readers
+            ]
         policy = json.loads((repo / "iam" / "dag-read-policy.json").read_text())
         resources = {
             r
@@ -309,12 +325,12 @@ def test_deploy_trust_pins_repository_and_environment(case):
         repo_part = f"{owner}@{github['owner_id']}/{name}@{github['repository_id']}"
     else:
         repo_part = github["repository"]
-    workflow = (f"{github['repository']}/.github/workflows/deploy.yml"
-                f"@refs/heads/{github['deploy_branch']}")
+    workflow = (
+        f"{github['repository']}/.github/workflows/deploy.yml@refs/heads/{github['deploy_branch']}"
+    )
     assert condition == {
         "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        "token.actions.githubusercontent.com:sub":
-            f"repo:{repo_part}:environment:{github['environment']}:job_workflow_ref:{workflow}",
+        "token.actions.githubusercontent.com:sub": f"repo:{repo_part}:environment:{github['environment']}:job_workflow_ref:{workflow}",
     }
 
 

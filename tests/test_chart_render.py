@@ -340,9 +340,15 @@ def test_validate_checks_the_rendered_pods_as_admission_would(baked, rendered, a
     clean = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     bad = repo.parent / "with-host-path.yaml"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "airflow"},
-           "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}],
-                    "volumes": [{"name": "host", "hostPath": {"path": "/"}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "debug", "namespace": "airflow"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox:1.37"}],
+            "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        },
+    }
     bad.write_text(stream.read_text() + "---\n" + yaml.safe_dump(pod))
     command[-1] = str(bad)
     refused = subprocess.run(command, cwd=repo, capture_output=True, text=True)

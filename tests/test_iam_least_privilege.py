@@ -35,8 +35,10 @@ COMBINATIONS = [
 IDS = ["-".join(c) for c in COMBINATIONS]
 
 # Tokens the toolkit replaces from eks:DescribeCluster when bootstrap writes a document.
-RUNTIME = {"EKS_OIDC_ISSUER": "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF",
-           "EKS_CLUSTER_VPC": "vpc-0123456789abcdef0"}
+RUNTIME = {
+    "EKS_OIDC_ISSUER": "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF",
+    "EKS_CLUSTER_VPC": "vpc-0123456789abcdef0",
+}
 
 SEVERITIES = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 
@@ -49,27 +51,40 @@ ACCEPTED = {
     ("build-airflow-image-role-policy.json", "CREDENTIALS_EXPOSURE", "ecr:GetAuthorizationToken"),
 }
 
-CI_ROLE_POLICIES = ("read-state-policy.json", "deploy-role-policy.json",
-                    "sync-dags-role-policy.json", "build-sync-image-role-policy.json",
-                    "build-airflow-image-role-policy.json")
+CI_ROLE_POLICIES = (
+    "read-state-policy.json",
+    "deploy-role-policy.json",
+    "sync-dags-role-policy.json",
+    "build-sync-image-role-policy.json",
+    "build-airflow-image-role-policy.json",
+)
 
 
 def severity_of(issue: str) -> str:
     base = Path(parliament.__file__).parent
     config = yaml.safe_load((base / "config.yaml").read_text())
-    config.update(yaml.safe_load(
-        (base / "community_auditors" / "config_override.yaml").read_text()))
+    config.update(
+        yaml.safe_load((base / "community_auditors" / "config_override.yaml").read_text())
+    )
     return (config.get(issue) or {}).get("severity") or "MEDIUM"  # unknown: count it
 
 
 def accepted_actions(repo: Path, name: str) -> set[str]:
     """The file's actions, when the accepted one is its only credential-exposing action
     (parliament reports CREDENTIALS_EXPOSURE without naming the action)."""
-    exposing = {"ecr:GetAuthorizationToken", "sts:GetSessionToken", "iam:CreateAccessKey",
-                "ecr-public:GetAuthorizationToken", "codeartifact:GetAuthorizationToken"}
+    exposing = {
+        "ecr:GetAuthorizationToken",
+        "sts:GetSessionToken",
+        "iam:CreateAccessKey",
+        "ecr-public:GetAuthorizationToken",
+        "codeartifact:GetAuthorizationToken",
+    }
     document = json.loads(rendered(repo, name))
-    actions = {a for s in document["Statement"]
-               for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    actions = {
+        a
+        for s in document["Statement"]
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
     return actions if actions & exposing == {"ecr:GetAuthorizationToken"} else set()
 
 
@@ -83,8 +98,12 @@ def rendered(repo: Path, name: str) -> str:
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=IDS)
 def repo(request, baked):
     source, image, subject, pods = request.param
-    answers = {"dag_source": source, "s3_sync_image": image, "github_oidc_subject": subject,
-               "aws_pod_credentials": pods}
+    answers = {
+        "dag_source": source,
+        "s3_sync_image": image,
+        "github_oidc_subject": subject,
+        "aws_pod_credentials": pods,
+    }
     if subject == "immutable":
         answers.update(github_owner_id="1001", github_repository_id="2002")
     return baked(**answers)
@@ -95,14 +114,17 @@ def test_parliament_finds_nothing_medium_or_worse(repo):
     for path in sorted((repo / "iam").glob("*.json")):
         if path.name.endswith("-trust.json"):
             continue  # trust policies: checked below
-        findings = analyze_policy_string(rendered(repo, path.name),
-                                         include_community_auditors=True).findings
+        findings = analyze_policy_string(
+            rendered(repo, path.name), include_community_auditors=True
+        ).findings
         for finding in findings:
             level = severity_of(finding.issue)
             if SEVERITIES.index(level) < SEVERITIES.index("MEDIUM"):
                 continue
-            if any(path.name == f and finding.issue == i and a in accepted_actions(repo, f)
-                   for f, i, a in ACCEPTED):
+            if any(
+                path.name == f and finding.issue == i and a in accepted_actions(repo, f)
+                for f, i, a in ACCEPTED
+            ):
                 continue
             serious.append((path.name, level, finding.issue, finding.detail))
     assert serious == []
@@ -110,12 +132,20 @@ def test_parliament_finds_nothing_medium_or_worse(repo):
 
 def test_parliament_would_catch_what_this_review_found():
     """The check can fail: the pre-fix deploy role's IAM writes are rated HIGH."""
-    old = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Action": ["iam:CreatePolicyVersion", "iam:UpdateAssumeRolePolicy", "iam:PassRole"],
-        "Resource": "arn:aws:iam::123456789012:role/x"}]}
-    issues = {f.issue for f in analyze_policy_string(json.dumps(old),
-                                                      include_community_auditors=True).findings}
+    old = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["iam:CreatePolicyVersion", "iam:UpdateAssumeRolePolicy", "iam:PassRole"],
+                "Resource": "arn:aws:iam::123456789012:role/x",
+            }
+        ],
+    }
+    issues = {
+        f.issue
+        for f in analyze_policy_string(json.dumps(old), include_community_auditors=True).findings
+    }
     assert {"PRIVILEGE_ESCALATION", "PERMISSIONS_MANAGEMENT_ACTIONS"} & issues
     assert any(severity_of(i) in ("MEDIUM", "HIGH", "CRITICAL") for i in issues)
 
@@ -123,23 +153,29 @@ def test_parliament_would_catch_what_this_review_found():
 def test_no_ci_role_can_write_iam_pass_a_role_or_open_the_bucket(repo):
     """Parliament's access levels: no CI role holds a "Permissions management" action, nor
     any IAM, bucket-policy, public-access-block or EKS access action that is not a read."""
-    definition = {s["prefix"]: {p["privilege"]: p["access_level"] for p in s["privileges"]}
-                  for s in parliament.iam_definition}
+    definition = {
+        s["prefix"]: {p["privilege"]: p["access_level"] for p in s["privileges"]}
+        for s in parliament.iam_definition
+    }
     for name in CI_ROLE_POLICIES:
         if not (repo / "iam" / name).exists():
             continue
         document = json.loads(rendered(repo, name))
         for statement in document["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) \
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
                 else [statement["Action"]]
+            )
             for action in actions:
                 prefix, _, privilege = action.partition(":")
                 level = definition[prefix][privilege]
                 assert level != "Permissions management", (name, action)
                 if prefix == "iam":
                     assert level in ("Read", "List"), (name, action)
-                assert not (prefix == "eks" and "Access" in privilege
-                            and level not in ("Read", "List")), (name, action)
+                assert not (
+                    prefix == "eks" and "Access" in privilege and level not in ("Read", "List")
+                ), (name, action)
 
 
 def test_each_ci_role_trusts_one_workflow_on_the_deploy_branch(repo):
@@ -162,11 +198,14 @@ def test_each_ci_role_trusts_one_workflow_on_the_deploy_branch(repo):
         document = yaml.safe_load(path.read_text())
         on = document.get(True) or document.get("on")
         for job_name, job in document["jobs"].items():
-            uses_aws = any("configure-aws-credentials" in str(s.get("uses", ""))
-                           for s in job.get("steps", []))
+            uses_aws = any(
+                "configure-aws-credentials" in str(s.get("uses", "")) for s in job.get("steps", [])
+            )
             if uses_aws:
-                assert "pull_request" not in json.dumps(job.get("if", "")) or \
-                    "!=" in job["if"], (path.name, job_name)
+                assert "pull_request" not in json.dumps(job.get("if", "")) or "!=" in job["if"], (
+                    path.name,
+                    job_name,
+                )
                 assert (job.get("permissions") or {}).get("id-token") == "write"
             if set(on) <= {"pull_request"}:
                 assert not uses_aws, (path.name, job_name)
@@ -183,11 +222,14 @@ def test_pod_roles_trust_only_their_service_accounts(repo):
         equals = statement["Condition"]["StringEquals"]
         if stack["aws"]["pod_credentials"] == "pod-identity":
             assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
-            assert set(equals) == {"aws:RequestTag/eks-cluster-arn",
-                                   "aws:RequestTag/kubernetes-namespace",
-                                   "aws:RequestTag/kubernetes-service-account"}
+            assert set(equals) == {
+                "aws:RequestTag/eks-cluster-arn",
+                "aws:RequestTag/kubernetes-namespace",
+                "aws:RequestTag/kubernetes-service-account",
+            }
             assert equals["aws:RequestTag/eks-cluster-arn"].endswith(
-                f":cluster/{stack['eks']['cluster_name']}")
+                f":cluster/{stack['eks']['cluster_name']}"
+            )
         else:
             assert statement["Principal"]["Federated"].endswith(RUNTIME["EKS_OIDC_ISSUER"])
         assert "*" not in json.dumps(equals)

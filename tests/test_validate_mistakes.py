@@ -73,8 +73,10 @@ KNOWN_HOSTS = (
 READER_SA = '    create: false\n    name: "airflow-dag-reader"\n'
 # The triggerer's block up to its ServiceAccount (no log claim: task logs go to S3).
 TRIGGERER = "triggerer:\n  persistence:\n    enabled: false\n  serviceAccount:\n"
-SUB = ('"EKS_OIDC_ISSUER:sub": ["system:serviceaccount:airflow:airflow-dag-reader", '
-       '"system:serviceaccount:airflow:airflow-dag-parser"],')
+SUB = (
+    '"EKS_OIDC_ISSUER:sub": ["system:serviceaccount:airflow:airflow-dag-reader", '
+    '"system:serviceaccount:airflow:airflow-dag-parser"],'
+)
 AUD = '\n          "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"'
 
 
@@ -700,7 +702,7 @@ MISTAKES = [
         "efs-dags-mounted-writable",
         "efs-celery",
         "helm/values.yaml",
-        '        readOnly: true\n',
+        "        readOnly: true\n",
         "",
         "dags-volume-writable",
         at='claimName: "airflow-dags"',
@@ -823,16 +825,40 @@ MISTAKES = [
         at='    pass: "hunter2"',
     ),
     # --- IAM ---
-    Mistake("trust-policy-without-aud", "s3-sync-celery", "iam/dag-reader-trust.json",
-            SUB + AUD, SUB.rstrip(","), "trust-unpinned", at='"StringEquals"'),
-    Mistake("github-trust-sub-wildcard", "git-sync-celery", "iam/deploy-role-trust.json",
-            '"repo:example-org/airflow-gitops:environment:production:job_workflow_ref:'
-            'example-org/airflow-gitops/.github/workflows/deploy.yml@refs/heads/main"',
-            '"repo:example-org/*"', "trust-unpinned"),
-    Mistake("policy-action-star", "s3-sync-celery", "iam/dag-read-policy.json",
-            '"Action": "s3:GetObject"', '"Action": "s3:*"', "iam-wildcard"),
-    Mistake("policy-resource-star", "s3-bundle-celery", "iam/dag-read-policy.json",
-            f'"Resource": "arn:aws:s3:::{BUCKET}/dags/*"', '"Resource": "*"', "iam-wildcard"),
+    Mistake(
+        "trust-policy-without-aud",
+        "s3-sync-celery",
+        "iam/dag-reader-trust.json",
+        SUB + AUD,
+        SUB.rstrip(","),
+        "trust-unpinned",
+        at='"StringEquals"',
+    ),
+    Mistake(
+        "github-trust-sub-wildcard",
+        "git-sync-celery",
+        "iam/deploy-role-trust.json",
+        '"repo:example-org/airflow-gitops:environment:production:job_workflow_ref:'
+        'example-org/airflow-gitops/.github/workflows/deploy.yml@refs/heads/main"',
+        '"repo:example-org/*"',
+        "trust-unpinned",
+    ),
+    Mistake(
+        "policy-action-star",
+        "s3-sync-celery",
+        "iam/dag-read-policy.json",
+        '"Action": "s3:GetObject"',
+        '"Action": "s3:*"',
+        "iam-wildcard",
+    ),
+    Mistake(
+        "policy-resource-star",
+        "s3-bundle-celery",
+        "iam/dag-read-policy.json",
+        f'"Resource": "arn:aws:s3:::{BUCKET}/dags/*"',
+        '"Resource": "*"',
+        "iam-wildcard",
+    ),
     # --- YAML/JSON and schema ---
     Mistake(
         "unknown-chart-key",

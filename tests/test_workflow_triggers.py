@@ -88,15 +88,24 @@ CHEAT_SHEET = [
     (["**.js"], ["index.js", "js/index.js", "src/js/app.js"], ["index.ts"]),
     (["docs/*"], ["docs/README.md", "docs/file.txt"], ["docs/a/b.md"]),
     (["docs/**"], ["docs/README.md", "docs/mona/octocat.txt"], ["README.md"]),
-    (["docs/**/*.md"], ["docs/README.md", "docs/mona/hello-world.md", "docs/a/markdown/file.md"],
-     ["docs/a.txt"]),
-    (["**/docs/**"], ["docs/hello.md", "dir/docs/my-file.txt", "space/docs/plan/space.doc"],
-     ["doc/x.md"]),
+    (
+        ["docs/**/*.md"],
+        ["docs/README.md", "docs/mona/hello-world.md", "docs/a/markdown/file.md"],
+        ["docs/a.txt"],
+    ),
+    (
+        ["**/docs/**"],
+        ["docs/hello.md", "dir/docs/my-file.txt", "space/docs/plan/space.doc"],
+        ["doc/x.md"],
+    ),
     (["**/README.md"], ["README.md", "js/README.md"], ["README.txt"]),
     (["**/*src/**"], ["a/src/app.js", "my-src/code/js/app.js"], ["a/sr/app.js"]),
     (["**/*-post.md"], ["my-post.md", "path/their-post.md"], ["post.md"]),
-    (["**/migrate-*.sql"], ["migrate-10909.sql", "db/migrate-v1.0.sql", "db/sept/migrate-v1.sql"],
-     ["migrate.sql"]),
+    (
+        ["**/migrate-*.sql"],
+        ["migrate-10909.sql", "db/migrate-v1.0.sql", "db/sept/migrate-v1.sql"],
+        ["migrate.sql"],
+    ),
     (["*.md", "!README.md"], ["hello.md"], ["README.md", "docs/hello.md"]),
     (["*.md", "!README.md", "README*"], ["hello.md", "README.md", "README.doc"], []),
 ]
@@ -122,12 +131,34 @@ MODES = {
 }
 # Which workflow files each mode keeps (post_gen prunes the rest).
 EXPECTED_WORKFLOWS = {
-    "s3-sync-own-image": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags", "build-sync-image"},
-    "s3-sync-aws-cli": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
+    "s3-sync-own-image": {
+        "validate",
+        "dag-check",
+        "deploy",
+        "drift-check",
+        "build-airflow-image",
+        "sync-dags",
+        "build-sync-image",
+    },
+    "s3-sync-aws-cli": {
+        "validate",
+        "dag-check",
+        "deploy",
+        "drift-check",
+        "build-airflow-image",
+        "sync-dags",
+    },
     "git-sync": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image"},
     "efs": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
     "git-bundle": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image"},
-    "s3-bundle": {"validate", "dag-check", "deploy", "drift-check", "build-airflow-image", "sync-dags"},
+    "s3-bundle": {
+        "validate",
+        "dag-check",
+        "deploy",
+        "drift-check",
+        "build-airflow-image",
+        "sync-dags",
+    },
 }
 DEPLOY_BRANCH = "main"  # the default answer
 
@@ -179,7 +210,9 @@ SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("changed,on_push,on_pr", SAMPLES, ids=lambda v: ",".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    "changed,on_push,on_pr", SAMPLES, ids=lambda v: ",".join(v) if isinstance(v, list) else None
+)
 def test_change_sets(mode, repo, changed, on_push, on_pr):
     dags_only = all(p.startswith("dags/") for p in changed)
     expected_push = with_sync(mode, on_push) if dags_only else on_push
@@ -197,8 +230,14 @@ def test_dag_only_changes_run_only_dag_jobs(mode, repo):
 
 
 def test_config_changes_never_upload_dags(mode, repo):
-    for changed in (["stack.yaml"], ["helm/values.yaml"], ["k8s/namespace.yaml"], ["iam/x.json"],
-                    ["images/s3-sync/Dockerfile"], ["airflow_gitops/dagsync/push.py"]):
+    for changed in (
+        ["stack.yaml"],
+        ["helm/values.yaml"],
+        ["k8s/namespace.yaml"],
+        ["iam/x.json"],
+        ["images/s3-sync/Dockerfile"],
+        ["airflow_gitops/dagsync/push.py"],
+    ):
         assert "sync-dags" not in runs(repo, "push", changed)
 
 
@@ -242,7 +281,10 @@ def test_image_sources_trigger_the_image_build_and_the_deploy(mode, repo):
 
     result = subprocess.run(
         [sys.executable, "-m", "airflow_gitops", "image-tag", "--sources"],
-        cwd=repo, capture_output=True, text=True, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     sources = result.stdout.split()[:-1]
     assert "images/s3-sync/Dockerfile" in sources
@@ -266,7 +308,10 @@ def test_the_airflow_image_sources_rebuild_it_and_redeploy(baked):
     repo = baked(dag_source="git-sync")
     result = subprocess.run(
         [sys.executable, "-m", "airflow_gitops", "image-tag", "--image", "airflow", "--sources"],
-        cwd=repo, capture_output=True, text=True, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     sources = result.stdout.split()[:-1]
     assert {"image/Dockerfile", "image/requirements.txt", "image/plugins/README.md"} <= set(sources)

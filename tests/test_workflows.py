@@ -24,10 +24,9 @@ TOOL_ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')
 
 MODES = ["s3-sync", "git-sync", "efs", "git-bundle", "s3-bundle"]
 EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
-COMBOS = (
-    [dict(dag_source=m, executor=e) for m in MODES for e in EXECUTORS]
-    + [dict(dag_source="s3-sync", s3_sync_image="aws-cli", executor=e) for e in EXECUTORS]
-)
+COMBOS = [dict(dag_source=m, executor=e) for m in MODES for e in EXECUTORS] + [
+    dict(dag_source="s3-sync", s3_sync_image="aws-cli", executor=e) for e in EXECUTORS
+]
 
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\b")
@@ -108,8 +107,9 @@ def test_workflows_fit_the_github_schemas(repo):
         ("vendor.dependabot", [repo / ".github" / "dependabot.yml"]),
     ):
         assert files
-        result = run_tool(repo, tool("check-jsonschema"), "--builtin-schema", schema,
-                          *map(str, files))
+        result = run_tool(
+            repo, tool("check-jsonschema"), "--builtin-schema", schema, *map(str, files)
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -177,11 +177,14 @@ def test_permissions_timeouts_and_triggers(repo):
             if job["permissions"].get("id-token") == "write":
                 # Outside the environment only the nightly drift check, whose role can only
                 # read (its trust names this workflow file; tests/test_iam_least_privilege.py).
-                roles = [s["with"]["role-to-assume"] for s in job["steps"]
-                         if "configure-aws-credentials" in s.get("uses", "")]
+                roles = [
+                    s["with"]["role-to-assume"]
+                    for s in job["steps"]
+                    if "configure-aws-credentials" in s.get("uses", "")
+                ]
                 assert "environment" in job or roles == [
-                    "${{ steps.facts.outputs.drift_check_role_arn }}"], \
-                    f"{where}: OIDC token outside an environment"
+                    "${{ steps.facts.outputs.drift_check_role_arn }}"
+                ], f"{where}: OIDC token outside an environment"
             assert set(job["permissions"].values()) <= {"read", "write", "none"}
             writes = {k for k, v in job["permissions"].items() if v == "write"}
             assert writes <= {"id-token"}, f"{where}: writes {writes}"
@@ -202,8 +205,12 @@ def test_every_action_is_pinned_by_sha_with_a_version_comment(repo):
             assert SHA_PIN.match(ref), f"{path.name}:{number}: {ref} is not pinned by full SHA"
             assert VERSION_COMMENT.search(rest), f"{path.name}:{number}: no # vX.Y.Z comment"
             seen.add(ref.split("@")[0])
-    assert {"actions/checkout", "actions/setup-python", "aws-actions/configure-aws-credentials",
-            "azure/setup-helm"} <= seen
+    assert {
+        "actions/checkout",
+        "actions/setup-python",
+        "aws-actions/configure-aws-credentials",
+        "azure/setup-helm",
+    } <= seen
 
 
 def test_one_sha_per_action(repo):
@@ -236,9 +243,10 @@ def test_workflows_are_copied_verbatim(repo):
     for path in workflow_files(repo) + action_files(repo):
         original = source / path.relative_to(repo / ".github")
         assert path.read_text() == original.read_text(), path.name
-    assert "${{ needs.facts.outputs.environment }}" in (
-        repo / ".github" / "workflows" / "deploy.yml"
-    ).read_text()
+    assert (
+        "${{ needs.facts.outputs.environment }}"
+        in (repo / ".github" / "workflows" / "deploy.yml").read_text()
+    )
 
 
 # --- the DAG import check with real Airflow, once --------------------------------------------
@@ -263,7 +271,10 @@ def test_dag_check_with_real_airflow(default_repo, tmp_path):
     start = time.monotonic()
     # Offline here: PyPI only, so no constraints file (the workflow uses Airflow's).
     installed = run_make(
-        default_repo, "airflow-venv", f"AIRFLOW_VENV={venv}", "AIRFLOW_CONSTRAINTS=",
+        default_repo,
+        "airflow-venv",
+        f"AIRFLOW_VENV={venv}",
+        "AIRFLOW_CONSTRAINTS=",
     )
     install_seconds = time.monotonic() - start
     print(f"\nairflow-venv: {install_seconds:.1f} s ({installed.stdout.strip()})")
@@ -321,10 +332,19 @@ def test_efs_snapshots_are_invisible_to_airflow(baked, tmp_path):
     python = airflow_venv(version) / "bin" / "python"
     if not python.exists():
         pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}
-    result = subprocess.run([str(python), "-c", DAGBAG, str(volume)], capture_output=True,
-                            text=True, env=env, check=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
+    }
+    result = subprocess.run(
+        [str(python), "-c", DAGBAG, str(volume)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("['example_delivery_check'] ['" + str(volume / "current")), last
     assert last.endswith("{}"), last

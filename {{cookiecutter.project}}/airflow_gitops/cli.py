@@ -27,18 +27,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "print the s3-sync image tag (digest of its sources)",
     ),
     "ci-facts": ("airflow_gitops.ci_facts", "stack.yaml facts as GitHub step outputs"),
-    "ensure-secrets": ("airflow_gitops.cluster_secrets", "create the chart's key Secrets if absent"),
-    "dag-check": ("airflow_gitops.dag_check", "import dags/ with the Airflow version the chart runs"),
-    "deploy-chart": ("airflow_gitops.helm", "helm upgrade --install the pinned chart (what deploy runs)"),
-    "admin-user": ("airflow_gitops.login", "create the first Airflow admin (random password in a Secret)"),
+    "ensure-secrets": (
+        "airflow_gitops.cluster_secrets",
+        "create the chart's key Secrets if absent",
+    ),
+    "dag-check": (
+        "airflow_gitops.dag_check",
+        "import dags/ with the Airflow version the chart runs",
+    ),
+    "deploy-chart": (
+        "airflow_gitops.helm",
+        "helm upgrade --install the pinned chart (what deploy runs)",
+    ),
+    "admin-user": (
+        "airflow_gitops.login",
+        "create the first Airflow admin (random password in a Secret)",
+    ),
     "ui": ("airflow_gitops.login", "forward the Airflow UI to localhost (kubectl port-forward)"),
-    "manifests": ("airflow_gitops.manifests", "k8s/ + helm template of the pinned chart, for review"),
-    "validate": ("airflow_gitops.validate", "check every file against its schema and the cross-file rules"),
+    "manifests": (
+        "airflow_gitops.manifests",
+        "k8s/ + helm template of the pinned chart, for review",
+    ),
+    "validate": (
+        "airflow_gitops.validate",
+        "check every file against its schema and the cross-file rules",
+    ),
     "efs-publish": ("airflow_gitops.efs_publish", "copy dags/ onto the EFS volume atomically"),
     "plan": ("airflow_gitops.aws.command", "show what `apply` would change in AWS (exit 2 if any)"),
     "apply": ("airflow_gitops.aws.command", "converge the AWS resources this repo needs"),
-    "bootstrap": ("airflow_gitops.aws.command", "as an admin: every role, policy, bucket, add-on (all IAM)"),
-    "destroy": ("airflow_gitops.aws.command", "delete what bootstrap and apply made (--dry-run first)"),
+    "bootstrap": (
+        "airflow_gitops.aws.command",
+        "as an admin: every role, policy, bucket, add-on (all IAM)",
+    ),
+    "destroy": (
+        "airflow_gitops.aws.command",
+        "delete what bootstrap and apply made (--dry-run first)",
+    ),
     "connection": (
         "airflow_gitops.airflow_secrets",
         "store one Airflow connection in Secrets Manager (value from $URI or stdin)",

@@ -25,7 +25,9 @@ def kubectl(*args: str, stdin: str | bytes | None = None) -> subprocess.Complete
     except FileNotFoundError:
         raise ToolkitError(f"{binary}: not found; install kubectl") from None
     except subprocess.TimeoutExpired:
-        raise ToolkitError(f"kubectl {' '.join(args[:2])}: no answer in {TIMEOUT_SECONDS} s") from None
+        raise ToolkitError(
+            f"kubectl {' '.join(args[:2])}: no answer in {TIMEOUT_SECONDS} s"
+        ) from None
     return subprocess.CompletedProcess(
         result.args,
         result.returncode,

@@ -140,9 +140,11 @@ def pin_airflow_image(root: Path, stack: dict[str, Any], text: str) -> str:
             "helm/values.yaml: no top-level `images:` block starting with `airflow:`; "
             "image/ adds packages or plugins, so the values must run the own Airflow image"
         )
-    pinned = (f"{AIRFLOW_IMAGE_BLOCK}    # This repo's own image (image/), set by `render`.\n"
-              f"    repository: {own_image_repository(stack)}\n"
-              f"    tag: {airflow_image_tag(root)}\n")
+    pinned = (
+        f"{AIRFLOW_IMAGE_BLOCK}    # This repo's own image (image/), set by `render`.\n"
+        f"    repository: {own_image_repository(stack)}\n"
+        f"    tag: {airflow_image_tag(root)}\n"
+    )
     return text.replace(AIRFLOW_IMAGE_BLOCK, pinned, 1)
 
 
@@ -240,4 +242,3 @@ def render(root: Path, out: Path, session=None, offline: bool = False) -> list[P
         _replace(out / "k8s", staged / "k8s")
     written = [out / "values.yaml", *(out / "k8s" / name for name in manifests)]
     return [p.relative_to(root) if p.is_relative_to(root) else p for p in written]
-

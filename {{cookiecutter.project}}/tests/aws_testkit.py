@@ -43,16 +43,24 @@ EKS_FAKED = local_eks.OPERATIONS
 def session(account: str = ACCOUNT, region: str = REGION) -> boto3.Session:
     """A session on moto (AWS_ENDPOINT_URL is set by the fixture); in ``account`` if not moto's
     default, by assuming a role there (moto maps the returned keys to that account)."""
-    base = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                         region_name=region, botocore_session=_botocore_session())
+    base = boto3.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name=region,
+        botocore_session=_botocore_session(),
+    )
     if account == ACCOUNT:
         return base
     creds = base.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/tests", RoleSessionName="tests")["Credentials"]
-    return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                         aws_secret_access_key=creds["SecretAccessKey"],
-                         aws_session_token=creds["SessionToken"], region_name=region,
-                         botocore_session=_botocore_session())
+        RoleArn=f"arn:aws:iam::{account}:role/tests", RoleSessionName="tests"
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=region,
+        botocore_session=_botocore_session(),
+    )
 
 
 _LOADER = None
@@ -75,6 +83,7 @@ def _botocore_session():
 
 
 # --- call counting -------------------------------------------------------------------------
+
 
 class CallLog:
     def __init__(self, target: boto3.Session) -> None:
@@ -109,6 +118,7 @@ class CallLog:
 
 # --- the EKS add-on / access-entry fake, and fault injection -------------------------------
 
+
 def _response(status: int, body: dict):
     http = AWSResponse("https://eks.fake", status, {}, None)
     return http, body
@@ -138,19 +148,28 @@ class Faults:
             self._fire(operation)
 
     def after(self, operation: str) -> None:
-        if not is_read_only(operation) and self.seen == self.k and self.when == "after" \
-                and not self.fired:
+        if (
+            not is_read_only(operation)
+            and self.seen == self.k
+            and self.when == "after"
+            and not self.fired
+        ):
             self._fire(operation)
 
     def _fire(self, operation: str):
         self.fired = True
-        raise ClientError({"Error": {"Code": "InternalFailure",
-                                     "Message": f"injected failure #{self.k}"},
-                           "ResponseMetadata": {"HTTPStatusCode": 500}}, operation)
+        raise ClientError(
+            {
+                "Error": {"Code": "InternalFailure", "Message": f"injected failure #{self.k}"},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            },
+            operation,
+        )
 
 
-def instrument(target: boto3.Session, eks: EksExtras | None = None,
-               faults: Faults | None = None) -> CallLog:
+def instrument(
+    target: boto3.Session, eks: EksExtras | None = None, faults: Faults | None = None
+) -> CallLog:
     """Count calls on ``target``; answer the EKS extras from ``eks``; inject ``faults``."""
     log = CallLog(target)
     eks = eks or EksExtras()
@@ -181,6 +200,7 @@ def instrument(target: boto3.Session, eks: EksExtras | None = None,
 
 # --- fixtures' building blocks -------------------------------------------------------------
 
+
 def _cluster_client():
     return _observer_client(None, "eks")
 
@@ -192,77 +212,130 @@ def create_cluster(target: boto3.Session | None = None, name: str = CLUSTER) -> 
     return local_aws.create_cluster(_observer_client(target, "ec2"), eks, name, ACCOUNT)
 
 
-def stack_for(source: str = "s3-sync", sync_image: str = "own-image",
-              oidc_subject: str = "classic", account: str = ACCOUNT,
-              pod_credentials: str = "irsa") -> dict:
+def stack_for(
+    source: str = "s3-sync",
+    sync_image: str = "own-image",
+    oidc_subject: str = "classic",
+    account: str = ACCOUNT,
+    pod_credentials: str = "irsa",
+) -> dict:
     project = "airflow-gitops"
-    aws = {"account_id": account, "region": REGION, "deploy_role": f"{project}-deploy",
-           "drift_check_role": f"{project}-drift-check",
-           "ebs_csi_driver_role": f"{project}-ebs-csi-driver", "pod_credentials": pod_credentials}
+    aws = {
+        "account_id": account,
+        "region": REGION,
+        "deploy_role": f"{project}-deploy",
+        "drift_check_role": f"{project}-drift-check",
+        "ebs_csi_driver_role": f"{project}-ebs-csi-driver",
+        "pod_credentials": pod_credentials,
+    }
     if source in ("s3-sync", "s3-bundle", "efs"):
         aws["sync_dags_role"] = f"{project}-sync-dags"
     if source == "s3-sync" and sync_image == "own-image":
         aws["build_sync_image_role"] = f"{project}-build-sync-image"
     aws["build_airflow_image_role"] = f"{project}-build-airflow-image"
-    github = {"repository": "example-org/airflow-gitops", "deploy_branch": "main",
-              "environment": "production", "oidc_subject": oidc_subject}
+    github = {
+        "repository": "example-org/airflow-gitops",
+        "deploy_branch": "main",
+        "environment": "production",
+        "oidc_subject": oidc_subject,
+    }
     if oidc_subject == "immutable":
         github.update(owner_id="1001", repository_id="2002")
-    dags: dict = {"source": source, "mount_path": "/opt/airflow/dags",
-                  "sync_interval_seconds": 30}
+    dags: dict = {"source": source, "mount_path": "/opt/airflow/dags", "sync_interval_seconds": 30}
     images: dict = {"airflow": "apache/airflow:3.2.2", "airflow_repository": f"{project}/airflow"}
     if source in ("s3-sync", "s3-bundle"):
-        dags.update(bucket=f"{project}-dags-{account}-{REGION}", prefix="dags",
-                    reader_service_account="airflow-dag-reader",
-                    parser_service_account="airflow-dag-parser",
-                    reader_role=f"{project}-dag-reader")
+        dags.update(
+            bucket=f"{project}-dags-{account}-{REGION}",
+            prefix="dags",
+            reader_service_account="airflow-dag-reader",
+            parser_service_account="airflow-dag-parser",
+            reader_role=f"{project}-dag-reader",
+        )
     if source == "s3-sync":
         dags["sync_image"] = sync_image
         if sync_image == "own-image":
             images["s3_sync_repository"] = f"{project}/s3-sync"
     if source == "efs":
-        dags["efs"] = {"creation_token": f"{project}-dags", "throughput_mode": "elastic",
-                       "storage_class": "airflow-efs-dags", "claim": "airflow-dags",
-                       "volume_size": "5Gi", "csi_driver_role": f"{project}-efs-csi-driver"}
+        dags["efs"] = {
+            "creation_token": f"{project}-dags",
+            "throughput_mode": "elastic",
+            "storage_class": "airflow-efs-dags",
+            "claim": "airflow-dags",
+            "volume_size": "5Gi",
+            "csi_driver_role": f"{project}-efs-csi-driver",
+        }
     s3_mode = source in ("s3-sync", "s3-bundle")
-    logs = {"bucket": f"{project}-logs-{account}", "prefix": "logs", "retention_days": 30,
-            "writer_service_account": "airflow-dag-reader" if s3_mode else "airflow-airflow-worker",
-            "writer_role": f"{project}-dag-reader" if s3_mode else f"{project}-airflow-worker",
-            "reader_service_account": "airflow-api-server",
-            "reader_role": f"{project}-api-server"}
+    logs = {
+        "bucket": f"{project}-logs-{account}",
+        "prefix": "logs",
+        "retention_days": 30,
+        "writer_service_account": "airflow-dag-reader" if s3_mode else "airflow-airflow-worker",
+        "writer_role": f"{project}-dag-reader" if s3_mode else f"{project}-airflow-worker",
+        "reader_service_account": "airflow-api-server",
+        "reader_role": f"{project}-api-server",
+    }
     return {
-        "project": project, "github": github,
+        "project": project,
+        "github": github,
         "aws": aws,
         "eks": {"cluster_name": CLUSTER},
-        "airflow": {"namespace": "airflow", "release": "airflow", "chart_version": "1.22.0",
-                    "version": "3.2.2", "executor": "CeleryExecutor"},
-        "dags": dags, "logs": logs,
-        "secrets": {"connections_prefix": f"airflow/{project}/connections",
-                    "variables_prefix": f"airflow/{project}/variables"},
+        "airflow": {
+            "namespace": "airflow",
+            "release": "airflow",
+            "chart_version": "1.22.0",
+            "version": "3.2.2",
+            "executor": "CeleryExecutor",
+        },
+        "dags": dags,
+        "logs": logs,
+        "secrets": {
+            "connections_prefix": f"airflow/{project}/connections",
+            "variables_prefix": f"airflow/{project}/variables",
+        },
         "images": images,
     }
 
 
 def _irsa_trust(account: str, subject: str) -> dict:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/EKS_OIDC_ISSUER"},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {"EKS_OIDC_ISSUER:sub": subject,
-                                       "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com"}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/EKS_OIDC_ISSUER"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        "EKS_OIDC_ISSUER:sub": subject,
+                        "EKS_OIDC_ISSUER:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
 
 
 def _pod_identity_trust(account: str, subject) -> dict:
     subjects = subject if isinstance(subject, list) else [subject]
     namespace = subjects[0].split(":")[2]
     accounts = [s.rsplit(":", 1)[1] for s in subjects]
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-        "Action": ["sts:AssumeRole", "sts:TagSession"],
-        "Condition": {"StringEquals": {
-            "aws:RequestTag/eks-cluster-arn": f"arn:aws:eks:{REGION}:{account}:cluster/{CLUSTER}",
-            "aws:RequestTag/kubernetes-namespace": namespace,
-            "aws:RequestTag/kubernetes-service-account": accounts}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {
+                        "aws:RequestTag/eks-cluster-arn": f"arn:aws:eks:{REGION}:{account}:cluster/{CLUSTER}",
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": accounts,
+                    }
+                },
+            }
+        ],
+    }
 
 
 def make_repo(root: Path, stack: dict) -> Path:
@@ -272,38 +345,65 @@ def make_repo(root: Path, stack: dict) -> Path:
     from airflow_gitops.aws.resources import ci_roles, role_policy_files
 
     account = stack["aws"]["account_id"]
-    read_only = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::example/*"}]}
-    trust = _pod_identity_trust if stack["aws"].get("pod_credentials") == "pod-identity" \
+    read_only = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::example/*"}
+        ],
+    }
+    trust = (
+        _pod_identity_trust
+        if stack["aws"].get("pod_credentials") == "pod-identity"
         else _irsa_trust
+    )
     documents = {
         "dag-read-policy.json": read_only,
-        "dag-reader-trust.json": trust(account, [
-            "system:serviceaccount:airflow:airflow-dag-reader",
-            "system:serviceaccount:airflow:airflow-dag-parser"]),
+        "dag-reader-trust.json": trust(
+            account,
+            [
+                "system:serviceaccount:airflow:airflow-dag-reader",
+                "system:serviceaccount:airflow:airflow-dag-parser",
+            ],
+        ),
         "efs-csi-driver-policy.json": read_only,
         "efs-csi-driver-trust.json": trust(
-            account, "system:serviceaccount:kube-system:efs-csi-controller-sa"),
+            account, "system:serviceaccount:kube-system:efs-csi-controller-sa"
+        ),
         "ebs-csi-driver-trust.json": trust(
-            account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"),
+            account, "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+        ),
         "task-log-write-policy.json": read_only,
         "task-log-read-policy.json": read_only,
         "secrets-read-policy.json": read_only,
         "airflow-worker-trust.json": _irsa_trust(
-            account, "system:serviceaccount:airflow:airflow-airflow-worker"),
+            account, "system:serviceaccount:airflow:airflow-airflow-worker"
+        ),
         "api-server-trust.json": _irsa_trust(
-            account, "system:serviceaccount:airflow:airflow-api-server"),
+            account, "system:serviceaccount:airflow:airflow-api-server"
+        ),
     }
     for role in ci_roles(stack):
-        documents[role.trust_file] = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/"
-                                       "token.actions.githubusercontent.com"},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-                "token.actions.githubusercontent.com:sub":
-                    github.subject(stack, role.workflow, role.environment)}}}]}
+        documents[role.trust_file] = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {
+                        "Federated": f"arn:aws:iam::{account}:oidc-provider/"
+                        "token.actions.githubusercontent.com"
+                    },
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                            "token.actions.githubusercontent.com:sub": github.subject(
+                                stack, role.workflow, role.environment
+                            ),
+                        }
+                    },
+                }
+            ],
+        }
         for policy in role_policy_files(role):
             documents[policy] = read_only
     (root / "iam").mkdir(parents=True, exist_ok=True)
@@ -330,10 +430,18 @@ def _observer_client(target: boto3.Session | None, service: str):
 
 def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict:
     """Everything the toolkit manages in moto, with generated ids replaced by stable names."""
-    s3, iam, ecr, efs, ec2 = (_observer_client(target, name)
-                              for name in ("s3", "iam", "ecr", "efs", "ec2"))
-    state: dict = {"buckets": {}, "policies": {}, "roles": {}, "oidc": [], "ecr": {},
-                   "efs": [], "security_groups": {}}
+    s3, iam, ecr, efs, ec2 = (
+        _observer_client(target, name) for name in ("s3", "iam", "ecr", "efs", "ec2")
+    )
+    state: dict = {
+        "buckets": {},
+        "policies": {},
+        "roles": {},
+        "oidc": [],
+        "ecr": {},
+        "efs": [],
+        "security_groups": {},
+    }
     for bucket in s3.list_buckets()["Buckets"]:
         name = bucket["Name"]
 
@@ -352,49 +460,78 @@ def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict
         }
     for policy in iam.list_policies(Scope="Local")["Policies"]:
         versions = iam.list_policy_versions(PolicyArn=policy["Arn"])["Versions"]
-        default = iam.get_policy_version(PolicyArn=policy["Arn"],
-                                         VersionId=policy["DefaultVersionId"])
+        default = iam.get_policy_version(
+            PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"]
+        )
         state["policies"][policy["PolicyName"]] = {
-            "versions": len(versions), "document": default["PolicyVersion"]["Document"]}
+            "versions": len(versions),
+            "document": default["PolicyVersion"]["Document"],
+        }
     for role in iam.list_roles()["Roles"]:
         attached = iam.list_attached_role_policies(RoleName=role["RoleName"])
         state["roles"][role["RoleName"]] = {
             "trust": role["AssumeRolePolicyDocument"],
             "attached": sorted(p["PolicyArn"] for p in attached["AttachedPolicies"]),
-            "inline": sorted(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"])}
+            "inline": sorted(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]),
+        }
     for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
         detail = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=provider["Arn"])
         state["oidc"].append((provider["Arn"], sorted(detail["ClientIDList"])))
     state["oidc"].sort()
     for repo in ecr.describe_repositories()["repositories"]:
         try:
-            lifecycle = ecr.get_lifecycle_policy(
-                repositoryName=repo["repositoryName"])["lifecyclePolicyText"]
+            lifecycle = ecr.get_lifecycle_policy(repositoryName=repo["repositoryName"])[
+                "lifecyclePolicyText"
+            ]
         except ClientError as exc:
             lifecycle = exc.response["Error"]["Code"]
         state["ecr"][repo["repositoryName"]] = {
             "mutability": repo["imageTagMutability"],
-            "scan": repo["imageScanningConfiguration"]["scanOnPush"], "lifecycle": lifecycle}
+            "scan": repo["imageScanningConfiguration"]["scanOnPush"],
+            "lifecycle": lifecycle,
+        }
     groups = {g["GroupId"]: g for g in ec2.describe_security_groups()["SecurityGroups"]}
     sg_name = {gid: g["GroupName"] for gid, g in groups.items()}
     for group in groups.values():
         if group["GroupName"] == "default":
             continue
         state["security_groups"][group["GroupName"]] = sorted(
-            (p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort"),
-             tuple(sorted(sg_name.get(pair["GroupId"], pair["GroupId"])
-                          for pair in p.get("UserIdGroupPairs", []))))
-            for p in group.get("IpPermissions", []))
+            (
+                p.get("IpProtocol"),
+                p.get("FromPort"),
+                p.get("ToPort"),
+                tuple(
+                    sorted(
+                        sg_name.get(pair["GroupId"], pair["GroupId"])
+                        for pair in p.get("UserIdGroupPairs", [])
+                    )
+                ),
+            )
+            for p in group.get("IpPermissions", [])
+        )
     for fs in efs.describe_file_systems()["FileSystems"]:
         targets = efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"]
-        state["efs"].append({
-            "token": fs["CreationToken"], "encrypted": fs["Encrypted"],
-            "throughput": fs.get("ThroughputMode"),
-            "mount_targets": sorted(
-                (t["AvailabilityZoneName"], tuple(sorted(sg_name.get(g, g) for g in
-                 efs.describe_mount_target_security_groups(
-                     MountTargetId=t["MountTargetId"])["SecurityGroups"])))
-                for t in targets)})
+        state["efs"].append(
+            {
+                "token": fs["CreationToken"],
+                "encrypted": fs["Encrypted"],
+                "throughput": fs.get("ThroughputMode"),
+                "mount_targets": sorted(
+                    (
+                        t["AvailabilityZoneName"],
+                        tuple(
+                            sorted(
+                                sg_name.get(g, g)
+                                for g in efs.describe_mount_target_security_groups(
+                                    MountTargetId=t["MountTargetId"]
+                                )["SecurityGroups"]
+                            )
+                        ),
+                    )
+                    for t in targets
+                ),
+            }
+        )
     if eks is not None:
         state["eks"] = eks.state()
     return state
@@ -402,9 +539,12 @@ def snapshot(target: boto3.Session | None, eks: EksExtras | None = None) -> dict
 
 # --- moto's own request log (server side) --------------------------------------------------
 
+
 def recorder(server, action: str) -> str:
-    request = urllib.request.Request(f"{server.endpoint}/moto-api/recorder/{action}",
-                                     method="POST" if action != "download-recording" else "GET")
+    request = urllib.request.Request(
+        f"{server.endpoint}/moto-api/recorder/{action}",
+        method="POST" if action != "download-recording" else "GET",
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
 
@@ -461,8 +601,9 @@ def moto(tmp_path_factory):
     # in moto only when it loads them.
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     # Offline: with no token, bootstrap never calls GitHub's API (tests pass their own fake).
-    tokens = {name: os.environ.pop(name) for name in ("GITHUB_TOKEN", "GH_TOKEN")
-              if name in os.environ}
+    tokens = {
+        name: os.environ.pop(name) for name in ("GITHUB_TOKEN", "GH_TOKEN") if name in os.environ
+    }
     server = MotoServer().start()
     try:
         yield server

@@ -70,8 +70,14 @@ def _condition(operator: str, key: str, wanted, context: dict) -> bool:
     base = base.removesuffix("IfExists")
     negated = base.startswith(("StringNot", "ArnNot"))
     positive = base.replace("StringNot", "String").replace("ArnNot", "Arn")
-    if positive not in ("StringEquals", "StringEqualsIgnoreCase", "StringLike", "ArnEquals",
-                        "ArnLike", "Bool"):
+    if positive not in (
+        "StringEquals",
+        "StringEqualsIgnoreCase",
+        "StringLike",
+        "ArnEquals",
+        "ArnLike",
+        "Bool",
+    ):
         return False  # an operator this evaluator does not know: fail closed
     if not present:
         return if_exists or qualifier == "ForAllValues"
@@ -91,9 +97,11 @@ def statement_matches(statement: dict, request: Request) -> bool:
         return False
     if not _matches(statement, "Resource", "NotResource", request.resource, case=True):
         return False
-    return all(_condition(operator, key, wanted, request.context)
-               for operator, conditions in (statement.get("Condition") or {}).items()
-               for key, wanted in conditions.items())
+    return all(
+        _condition(operator, key, wanted, request.context)
+        for operator, conditions in (statement.get("Condition") or {}).items()
+        for key, wanted in conditions.items()
+    )
 
 
 def allowed(policies: list[dict], request: Request) -> bool:
@@ -104,5 +112,10 @@ def allowed(policies: list[dict], request: Request) -> bool:
 
 
 def granted_actions(policies: list[dict]) -> set[str]:
-    return {a for policy in policies for s in _list(policy.get("Statement", []))
-            if s.get("Effect") == "Allow" for a in _list(s.get("Action", []))}
+    return {
+        a
+        for policy in policies
+        for s in _list(policy.get("Statement", []))
+        if s.get("Effect") == "Allow"
+        for a in _list(s.get("Action", []))
+    }

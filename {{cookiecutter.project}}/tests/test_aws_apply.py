@@ -45,20 +45,45 @@ CI = {  # policies (sorted by file), then the roles; build-airflow-image's in ev
 # The own Airflow image's ECR repository (every mode), then task logs and secrets: the log bucket, the cluster's OIDC provider, the log write,
 # secrets read and log read policies; then the worker's role (the DAG reader's in S3 modes) and
 # the API server's.
-LOGS = ["ecr repository", "s3 bucket", "iam oidc provider", "iam policy", "iam policy",
-        "iam policy"]
+LOGS = [
+    "ecr repository",
+    "s3 bucket",
+    "iam oidc provider",
+    "iam policy",
+    "iam policy",
+    "iam policy",
+]
 IRSA_S3 = LOGS + ["iam policy", "iam role", "iam role", "iam role"]
 IRSA = LOGS + ["iam role", "iam role"]
 ACCESS = ["eks access entry", "eks access policy"]
 EXPECTED_KINDS = {
-    "s3-sync+own-image": GITHUB + CI["s3-sync+own-image"] + ["s3 bucket", "ecr repository"]
-    + IRSA_S3 + ACCESS + ["eks add-on"],
-    "s3-sync+aws-cli": GITHUB + CI["s3-sync+aws-cli"] + ["s3 bucket"] + IRSA_S3 + ACCESS
+    "s3-sync+own-image": GITHUB
+    + CI["s3-sync+own-image"]
+    + ["s3 bucket", "ecr repository"]
+    + IRSA_S3
+    + ACCESS
+    + ["eks add-on"],
+    "s3-sync+aws-cli": GITHUB
+    + CI["s3-sync+aws-cli"]
+    + ["s3 bucket"]
+    + IRSA_S3
+    + ACCESS
     + ["eks add-on"],
     "s3-bundle": GITHUB + CI["s3-bundle"] + ["s3 bucket"] + IRSA_S3 + ACCESS + ["eks add-on"],
-    "efs": GITHUB + CI["efs"] + IRSA + ["iam policy", "iam role", "iam role"]
-    + ACCESS * 2 + ["eks add-on", "eks add-on", "efs file system", "ec2 security group",
-                    "ec2 ingress rules", "efs mount target", "efs mount target"],
+    "efs": GITHUB
+    + CI["efs"]
+    + IRSA
+    + ["iam policy", "iam role", "iam role"]
+    + ACCESS * 2
+    + [
+        "eks add-on",
+        "eks add-on",
+        "efs file system",
+        "ec2 security group",
+        "ec2 ingress rules",
+        "efs mount target",
+        "efs mount target",
+    ],
     "git-sync": GITHUB + CI["git-sync"] + IRSA + ["iam role"] + ACCESS + ["eks add-on"],
     "git-bundle": GITHUB + CI["git-bundle"] + IRSA + ["iam role"] + ACCESS + ["eks add-on"],
 }
@@ -83,7 +108,9 @@ def test_bootstrap_converges_once_then_nothing_changes(aws, tmp_path, mode):
     planned, log = run("plan", stack, root, eks)
     assert [r.kind for r in planned] == EXPECTED_KINDS[mode]
     assert all(r.action == "create" for r in planned)
-    assert {r.kind for r in planned if r.owner == "apply"} == APPLY_KINDS & set(EXPECTED_KINDS[mode])
+    assert {r.kind for r in planned if r.owner == "apply"} == APPLY_KINDS & set(
+        EXPECTED_KINDS[mode]
+    )
     assert log.mutating() == [] and log.sent_mutating() == []
 
     first, log = run("bootstrap", stack, root, eks)
@@ -131,21 +158,31 @@ def test_apply_writes_only_the_efs_pieces_and_never_iam(aws, tmp_path):
     eks = EksExtras()
     run("bootstrap", stack, root, eks)
     ec2 = session().client("ec2")
-    [group] = ec2.describe_security_groups(Filters=[
-        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
-    ec2.revoke_security_group_ingress(GroupId=group["GroupId"],
-                                      IpPermissions=group["IpPermissions"])
-    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
-        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
-        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    [group] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}]
+    )["SecurityGroups"]
+    ec2.revoke_security_group_ingress(
+        GroupId=group["GroupId"], IpPermissions=group["IpPermissions"]
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 2049,
+                "ToPort": 2049,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
     results, log = run("apply", stack, root, eks)
     changed = [r for r in results if r.action != "ok"]
     assert [(r.kind, r.owner) for r in changed] == [("ec2 ingress rules", "apply")]
-    assert sorted(log.mutating()) == ["AuthorizeSecurityGroupIngress",
-                                      "RevokeSecurityGroupIngress"]
+    assert sorted(log.mutating()) == ["AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"]
     state = snapshot(session(), eks)
     assert state["security_groups"]["airflow-gitops-dags-mount-targets"] == [
-        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
+        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))
+    ]
 
 
 def test_apply_creates_what_the_mode_needs(aws, tmp_path):
@@ -157,33 +194,46 @@ def test_apply_creates_what_the_mode_needs(aws, tmp_path):
     state = snapshot(session())
     bucket = state["buckets"][stack["dags"]["bucket"]]
     assert bucket["pab"] == dict.fromkeys(
-        ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"], True)
+        ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"], True
+    )
     assert bucket["versioning"] == "Enabled"
     assert "aws:SecureTransport" in bucket["policy"]
-    assert bucket["encryption"]["Rules"][0]["ApplyServerSideEncryptionByDefault"][
-        "SSEAlgorithm"] == "AES256"
+    assert (
+        bucket["encryption"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        == "AES256"
+    )
     repo = state["ecr"]["airflow-gitops/s3-sync"]
     assert repo["mutability"] == "IMMUTABLE" and repo["scan"] is True
     assert "imageCountMoreThan" in repo["lifecycle"]
-    issuer = session().client("eks").describe_cluster(name=CLUSTER)["cluster"]["identity"][
-        "oidc"]["issuer"].removeprefix("https://")
+    issuer = (
+        session()
+        .client("eks")
+        .describe_cluster(name=CLUSTER)["cluster"]["identity"]["oidc"]["issuer"]
+        .removeprefix("https://")
+    )
     trust = state["roles"]["airflow-gitops-dag-reader"]["trust"]
     statement = trust["Statement"][0]
     assert statement["Principal"]["Federated"].endswith(f":oidc-provider/{issuer}")
     assert statement["Condition"]["StringEquals"] == {
-        f"{issuer}:sub": ["system:serviceaccount:airflow:airflow-dag-reader",
-                          "system:serviceaccount:airflow:airflow-dag-parser"],
-        f"{issuer}:aud": "sts.amazonaws.com"}
+        f"{issuer}:sub": [
+            "system:serviceaccount:airflow:airflow-dag-reader",
+            "system:serviceaccount:airflow:airflow-dag-parser",
+        ],
+        f"{issuer}:aud": "sts.amazonaws.com",
+    }
     assert state["roles"]["airflow-gitops-ebs-csi-driver"]["attached"] == [
-        "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]
+        "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+    ]
     assert "EKS_OIDC_ISSUER" not in str(state)
     # The DAG reader also runs tasks: it writes task logs and reads connections (issue 15).
     assert state["roles"]["airflow-gitops-dag-reader"]["attached"] == sorted(
         f"arn:aws:iam::123456789012:policy/airflow-gitops-{name}"
-        for name in ("dag-read-policy", "task-log-write-policy", "secrets-read-policy"))
+        for name in ("dag-read-policy", "task-log-write-policy", "secrets-read-policy")
+    )
     assert [arn for arn, audiences in state["oidc"]] == [
         f"arn:aws:iam::123456789012:oidc-provider/{issuer}",
-        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
+    ]
 
 
 def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
@@ -198,11 +248,13 @@ def test_efs_mode_one_mount_target_per_zone_and_nfs_from_cluster(aws, tmp_path):
     group = "airflow-gitops-dags-mount-targets"
     assert fs["mount_targets"] == [("eu-west-1a", (group,)), ("eu-west-1b", (group,))]
     assert state["security_groups"][group] == [
-        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))]
+        ("tcp", 2049, 2049, ("eks-cluster-sg-data-platform",))
+    ]
     roles = {a["addonName"]: a["serviceAccountRoleArn"] for a in eks.addons.values()}
     assert roles == {
         "aws-efs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-efs-csi-driver",
-        "aws-ebs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-ebs-csi-driver"}
+        "aws-ebs-csi-driver": "arn:aws:iam::123456789012:role/airflow-gitops-ebs-csi-driver",
+    }
 
 
 def _instrumented(eks):
@@ -218,31 +270,36 @@ def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path)
     eks = EksExtras()
     converge("bootstrap", stack, root, _instrumented(eks))
     state = snapshot(session(), eks)
-    assert ("arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
-            ["sts.amazonaws.com"]) in state["oidc"]
-    subjects = {name: role["trust"]["Statement"][0]["Condition"]["StringEquals"][
-        "token.actions.githubusercontent.com:sub"] for name, role in state["roles"].items()
-        if "token.actions" in json.dumps(role["trust"])}
+    assert (
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
+        ["sts.amazonaws.com"],
+    ) in state["oidc"]
+    subjects = {
+        name: role["trust"]["Statement"][0]["Condition"]["StringEquals"][
+            "token.actions.githubusercontent.com:sub"
+        ]
+        for name, role in state["roles"].items()
+        if "token.actions" in json.dumps(role["trust"])
+    }
     repo = "repo:example-org@1001/airflow-gitops@2002"
     flow = "job_workflow_ref:example-org/airflow-gitops/.github/workflows"
     assert subjects == {
         "airflow-gitops-deploy": f"{repo}:environment:production:{flow}/deploy.yml@refs/heads/main",
-        "airflow-gitops-sync-dags":
-            f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
-        "airflow-gitops-build-sync-image":
-            f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
-        "airflow-gitops-build-airflow-image":
-            f"{repo}:environment:production:{flow}/build-airflow-image.yml@refs/heads/main",
-        "airflow-gitops-drift-check":
-            f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
+        "airflow-gitops-sync-dags": f"{repo}:environment:production:{flow}/sync-dags.yml@refs/heads/main",
+        "airflow-gitops-build-sync-image": f"{repo}:environment:production:{flow}/build-sync-image.yml@refs/heads/main",
+        "airflow-gitops-build-airflow-image": f"{repo}:environment:production:{flow}/build-airflow-image.yml@refs/heads/main",
+        "airflow-gitops-drift-check": f"{repo}:ref:refs/heads/main:{flow}/drift-check.yml@refs/heads/main",
     }
     assert state["roles"]["airflow-gitops-deploy"]["attached"] == [
         "arn:aws:iam::123456789012:policy/airflow-gitops-deploy-role-policy",
-        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy",
+    ]
     assert state["roles"]["airflow-gitops-drift-check"]["attached"] == [
-        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"]
-    [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-deploy")
-                            ].values()
+        "arn:aws:iam::123456789012:policy/airflow-gitops-read-state-policy"
+    ]
+    [policy] = eks.policies[
+        (CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-deploy")
+    ].values()
     assert policy["accessScope"] == {"type": "namespace", "namespaces": ["airflow"]}
     assert policy["policyArn"].endswith("cluster-access-policy/AmazonEKSAdminPolicy")
     again = converge("bootstrap", stack, root, _instrumented(eks))
@@ -255,10 +312,13 @@ def test_efs_sync_role_may_only_edit_the_namespace(aws, tmp_path):
     create_cluster(session())
     eks = EksExtras()
     converge("bootstrap", stack, root, _instrumented(eks))
-    [policy] = eks.policies[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-sync-dags")
-                            ].values()
-    assert policy == {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy",
-                      "accessScope": {"type": "namespace", "namespaces": ["airflow"]}}
+    [policy] = eks.policies[
+        (CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-sync-dags")
+    ].values()
+    assert policy == {
+        "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy",
+        "accessScope": {"type": "namespace", "namespaces": ["airflow"]},
+    }
 
 
 def test_bootstrap_refuses_a_trust_that_does_not_match_stack(aws, tmp_path):
@@ -296,8 +356,12 @@ def test_changed_policy_document_becomes_new_default_and_oldest_version_is_prune
     assert len(versions) == 5
     assert "v2" not in {v["VersionId"] for v in versions}
     default = [v for v in versions if v["IsDefaultVersion"]][0]
-    assert iam.get_policy_version(PolicyArn=arn, VersionId=default["VersionId"])[
-        "PolicyVersion"]["Document"]["Statement"][0]["Sid"] == "Changed"
+    assert (
+        iam.get_policy_version(PolicyArn=arn, VersionId=default["VersionId"])["PolicyVersion"][
+            "Document"
+        ]["Statement"][0]["Sid"]
+        == "Changed"
+    )
     assert {r.action for r in converge("plan", stack, root, _instrumented(eks))} == {"ok"}
 
 
@@ -312,6 +376,7 @@ def test_aws_endpoint_url_is_honoured_natively(aws):
 
 
 # --- drift: plan sees every change made behind the tool's back, as a diff ------------------
+
 
 def removed(diff: list[str], text: str) -> bool:
     return any(line.startswith("-") and text in line for line in diff[2:])
@@ -347,8 +412,11 @@ def test_drift_extra_managed_policy_on_a_role(aws, tmp_path):
     admin = "arn:aws:iam::aws:policy/AdministratorAccess"
     iam.attach_role_policy(RoleName="airflow-gitops-dag-reader", PolicyArn=admin)
     [drift] = _drift_plan(stack, root, eks)
-    assert (drift.kind, drift.name, drift.owner) == ("iam role", "airflow-gitops-dag-reader",
-                                                     "bootstrap")
+    assert (drift.kind, drift.name, drift.owner) == (
+        "iam role",
+        "airflow-gitops-dag-reader",
+        "bootstrap",
+    )
     assert drift.details == ["detach AdministratorAccess (not ours)"]
     assert removed(drift.diff, admin)
     _repaired(stack, root, eks)
@@ -357,9 +425,15 @@ def test_drift_extra_managed_policy_on_a_role(aws, tmp_path):
 def test_drift_inline_policy_on_the_deploy_role(aws, tmp_path):
     stack, root, eks = _bootstrapped(tmp_path)
     session().client("iam").put_role_policy(
-        RoleName="airflow-gitops-deploy", PolicyName="oops", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}))
+        RoleName="airflow-gitops-deploy",
+        PolicyName="oops",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}],
+            }
+        ),
+    )
     [drift] = _drift_plan(stack, root, eks)
     assert drift.details == ["delete inline policy oops (not ours)"]
     assert removed(drift.diff, '"Action": "iam:*"')
@@ -371,11 +445,14 @@ def test_drift_widened_trust(aws, tmp_path):
     iam = session().client("iam")
     trust = iam.get_role(RoleName="airflow-gitops-deploy")["Role"]["AssumeRolePolicyDocument"]
     trust["Statement"][0]["Condition"]["StringLike"] = trust["Statement"][0]["Condition"].pop(
-        "StringEquals")
-    trust["Statement"][0]["Condition"]["StringLike"][
-        "token.actions.githubusercontent.com:sub"] = "repo:example-org/*"
-    iam.update_assume_role_policy(RoleName="airflow-gitops-deploy",
-                                  PolicyDocument=json.dumps(trust))
+        "StringEquals"
+    )
+    trust["Statement"][0]["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"] = (
+        "repo:example-org/*"
+    )
+    iam.update_assume_role_policy(
+        RoleName="airflow-gitops-deploy", PolicyDocument=json.dumps(trust)
+    )
     [drift] = _drift_plan(stack, root, eks)
     assert drift.details == ["trust from iam/deploy-role-trust.json"]
     assert removed(drift.diff, '"StringLike"') and added(drift.diff, '"StringEquals"')
@@ -387,9 +464,15 @@ def test_drift_extra_bucket_policy_statement(aws, tmp_path):
     bucket = stack["dags"]["bucket"]
     s3 = session().client("s3")
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-    policy["Statement"].append({"Sid": "CrossAccount", "Effect": "Allow",
-                                "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
-                                "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"})
+    policy["Statement"].append(
+        {
+            "Sid": "CrossAccount",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+        }
+    )
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     [drift] = _drift_plan(stack, root, eks)
     assert (drift.kind, drift.details) == ("s3 bucket", ["TLS-only bucket policy"])
@@ -400,10 +483,13 @@ def test_drift_extra_bucket_policy_statement(aws, tmp_path):
 def test_drift_open_rule_on_the_mount_target_group_is_revoked_by_apply(aws, tmp_path):
     stack, root, eks = _bootstrapped(tmp_path, "efs")
     ec2 = session().client("ec2")
-    [group] = ec2.describe_security_groups(Filters=[
-        {"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}])["SecurityGroups"]
-    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
-        "IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    [group] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["airflow-gitops-dags-mount-targets"]}]
+    )["SecurityGroups"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
     [drift] = _drift_plan(stack, root, eks)
     assert (drift.kind, drift.owner) == ("ec2 ingress rules", "apply")
     assert drift.details == ["revoke -1 None from 0.0.0.0/0 (not ours)"]
@@ -423,20 +509,25 @@ def test_drift_exit_code_and_diff_through_the_cli_printer(aws, tmp_path, capsys)
     stack, root, eks = _bootstrapped(tmp_path)
     session().client("iam").attach_role_policy(
         RoleName="airflow-gitops-drift-check",
-        PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
-    code = run_command(argparse.Namespace(command="plan", json=False, bootstrap=False),
-                       _instrumented(eks), root)
+        PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess",
+    )
+    code = run_command(
+        argparse.Namespace(command="plan", json=False, bootstrap=False), _instrumented(eks), root
+    )
     out = capsys.readouterr().out
     assert code == 2
-    assert "update iam role              airflow-gitops-drift-check  (detach " \
-           "AdministratorAccess (not ours))" in out
-    assert any(line.startswith("         -") and "AdministratorAccess" in line
-               for line in out.splitlines())
+    assert (
+        "update iam role              airflow-gitops-drift-check  (detach "
+        "AdministratorAccess (not ours))" in out
+    )
+    assert any(
+        line.startswith("         -") and "AdministratorAccess" in line for line in out.splitlines()
+    )
     assert out.splitlines()[-1].endswith("run `make bootstrap` (as an admin).")
 
 
-
 # --- EKS Pod Identity instead of IRSA -----------------------------------------------------
+
 
 def test_pod_identity_agent_and_associations_instead_of_an_oidc_provider(aws, tmp_path):
     stack = stack_for("s3-bundle", pod_credentials="pod-identity")
@@ -449,12 +540,14 @@ def test_pod_identity_agent_and_associations_instead_of_an_oidc_provider(aws, tm
     assert kinds.count("eks pod identity") == 3
     state = snapshot(session(), eks)
     assert [arn for arn, _ in state["oidc"]] == [
-        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"]
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    ]
     role = "arn:aws:iam::123456789012:role/airflow-gitops-"
     assert state["eks"]["pod_identities"] == [
         ("airflow", "airflow-dag-parser", role + "dag-reader"),
         ("airflow", "airflow-dag-reader", role + "dag-reader"),
-        ("kube-system", "ebs-csi-controller-sa", role + "ebs-csi-driver")]
+        ("kube-system", "ebs-csi-controller-sa", role + "ebs-csi-driver"),
+    ]
     addons = {a["addonName"]: a["serviceAccountRoleArn"] for a in eks.addons.values()}
     assert addons == {"eks-pod-identity-agent": None, "aws-ebs-csi-driver": None}
     trust = state["roles"]["airflow-gitops-dag-reader"]["trust"]["Statement"][0]
@@ -463,7 +556,9 @@ def test_pod_identity_agent_and_associations_instead_of_an_oidc_provider(aws, tm
     assert {r.action for r in again} == {"ok"}
 
     # Someone points the reader's association at another role: plan shows it, bootstrap fixes it.
-    [reader] = [a for a in eks.pod_identities.values() if a["serviceAccount"] == "airflow-dag-reader"]
+    [reader] = [
+        a for a in eks.pod_identities.values() if a["serviceAccount"] == "airflow-dag-reader"
+    ]
     reader["roleArn"] = "arn:aws:iam::123456789012:role/admin"
     [drift] = _drift_plan(stack, root, eks)
     assert (drift.kind, drift.name) == ("eks pod identity", "airflow/airflow-dag-reader")

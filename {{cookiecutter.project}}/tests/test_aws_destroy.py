@@ -9,11 +9,9 @@ import pytest
 from airflow_gitops.aws.command import ConvergeError, converge, run
 from aws_testkit import (
     EksExtras,
-    aws,  # noqa: F401  (fixture)
     create_cluster,
     instrument,
     make_repo,
-    moto,  # noqa: F401  (fixture)
     session,
     snapshot,
     stack_for,
@@ -79,12 +77,21 @@ def test_destroy_keeps_a_provider_another_role_still_trusts(aws, tmp_path):
     eks = EksExtras()
     converge("bootstrap", stack, root, target(eks))
     github = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
-    session().client("iam").create_role(RoleName="another-repo-deploy",
-                                        AssumeRolePolicyDocument=json.dumps({
-                                            "Version": "2012-10-17", "Statement": [{
-                                                "Effect": "Allow",
-                                                "Principal": {"Federated": github},
-                                                "Action": "sts:AssumeRoleWithWebIdentity"}]}))
+    session().client("iam").create_role(
+        RoleName="another-repo-deploy",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Federated": github},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                    }
+                ],
+            }
+        ),
+    )
     converge("destroy", stack, root, target(eks))
     state = snapshot(None, eks)
     assert set(state["roles"]) == {"another-repo-deploy"}

@@ -50,9 +50,10 @@ def answer(target, operation: str, status: int, body: bytes = b"", counter: list
 
 
 def query_error(code: str, message: str) -> bytes:
-    return (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
-            f"<Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
-            ).encode()
+    return (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+    ).encode()
 
 
 def fails(stack, root, target, command="apply") -> str:
@@ -76,12 +77,20 @@ def test_access_denied_names_the_permission_and_the_next_step(aws, tmp_path):
     create_cluster()
     target = session()
     instrument(target, EksExtras())
-    answer(target, "CreateRole", 403, query_error(
-        "AccessDenied", "User: arn:aws:sts::123456789012:assumed-role/deploy/gh is not "
-        "authorized to perform: iam:CreateRole"))
+    answer(
+        target,
+        "CreateRole",
+        403,
+        query_error(
+            "AccessDenied",
+            "User: arn:aws:sts::123456789012:assumed-role/deploy/gh is not "
+            "authorized to perform: iam:CreateRole",
+        ),
+    )
     message = fails(stack, root, target, "bootstrap")
-    assert message.startswith("iam role airflow-gitops-deploy: access denied for "
-                              "iam:CreateRole (CreateRole)")
+    assert message.startswith(
+        "iam role airflow-gitops-deploy: access denied for iam:CreateRole (CreateRole)"
+    )
     assert "run `make bootstrap` as an admin" in message
 
 
@@ -94,8 +103,10 @@ def test_throttling_is_retried_in_standard_mode_then_reported(aws, tmp_path):
     answer(target, "GetPolicy", 400, query_error("Throttling", "Rate exceeded"), sent)
     message = fails(stack, root, target, "plan")
     assert len(sent) == 3  # standard mode: 3 attempts
-    assert message.startswith("iam policy airflow-gitops-deploy-role-policy: AWS throttled "
-                              "GetPolicy (Throttling) after 3 attempts")
+    assert message.startswith(
+        "iam policy airflow-gitops-deploy-role-policy: AWS throttled "
+        "GetPolicy (Throttling) after 3 attempts"
+    )
     assert "wait a minute and run again" in message
 
 
@@ -120,8 +131,10 @@ def test_bucket_name_owned_by_another_account(aws, tmp_path):
     root = make_repo(tmp_path, stack)
     create_cluster()
     other = session("111111111111").client("s3")
-    other.create_bucket(Bucket=stack["dags"]["bucket"],
-                        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    other.create_bucket(
+        Bucket=stack["dags"]["bucket"],
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+    )
     target = session()
     instrument(target, EksExtras())
     # AWS answers HeadBucket with ExpectedBucketOwner=<us> on someone else's bucket with 403;
@@ -136,8 +149,10 @@ def test_bucket_name_owned_by_another_account(aws, tmp_path):
     instrument(target, EksExtras())
     answer(target, "HeadBucket", 404)
     message = fails(stack, root, target, "bootstrap")
-    assert message.startswith(f"s3 bucket {stack['dags']['bucket']}: the name is taken by "
-                              "another AWS account (BucketAlreadyExists")
+    assert message.startswith(
+        f"s3 bucket {stack['dags']['bucket']}: the name is taken by "
+        "another AWS account (BucketAlreadyExists"
+    )
 
 
 def test_credentials_for_another_account_stop_before_any_change(aws, tmp_path):
@@ -174,8 +189,9 @@ def test_plan_exit_codes_and_what_to_run(aws, tmp_path, capsys):
     assert out[-1].endswith("; run `make bootstrap` (as an admin).")
     assert run(args("bootstrap"), instrumented(eks), root) == 0
     assert run(args("plan"), instrumented(eks), root) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == \
-        "Plan: 0 to create, 0 to update, 15 unchanged."
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "Plan: 0 to create, 0 to update, 15 unchanged."
+    )
     (root / "stack.yaml").write_text("not: [valid")
     assert run(args("plan"), instrumented(eks), root) == 1
 
@@ -184,8 +200,14 @@ def test_json_output(aws, tmp_path, capsys):
     stack = stack_for("s3-bundle")
     root = make_repo(tmp_path, stack)
     create_cluster()
-    assert run(argparse.Namespace(command="plan", json=True, bootstrap=False),
-               instrumented(EksExtras()), root) == 2
+    assert (
+        run(
+            argparse.Namespace(command="plan", json=True, bootstrap=False),
+            instrumented(EksExtras()),
+            root,
+        )
+        == 2
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["changes"] is True and report["error"] is None
     assert {r["action"] for r in report["resources"]} == {"create"}
@@ -193,8 +215,9 @@ def test_json_output(aws, tmp_path, capsys):
     assert report["resources"][1]["diff"][0] == "--- iam/deploy-role-policy.json (now)"
 
 
-def test_plan_bootstrap_is_read_only_and_says_what_to_do_on_github(aws, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_plan_bootstrap_is_read_only_and_says_what_to_do_on_github(
+    aws, tmp_path, capsys, monkeypatch
+):
     for variable in ("GITHUB_TOKEN", "GH_TOKEN"):
         monkeypatch.delenv(variable, raising=False)
     stack = stack_for("git-sync")
@@ -202,17 +225,19 @@ def test_plan_bootstrap_is_read_only_and_says_what_to_do_on_github(aws, tmp_path
     create_cluster()
     target = session()
     log = instrument(target, EksExtras())
-    assert run(argparse.Namespace(command="plan", json=False, bootstrap=True),
-               target, root) == 2
+    assert run(argparse.Namespace(command="plan", json=False, bootstrap=True), target, root) == 2
     assert log.mutating() == []
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("manual github oidc subject   example-org/airflow-gitops  (no "
-                               "GITHUB_TOKEN: run `gh api --method PUT repos/example-org/"
-                               "airflow-gitops/actions/oidc/customization/sub -F "
-                               "use_default=false -f 'include_claim_keys[]=repo'")
+    assert lines[0].startswith(
+        "manual github oidc subject   example-org/airflow-gitops  (no "
+        "GITHUB_TOKEN: run `gh api --method PUT repos/example-org/"
+        "airflow-gitops/actions/oidc/customization/sub -F "
+        "use_default=false -f 'include_claim_keys[]=repo'"
+    )
     assert lines[1].startswith("manual github environment    production")
     assert lines[-1].startswith("Plan: ") and lines[-1].endswith(
-        "2 to do by hand; run `make bootstrap` (as an admin).")
+        "2 to do by hand; run `make bootstrap` (as an admin)."
+    )
 
 
 def cli(repo: Path, server, *argv: str, make: bool = False) -> subprocess.CompletedProcess:
@@ -226,14 +251,16 @@ def cli(repo: Path, server, *argv: str, make: bool = False) -> subprocess.Comple
         command = ["make", "--no-print-directory", *argv, f"TOOLKIT={' '.join(toolkit)}"]
     else:
         command = [*toolkit, *argv]
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=180)
 
 
 def test_cli_end_to_end(aws, tmp_path):
     repo = make_repo(tmp_path, stack_for("s3-bundle"))
-    shutil.copytree(REPO / "airflow_gitops", repo / "airflow_gitops",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "airflow_gitops",
+        repo / "airflow_gitops",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     missing = cli(repo, aws, "plan")
     assert missing.returncode == 1
     assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
@@ -244,8 +271,10 @@ def test_cli_end_to_end(aws, tmp_path):
     assert early.stderr.rstrip().endswith("run `make bootstrap`")
     booted = cli(repo, aws, "bootstrap")
     assert booted.returncode == 0, booted.stderr
-    assert booted.stdout.splitlines()[-1] == \
-        "Bootstrap complete: 15 created, 0 updated, 0 unchanged, 2 to do by hand."
+    assert (
+        booted.stdout.splitlines()[-1]
+        == "Bootstrap complete: 15 created, 0 updated, 0 unchanged, 2 to do by hand."
+    )
     assert cli(repo, aws, "apply").returncode == 0
     planned = cli(repo, aws, "plan", "--json")
     assert planned.returncode == 0
@@ -258,8 +287,11 @@ def test_make_plan_exit_codes(aws, tmp_path):
     toolkit's own code (1 error, 2 changes) shows in make's "Error N" line, and scripts that
     need it call `python -m airflow_gitops plan` directly (the drift workflow does)."""
     repo = make_repo(tmp_path, stack_for("s3-bundle"))
-    shutil.copytree(REPO / "airflow_gitops", repo / "airflow_gitops",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "airflow_gitops",
+        repo / "airflow_gitops",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copy(REPO / "Makefile", repo / "Makefile")
     error = cli(repo, aws, "plan", make=True)
     assert error.returncode != 0 and "Error 1" in error.stderr

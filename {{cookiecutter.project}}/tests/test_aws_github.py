@@ -45,10 +45,12 @@ def test_subject_names_repository_environment_workflow_and_branch():
     stack = stack_for("s3-sync")
     assert github.subject(stack, "deploy.yml", True) == (
         "repo:example-org/airflow-gitops:environment:production:job_workflow_ref:"
-        "example-org/airflow-gitops/.github/workflows/deploy.yml@refs/heads/main")
+        "example-org/airflow-gitops/.github/workflows/deploy.yml@refs/heads/main"
+    )
     assert github.subject(stack, "drift-check.yml", False) == (
         "repo:example-org/airflow-gitops:ref:refs/heads/main:job_workflow_ref:"
-        "example-org/airflow-gitops/.github/workflows/drift-check.yml@refs/heads/main")
+        "example-org/airflow-gitops/.github/workflows/drift-check.yml@refs/heads/main"
+    )
 
 
 def test_bootstrap_sets_the_subject_template_once():
@@ -56,9 +58,14 @@ def test_bootstrap_sets_the_subject_template_once():
     ctx = context()
     [result] = github.GithubSubjectTemplate(ctx.stack, fake).converge(ctx)
     assert (result.action, result.details) == (
-        "update", ["claim keys repo, context, job_workflow_ref"])
-    assert fake.calls[-1] == ("PUT", SUB, {"use_default": False,
-                                           "include_claim_keys": github.CLAIM_KEYS})
+        "update",
+        ["claim keys repo, context, job_workflow_ref"],
+    )
+    assert fake.calls[-1] == (
+        "PUT",
+        SUB,
+        {"use_default": False, "include_claim_keys": github.CLAIM_KEYS},
+    )
     [again] = github.GithubSubjectTemplate(ctx.stack, fake).converge(ctx)
     assert again.action == "ok" and [c[0] for c in fake.calls] == ["GET", "PUT", "GET"]
 
@@ -75,29 +82,74 @@ def test_without_a_token_the_exact_gh_command_is_printed():
     ctx = context()
     [result] = github.GithubSubjectTemplate(ctx.stack, None).converge(ctx)
     assert result.action == "manual"
-    assert result.details == [(
-        "no GITHUB_TOKEN: run `gh api --method PUT repos/example-org/airflow-gitops/actions/"
-        "oidc/customization/sub -F use_default=false -f 'include_claim_keys[]=repo' "
-        "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`")]
+    assert result.details == [
+        (
+            "no GITHUB_TOKEN: run `gh api --method PUT repos/example-org/airflow-gitops/actions/"
+            "oidc/customization/sub -F use_default=false -f 'include_claim_keys[]=repo' "
+            "-f 'include_claim_keys[]=context' -f 'include_claim_keys[]=job_workflow_ref'`"
+        )
+    ]
 
 
-@pytest.mark.parametrize("environment,branches,missing", [
-    (None, [], [("the environment does not exist yet (a first push would create it "
-                 "unprotected): create it with required reviewers and a branch rule")]),
-    ({"protection_rules": [], "deployment_branch_policy": None}, [],
-     ["no required reviewers", "no deployment branch rule (allow only main)"]),
-    ({"protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "User"}]}],
-      "deployment_branch_policy": {"protected_branches": True,
-                                   "custom_branch_policies": False}}, [],
-     ["branch rule is 'protected branches'; use a custom rule for main only"]),
-    ({"protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "Team"}]}],
-      "deployment_branch_policy": {"protected_branches": False,
-                                   "custom_branch_policies": True}}, ["main", "release/*"],
-     ["branch rules ['main', 'release/*'], wanted exactly ['main']"]),
-    ({"protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "Team"}]}],
-      "deployment_branch_policy": {"protected_branches": False,
-                                   "custom_branch_policies": True}}, ["main"], []),
-])
+@pytest.mark.parametrize(
+    "environment,branches,missing",
+    [
+        (
+            None,
+            [],
+            [
+                (
+                    "the environment does not exist yet (a first push would create it "
+                    "unprotected): create it with required reviewers and a branch rule"
+                )
+            ],
+        ),
+        (
+            {"protection_rules": [], "deployment_branch_policy": None},
+            [],
+            ["no required reviewers", "no deployment branch rule (allow only main)"],
+        ),
+        (
+            {
+                "protection_rules": [
+                    {"type": "required_reviewers", "reviewers": [{"type": "User"}]}
+                ],
+                "deployment_branch_policy": {
+                    "protected_branches": True,
+                    "custom_branch_policies": False,
+                },
+            },
+            [],
+            ["branch rule is 'protected branches'; use a custom rule for main only"],
+        ),
+        (
+            {
+                "protection_rules": [
+                    {"type": "required_reviewers", "reviewers": [{"type": "Team"}]}
+                ],
+                "deployment_branch_policy": {
+                    "protected_branches": False,
+                    "custom_branch_policies": True,
+                },
+            },
+            ["main", "release/*"],
+            ["branch rules ['main', 'release/*'], wanted exactly ['main']"],
+        ),
+        (
+            {
+                "protection_rules": [
+                    {"type": "required_reviewers", "reviewers": [{"type": "Team"}]}
+                ],
+                "deployment_branch_policy": {
+                    "protected_branches": False,
+                    "custom_branch_policies": True,
+                },
+            },
+            ["main"],
+            [],
+        ),
+    ],
+)
 def test_environment_check_says_what_is_missing(environment, branches, missing):
     fake = FakeGitHub(environment=environment, branches=branches)
     ctx = context()
@@ -119,6 +171,7 @@ def test_a_trust_for_another_branch_is_refused(tmp_path):
     path.write_text(path.read_text().replace("@refs/heads/main", "@refs/heads/feature"))
     ctx = AwsContext(stack, root, session=None, dry_run=True)
     with pytest.raises(ToolkitError, match="deploy-role-trust.json: subject"):
-        github.check_trust_subject(ctx, "deploy-role-trust.json",
-                                   github.subject(stack, "deploy.yml", True))
+        github.check_trust_subject(
+            ctx, "deploy-role-trust.json", github.subject(stack, "deploy.yml", True)
+        )
     assert json.loads(path.read_text())  # still a valid document: only the subject differs

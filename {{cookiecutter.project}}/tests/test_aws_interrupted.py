@@ -53,19 +53,31 @@ def full_run(stack, root, eks, commands, faults=None) -> list[str]:
 
 # Losing the answer to a Put/Update (which sets a whole value) leaves the same state as the
 # call succeeding; the "after" case matters for calls that make or remove something.
-MAKES_SOMETHING = ("Create", "Attach", "Authorize", "Add", "Associate", "Delete", "Detach",
-                   "Disassociate", "Revoke")
+MAKES_SOMETHING = (
+    "Create",
+    "Attach",
+    "Authorize",
+    "Add",
+    "Associate",
+    "Delete",
+    "Detach",
+    "Disassociate",
+    "Revoke",
+)
 
 
 def cases(mutating: list[str]) -> list[tuple[str, int]]:
     return [("before", k) for k in range(1, len(mutating) + 1)] + [
-        ("after", k) for k, op in enumerate(mutating, 1) if op.startswith(MAKES_SOMETHING)]
+        ("after", k) for k, op in enumerate(mutating, 1) if op.startswith(MAKES_SOMETHING)
+    ]
 
 
 # The slowest test here (about a minute on two cores): a template test that bakes many modes
 # may set AIRFLOW_GITOPS_SKIP_INTERRUPTED=1 in all but one of them.
-@pytest.mark.skipif(bool(os.environ.get("AIRFLOW_GITOPS_SKIP_INTERRUPTED")),
-                    reason="AIRFLOW_GITOPS_SKIP_INTERRUPTED is set")
+@pytest.mark.skipif(
+    bool(os.environ.get("AIRFLOW_GITOPS_SKIP_INTERRUPTED")),
+    reason="AIRFLOW_GITOPS_SKIP_INTERRUPTED is set",
+)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
     answers, prepare, commands = MODES[mode]
@@ -89,8 +101,9 @@ def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
             full_run(stack, root, eks, commands, faults)
         assert faults.fired, (when, k)
         full_run(stack, root, eks, commands)
-        assert snapshot(None, eks) == clean, f"{mode}: failing call {k} ({when}) = " \
-            f"{mutating[k - 1]}"
+        assert snapshot(None, eks) == clean, (
+            f"{mode}: failing call {k} ({when}) = {mutating[k - 1]}"
+        )
 
     # And once more, after the last recovery: nothing left to do.
     assert full_run(stack, root, eks, commands) == []

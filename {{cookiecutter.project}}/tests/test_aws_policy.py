@@ -61,11 +61,15 @@ JOB_COMMANDS = {
 NOT_RECORDED = {
     # UpdateFileSystem: only when the throughput mode changes, moto lacks it (Stubber test).
     # TagResource: tags given to CreateFileSystem are authorised as TagResource too.
-    "elasticfilesystem:UpdateFileSystem", "elasticfilesystem:TagResource",
+    "elasticfilesystem:UpdateFileSystem",
+    "elasticfilesystem:TagResource",
     # docker push speaks the registry API, which moto does not have; these are the actions AWS
     # documents for it (ECR user guide, "pushing an image"), on the repository.
-    "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload", "ecr:PutImage",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
 }
 
 
@@ -85,27 +89,37 @@ def job_steps(workflow: str, job: str, facts: dict | None = None) -> list[str]:
     """The run: blocks of ``job`` after its configure-aws-credentials step (those whose if:
     holds for ``facts``; all of them without facts)."""
     steps = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"][job]["steps"]
-    index = next(i for i, s in enumerate(steps)
-                 if "configure-aws-credentials" in str(s.get("uses", "")))
-    return [s["run"].strip() for s in steps[index + 1:] if "run" in s
-            and (facts is None or runs_here(s.get("if"), facts))]
+    index = next(
+        i for i, s in enumerate(steps) if "configure-aws-credentials" in str(s.get("uses", ""))
+    )
+    return [
+        s["run"].strip()
+        for s in steps[index + 1 :]
+        if "run" in s and (facts is None or runs_here(s.get("if"), facts))
+    ]
 
 
 def replayed(run: str) -> list[str]:
-    names = [name for pattern, name in JOB_COMMANDS.items()
-             if re.search(pattern, run, re.MULTILINE)]
-    assert names or any(re.search(p, run) for p, n in JOB_COMMANDS.items() if n is None), \
+    names = [
+        name for pattern, name in JOB_COMMANDS.items() if re.search(pattern, run, re.MULTILINE)
+    ]
+    assert names or any(re.search(p, run) for p, n in JOB_COMMANDS.items() if n is None), (
         f"no replay for this run: block:\n{run}"
+    )
     return [n for n in names if n]
 
 
-JOBS = {"deploy_role": ("deploy.yml", "deploy"), "sync_dags_role": ("sync-dags.yml", "sync"),
-        "build_sync_image_role": ("build-sync-image.yml", "publish"),
-        "build_airflow_image_role": ("build-airflow-image.yml", "publish"),
-        "drift_check_role": ("drift-check.yml", "plan")}
+JOBS = {
+    "deploy_role": ("deploy.yml", "deploy"),
+    "sync_dags_role": ("sync-dags.yml", "sync"),
+    "build_sync_image_role": ("build-sync-image.yml", "publish"),
+    "build_airflow_image_role": ("build-airflow-image.yml", "publish"),
+    "drift_check_role": ("drift-check.yml", "plan"),
+}
 
 
 # --- from a call to what AWS authorises ----------------------------------------------------
+
 
 class Requests:
     """Turns recorded calls into Requests, reading what the context needs (tags, VPCs) from
@@ -120,8 +134,9 @@ class Requests:
         return f"arn:aws:{service}:{self.region if region else ''}:{self.account}:{resource}"
 
     def group(self, group_id: str) -> dict:
-        [group] = self.observer.client("ec2").describe_security_groups(
-            GroupIds=[group_id])["SecurityGroups"]
+        [group] = self.observer.client("ec2").describe_security_groups(GroupIds=[group_id])[
+            "SecurityGroups"
+        ]
         return group
 
     def vpc_of_subnet(self, subnet: str) -> str:
@@ -129,8 +144,7 @@ class Requests:
         return found["VpcId"]
 
     def fs_tags(self, fs_id: str) -> dict:
-        [fs] = self.observer.client("efs").describe_file_systems(
-            FileSystemId=fs_id)["FileSystems"]
+        [fs] = self.observer.client("efs").describe_file_systems(FileSystemId=fs_id)["FileSystems"]
         return {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in fs.get("Tags", [])}
 
     def fs_of_mount_target(self, target: str) -> str:
@@ -159,17 +173,22 @@ class Requests:
                 action = {"HeadObject": "GetObject"}.get(op, op)
                 return [Request(f"s3:{action}", f"{bucket}/{params['Key']}")]
             if op == "DeleteObjects":
-                return [Request("s3:DeleteObject", f"{bucket}/{o['Key']}")
-                        for o in params["Delete"]["Objects"]]
-            action = {"GetPublicAccessBlock": "GetBucketPublicAccessBlock",
-                      "GetBucketEncryption": "GetEncryptionConfiguration",
-                      "GetBucketLifecycleConfiguration": "GetLifecycleConfiguration",
-                      "PutBucketLifecycleConfiguration": "PutLifecycleConfiguration"}.get(op, op)
+                return [
+                    Request("s3:DeleteObject", f"{bucket}/{o['Key']}")
+                    for o in params["Delete"]["Objects"]
+                ]
+            action = {
+                "GetPublicAccessBlock": "GetBucketPublicAccessBlock",
+                "GetBucketEncryption": "GetEncryptionConfiguration",
+                "GetBucketLifecycleConfiguration": "GetLifecycleConfiguration",
+                "PutBucketLifecycleConfiguration": "PutLifecycleConfiguration",
+            }.get(op, op)
             return [Request(f"s3:{action}", bucket)]
         if service == "iam":
             if "RoleName" in params:
-                return [Request(f"iam:{op}", f"arn:aws:iam::{self.account}:role/"
-                                             f"{params['RoleName']}")]
+                return [
+                    Request(f"iam:{op}", f"arn:aws:iam::{self.account}:role/{params['RoleName']}")
+                ]
             for key in ("PolicyArn", "OpenIDConnectProviderArn"):
                 if key in params:
                     return [Request(f"iam:{op}", params[key])]
@@ -180,16 +199,28 @@ class Requests:
                 return [Request("eks:DescribeCluster", arn("eks", f"cluster/{cluster}"))]
             if op in ("DescribeAccessEntry", "ListAssociatedAccessPolicies"):
                 role = params["principalArn"].rsplit("/", 1)[1]
-                return [Request(f"eks:{op}", arn("eks", f"access-entry/{cluster}/role/"
-                                                        f"{self.account}/{role}/uuid"))]
+                return [
+                    Request(
+                        f"eks:{op}",
+                        arn("eks", f"access-entry/{cluster}/role/{self.account}/{role}/uuid"),
+                    )
+                ]
             if op == "ListPodIdentityAssociations":
                 return [Request(f"eks:{op}", arn("eks", f"cluster/{cluster}"))]
             if op == "DescribePodIdentityAssociation":
-                return [Request(f"eks:{op}", arn("eks", f"podidentityassociation/{cluster}/"
-                                                        f"{params['associationId']}"))]
+                return [
+                    Request(
+                        f"eks:{op}",
+                        arn("eks", f"podidentityassociation/{cluster}/{params['associationId']}"),
+                    )
+                ]
             if op == "DescribeAddon":
-                return [Request("eks:DescribeAddon",
-                                arn("eks", f"addon/{cluster}/{params['addonName']}/uuid"))]
+                return [
+                    Request(
+                        "eks:DescribeAddon",
+                        arn("eks", f"addon/{cluster}/{params['addonName']}/uuid"),
+                    )
+                ]
             raise AssertionError(f"eks:{op}")
         if service == "ecr":
             if op == "GetAuthorizationToken":
@@ -203,51 +234,91 @@ class Requests:
         raise AssertionError(f"{service}:{op}")
 
     def efs(self, op: str, params: dict, ids: dict) -> list[Request]:
-        fs = lambda fs_id: self.arn("elasticfilesystem", f"file-system/{fs_id}")
+        def fs(fs_id: str) -> str:
+            return self.arn("elasticfilesystem", f"file-system/{fs_id}")
+
         if op == "CreateFileSystem":
             tags = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in params.get("Tags", [])}
             keys = {"aws:TagKeys": [t["Key"] for t in params.get("Tags", [])]} if tags else {}
-            out = [Request("elasticfilesystem:CreateFileSystem", "*", {
-                "elasticfilesystem:Encrypted": str(params.get("Encrypted", False)).lower(),
-                **tags, **keys})]
+            out = [
+                Request(
+                    "elasticfilesystem:CreateFileSystem",
+                    "*",
+                    {
+                        "elasticfilesystem:Encrypted": str(params.get("Encrypted", False)).lower(),
+                        **tags,
+                        **keys,
+                    },
+                )
+            ]
             if tags:
-                out.append(Request("elasticfilesystem:TagResource", fs(ids["FileSystemId"]), {
-                    "elasticfilesystem:CreateAction": "CreateFileSystem", **tags, **keys}))
+                out.append(
+                    Request(
+                        "elasticfilesystem:TagResource",
+                        fs(ids["FileSystemId"]),
+                        {"elasticfilesystem:CreateAction": "CreateFileSystem", **tags, **keys},
+                    )
+                )
             return out
         if op == "DescribeFileSystems":
-            return [Request("elasticfilesystem:DescribeFileSystems",
-                            fs(params.get("FileSystemId", "*")))]
+            return [
+                Request(
+                    "elasticfilesystem:DescribeFileSystems", fs(params.get("FileSystemId", "*"))
+                )
+            ]
         if op in ("DescribeMountTargetSecurityGroups", "ModifyMountTargetSecurityGroups"):
             fs_id = self.fs_of_mount_target(params["MountTargetId"])
             out = [Request(f"elasticfilesystem:{op}", fs(fs_id), self.fs_tags(fs_id))]
             if op == "ModifyMountTargetSecurityGroups":
                 vpc = self.vpc_arn()
-                out += [Request("ec2:ModifyNetworkInterfaceAttribute",
-                                self.arn("ec2", "network-interface/eni-1"), {"ec2:Vpc": vpc})]
-                out += [Request("ec2:ModifyNetworkInterfaceAttribute",
-                                self.arn("ec2", f"security-group/{g}"), {"ec2:Vpc": vpc})
-                        for g in params["SecurityGroups"]]
+                out += [
+                    Request(
+                        "ec2:ModifyNetworkInterfaceAttribute",
+                        self.arn("ec2", "network-interface/eni-1"),
+                        {"ec2:Vpc": vpc},
+                    )
+                ]
+                out += [
+                    Request(
+                        "ec2:ModifyNetworkInterfaceAttribute",
+                        self.arn("ec2", f"security-group/{g}"),
+                        {"ec2:Vpc": vpc},
+                    )
+                    for g in params["SecurityGroups"]
+                ]
             return out
         fs_id = params["FileSystemId"]
         out = [Request(f"elasticfilesystem:{op}", fs(fs_id), self.fs_tags(fs_id))]
         if op == "CreateMountTarget":
             # EFS makes the mount target's network interface with the caller's permissions.
-            vpc = f"arn:aws:ec2:{self.region}:{self.account}:vpc/" \
-                  f"{self.vpc_of_subnet(params['SubnetId'])}"
-            out += [Request("ec2:DescribeSubnets", "*"),
-                    Request("ec2:DescribeNetworkInterfaces", "*"),
-                    Request("ec2:CreateNetworkInterface",
-                            self.arn("ec2", "network-interface/*")),
-                    Request("ec2:CreateNetworkInterface",
-                            self.arn("ec2", f"subnet/{params['SubnetId']}"), {"ec2:Vpc": vpc})]
-            out += [Request("ec2:CreateNetworkInterface",
-                            self.arn("ec2", f"security-group/{g}"), {"ec2:Vpc": vpc})
-                    for g in params.get("SecurityGroups", [])]
+            vpc = (
+                f"arn:aws:ec2:{self.region}:{self.account}:vpc/"
+                f"{self.vpc_of_subnet(params['SubnetId'])}"
+            )
+            out += [
+                Request("ec2:DescribeSubnets", "*"),
+                Request("ec2:DescribeNetworkInterfaces", "*"),
+                Request("ec2:CreateNetworkInterface", self.arn("ec2", "network-interface/*")),
+                Request(
+                    "ec2:CreateNetworkInterface",
+                    self.arn("ec2", f"subnet/{params['SubnetId']}"),
+                    {"ec2:Vpc": vpc},
+                ),
+            ]
+            out += [
+                Request(
+                    "ec2:CreateNetworkInterface",
+                    self.arn("ec2", f"security-group/{g}"),
+                    {"ec2:Vpc": vpc},
+                )
+                for g in params.get("SecurityGroups", [])
+            ]
         return out
 
     def vpc_arn(self) -> str:
         cluster = self.observer.client("eks").describe_cluster(
-            name=self.stack["eks"]["cluster_name"])["cluster"]
+            name=self.stack["eks"]["cluster_name"]
+        )["cluster"]
         return self.arn("ec2", f"vpc/{cluster['resourcesVpcConfig']['vpcId']}")
 
     def ec2(self, op: str, params: dict, ids: dict) -> list[Request]:
@@ -258,26 +329,41 @@ class Requests:
             context = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in tags}
             if tags:
                 context["aws:TagKeys"] = [t["Key"] for t in tags]
-            out = [Request("ec2:CreateSecurityGroup",
-                           self.arn("ec2", f"vpc/{params['VpcId']}"),
-                           {**context, "ec2:VpcID": params["VpcId"]}),
-                   Request("ec2:CreateSecurityGroup",
-                           self.arn("ec2", f"security-group/{ids['GroupId']}"), context)]
+            out = [
+                Request(
+                    "ec2:CreateSecurityGroup",
+                    self.arn("ec2", f"vpc/{params['VpcId']}"),
+                    {**context, "ec2:VpcID": params["VpcId"]},
+                ),
+                Request(
+                    "ec2:CreateSecurityGroup",
+                    self.arn("ec2", f"security-group/{ids['GroupId']}"),
+                    context,
+                ),
+            ]
             if tags:
-                out.append(Request("ec2:CreateTags",
-                                   self.arn("ec2", f"security-group/{ids['GroupId']}"),
-                                   {**context, "ec2:CreateAction": "CreateSecurityGroup"}))
+                out.append(
+                    Request(
+                        "ec2:CreateTags",
+                        self.arn("ec2", f"security-group/{ids['GroupId']}"),
+                        {**context, "ec2:CreateAction": "CreateSecurityGroup"},
+                    )
+                )
             return out
         if op in ("AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"):
             group = self.group(params["GroupId"])
             context = {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in group.get("Tags", [])}
             context["ec2:Vpc"] = self.arn("ec2", f"vpc/{group['VpcId']}")
-            return [Request(f"ec2:{op}", self.arn("ec2", f"security-group/{params['GroupId']}"),
-                            context)]
+            return [
+                Request(
+                    f"ec2:{op}", self.arn("ec2", f"security-group/{params['GroupId']}"), context
+                )
+            ]
         raise AssertionError(f"ec2:{op}")
 
 
 # --- the recording -------------------------------------------------------------------------
+
 
 class Recorder:
     """Record the calls of one job on an instrumented session, with the ids they created."""
@@ -310,8 +396,9 @@ def delete_efs_pieces(target, stack: dict) -> None:
         for mt in efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"]:
             efs.delete_mount_target(MountTargetId=mt["MountTargetId"])
         efs.delete_file_system(FileSystemId=fs["FileSystemId"])
-    for group in ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [
-            f"{token}-mount-targets"]}])["SecurityGroups"]:
+    for group in ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{token}-mount-targets"]}]
+    )["SecurityGroups"]:
         ec2.delete_security_group(GroupId=group["GroupId"])
 
 
@@ -319,18 +406,30 @@ def drift_efs_network(target, stack: dict) -> None:
     """What `apply` repairs: a 0.0.0.0/0 rule on the group, our group gone from a target."""
     efs, ec2 = target.client("efs"), target.client("ec2")
     token = stack["dags"]["efs"]["creation_token"]
-    [group] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [
-        f"{token}-mount-targets"]}])["SecurityGroups"]
-    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[{
-        "IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535,
-        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    [group] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{token}-mount-targets"]}]
+    )["SecurityGroups"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 0,
+                "ToPort": 65535,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
     [fs] = efs.describe_file_systems(CreationToken=token)["FileSystems"]
-    target_id = efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])[
-        "MountTargets"][0]["MountTargetId"]
-    default = ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]
-    efs.modify_mount_target_security_groups(MountTargetId=target_id,
-                                            SecurityGroups=[default["GroupId"]])
+    target_id = efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"][0][
+        "MountTargetId"
+    ]
+    default = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])[
+        "SecurityGroups"
+    ][0]
+    efs.modify_mount_target_security_groups(
+        MountTargetId=target_id, SecurityGroups=[default["GroupId"]]
+    )
 
 
 def drift_iam(admin, stack: dict) -> None:
@@ -338,8 +437,12 @@ def drift_iam(admin, stack: dict) -> None:
     default version of one of its policies."""
     iam = admin.client("iam")
     role = stack["aws"]["deploy_role"]
-    wide = json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]})
+    wide = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}],
+        }
+    )
     iam.put_role_policy(RoleName=role, PolicyName="break-glass", PolicyDocument=wide)
     arn = f"arn:aws:iam::{stack['aws']['account_id']}:policy/{stack['project']}-read-state-policy"
     iam.create_policy_version(PolicyArn=arn, PolicyDocument=wide, SetAsDefault=True)
@@ -380,7 +483,8 @@ def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -
         try:  # aws ecr describe-images --repository-name R --image-ids imageTag=T
             target.client("ecr").describe_images(
                 repositoryName=image_repository(recorder.run, stack),
-                imageIds=[{"imageTag": "0123456789ab"}])
+                imageIds=[{"imageTag": "0123456789ab"}],
+            )
         except ClientError as exc:
             assert exc.response["Error"]["Code"] == "ImageNotFoundException"
     elif name == "registry-login":  # aws ecr get-login-password
@@ -401,8 +505,9 @@ def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -
         try:
             push_dags(dags, bucket, stack["dags"]["prefix"], session=target)
             extra.unlink()
-            push_dags(dags, bucket, stack["dags"]["prefix"], session=target,
-                      max_delete_fraction=1.0)
+            push_dags(
+                dags, bucket, stack["dags"]["prefix"], session=target, max_delete_fraction=1.0
+            )
         finally:
             s3.put_bucket_policy(Bucket=bucket, Policy=policy)
     elif name == "plan-bootstrap":
@@ -442,9 +547,11 @@ def recorded(moto, tmp_path_factory):
             policies = []
             for attached in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
                 version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"][
-                    "DefaultVersionId"]
-                document = iam.get_policy_version(PolicyArn=attached["PolicyArn"],
-                                                  VersionId=version)["PolicyVersion"]["Document"]
+                    "DefaultVersionId"
+                ]
+                document = iam.get_policy_version(
+                    PolicyArn=attached["PolicyArn"], VersionId=version
+                )["PolicyVersion"]["Document"]
                 policies.append(document if isinstance(document, dict) else json.loads(document))
             recorder = Recorder(eks, account, region)
             workflow, job = JOBS[role.key]
@@ -453,8 +560,11 @@ def recorded(moto, tmp_path_factory):
                 for command in replayed(run):
                     replay(command, stack, root, recorder, admin, eks)
             calls = recorder.calls()
-            out[role.key] = (policies, [r for s, o, p, ids in calls
-                                        for r in requests.of(s, o, p, ids)], calls)
+            out[role.key] = (
+                policies,
+                [r for s, o, p, ids in calls for r in requests.of(s, o, p, ids)],
+                calls,
+            )
     return stack, out
 
 
@@ -468,8 +578,10 @@ def test_every_aws_command_of_a_job_is_replayed():
 
 def test_every_call_of_a_job_is_allowed_by_its_own_role(recorded):
     _, jobs = recorded
-    denied = {key: [r for r in requests if not allowed(policies, r)]
-              for key, (policies, requests, _) in jobs.items()}
+    denied = {
+        key: [r for r in requests if not allowed(policies, r)]
+        for key, (policies, requests, _) in jobs.items()
+    }
     assert denied == {key: [] for key in jobs}
 
 
@@ -488,9 +600,11 @@ def test_no_ci_role_can_write_iam_or_access_control(recorded):
     """The issue's line: no CI role holds an IAM write, a bucket-policy, public-access-block or
     lifecycle (log retention) write, or iam:PassRole, in any mode."""
     _, jobs = recorded
-    forbidden = re.compile(r"^iam:(?!Get|List)|^s3:Put(Bucket(Policy|PublicAccessBlock)|"
-                           r"PublicAccessBlock|LifecycleConfiguration)|"
-                           r"^eks:(Create|Associate|Update|Delete)")
+    forbidden = re.compile(
+        r"^iam:(?!Get|List)|^s3:Put(Bucket(Policy|PublicAccessBlock)|"
+        r"PublicAccessBlock|LifecycleConfiguration)|"
+        r"^eks:(Create|Associate|Update|Delete)"
+    )
     for key, (policies, _, _) in jobs.items():
         assert not [a for a in granted_actions(policies) if forbidden.search(a)], key
 
@@ -505,49 +619,95 @@ def test_jobs_really_ran(recorded):
     if source in ("s3-sync", "s3-bundle"):
         assert {"s3:PutObject", "s3:DeleteObject"} <= actions["sync_dags_role"]
     if source == "efs":
-        assert {"elasticfilesystem:CreateFileSystem", "ec2:CreateSecurityGroup",
-                "ec2:RevokeSecurityGroupIngress", "elasticfilesystem:CreateMountTarget",
-                "elasticfilesystem:ModifyMountTargetSecurityGroups"} <= actions["deploy_role"]
+        assert {
+            "elasticfilesystem:CreateFileSystem",
+            "ec2:CreateSecurityGroup",
+            "ec2:RevokeSecurityGroupIngress",
+            "elasticfilesystem:CreateMountTarget",
+            "elasticfilesystem:ModifyMountTargetSecurityGroups",
+        } <= actions["deploy_role"]
     if "build_sync_image_role" in jobs:
         assert "ecr:GetAuthorizationToken" in actions["build_sync_image_role"]
 
 
 def test_the_evaluator_denies_what_it_should():
     """The evaluator is what makes the replay mean something: it must say no."""
-    policy = {"Statement": [
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b",
-         "Condition": {"StringLike": {"s3:prefix": ["dags/*"]}}},
-        {"Effect": "Allow", "Action": "ec2:AuthorizeSecurityGroupIngress",
-         "Resource": "arn:aws:ec2:r:1:security-group/*",
-         "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_KEY}": "p"}}},
-        {"Effect": "Allow", "Action": "ec2:CreateSecurityGroup",
-         "Resource": "arn:aws:ec2:r:1:security-group/*",
-         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [TAG_KEY]},
-                       "StringEquals": {f"aws:RequestTag/{TAG_KEY}": "p"}}},
-        {"Effect": "Deny", "Action": "s3:*", "Resource": "*",
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-    ]}
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": "arn:aws:s3:::b",
+                "Condition": {"StringLike": {"s3:prefix": ["dags/*"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "ec2:AuthorizeSecurityGroupIngress",
+                "Resource": "arn:aws:ec2:r:1:security-group/*",
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_KEY}": "p"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "ec2:CreateSecurityGroup",
+                "Resource": "arn:aws:ec2:r:1:security-group/*",
+                "Condition": {
+                    "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_KEY]},
+                    "StringEquals": {f"aws:RequestTag/{TAG_KEY}": "p"},
+                },
+            },
+            {
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "Resource": "*",
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    }
     assert allowed([policy], Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "dags/"}))
     assert not allowed([policy], Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": ""}))
     assert not allowed([policy], Request("s3:ListBucket", "arn:aws:s3:::b"))  # HeadBucket
-    assert not allowed([policy], Request("s3:ListBucket", "arn:aws:s3:::other",
-                                         {"s3:prefix": "dags/"}))
-    assert not allowed([policy], Request("s3:ListBucket", "arn:aws:s3:::b", {
-        "s3:prefix": "dags/", "aws:SecureTransport": "false"}))
+    assert not allowed(
+        [policy], Request("s3:ListBucket", "arn:aws:s3:::other", {"s3:prefix": "dags/"})
+    )
+    assert not allowed(
+        [policy],
+        Request(
+            "s3:ListBucket",
+            "arn:aws:s3:::b",
+            {"s3:prefix": "dags/", "aws:SecureTransport": "false"},
+        ),
+    )
     sg = "arn:aws:ec2:r:1:security-group/sg-1"
-    assert allowed([policy], Request("ec2:AuthorizeSecurityGroupIngress", sg,
-                                     {f"aws:ResourceTag/{TAG_KEY}": "p"}))
+    assert allowed(
+        [policy],
+        Request("ec2:AuthorizeSecurityGroupIngress", sg, {f"aws:ResourceTag/{TAG_KEY}": "p"}),
+    )
     assert not allowed([policy], Request("ec2:AuthorizeSecurityGroupIngress", sg, {}))
-    assert not allowed([policy], Request("ec2:AuthorizeSecurityGroupIngress", sg,
-                                         {f"aws:ResourceTag/{TAG_KEY}": "q"}))
-    assert allowed([policy], Request("ec2:CreateSecurityGroup", sg, {
-        f"aws:RequestTag/{TAG_KEY}": "p", "aws:TagKeys": [TAG_KEY]}))
-    assert not allowed([policy], Request("ec2:CreateSecurityGroup", sg, {
-        f"aws:RequestTag/{TAG_KEY}": "p", "aws:TagKeys": [TAG_KEY, "Owner"]}))
+    assert not allowed(
+        [policy],
+        Request("ec2:AuthorizeSecurityGroupIngress", sg, {f"aws:ResourceTag/{TAG_KEY}": "q"}),
+    )
+    assert allowed(
+        [policy],
+        Request(
+            "ec2:CreateSecurityGroup",
+            sg,
+            {f"aws:RequestTag/{TAG_KEY}": "p", "aws:TagKeys": [TAG_KEY]},
+        ),
+    )
+    assert not allowed(
+        [policy],
+        Request(
+            "ec2:CreateSecurityGroup",
+            sg,
+            {f"aws:RequestTag/{TAG_KEY}": "p", "aws:TagKeys": [TAG_KEY, "Owner"]},
+        ),
+    )
     assert not allowed([policy], Request("ec2:CreateSecurityGroup", sg, {}))
 
 
 # --- the DAG readers' policy against the calls the readers make ----------------------------
+
 
 def reader_requests(stack: dict) -> list[Request]:
     """What the pods that read DAGs ask S3 for, per mode.
@@ -563,17 +723,22 @@ def reader_requests(stack: dict) -> list[Request]:
     prefix = stack["dags"]["prefix"].strip("/")
     key = f"{bucket}/{prefix}/example_dag.py"
     if stack["dags"]["source"] == "s3-bundle":
-        return [Request("s3:ListBucket", bucket),  # HeadBucket: no s3:prefix key at all
-                Request("s3:ListBucket", bucket, {"s3:prefix": "", "s3:delimiter": "/"}),
-                Request("s3:ListBucket", bucket, {"s3:prefix": prefix}),
-                Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
-                Request("s3:GetObject", key)]
-    return [Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
-            Request("s3:GetObject", key)]
+        return [
+            Request("s3:ListBucket", bucket),  # HeadBucket: no s3:prefix key at all
+            Request("s3:ListBucket", bucket, {"s3:prefix": "", "s3:delimiter": "/"}),
+            Request("s3:ListBucket", bucket, {"s3:prefix": prefix}),
+            Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
+            Request("s3:GetObject", key),
+        ]
+    return [
+        Request("s3:ListBucket", bucket, {"s3:prefix": f"{prefix}/"}),
+        Request("s3:GetObject", key),
+    ]
 
 
-@pytest.mark.skipif(not (REPO / "iam" / "dag-read-policy.json").exists(),
-                    reason="no DAG bucket in this mode")
+@pytest.mark.skipif(
+    not (REPO / "iam" / "dag-read-policy.json").exists(), reason="no DAG bucket in this mode"
+)
 def test_dag_readers_can_do_what_their_reader_does_and_no_more():
     stack = load_stack(REPO)
     policy = json.loads((REPO / "iam" / "dag-read-policy.json").read_text())
@@ -581,11 +746,13 @@ def test_dag_readers_can_do_what_their_reader_does_and_no_more():
     assert denied == []
     bucket = f"arn:aws:s3:::{stack['dags']['bucket']}"
     prefix = stack["dags"]["prefix"].strip("/")
-    for outside in (Request("s3:GetObject", f"{bucket}/secrets/creds.py"),
-                    Request("s3:ListBucket", bucket, {"s3:prefix": "secrets/"}),
-                    Request("s3:ListBucket", bucket, {"s3:prefix": ""}),  # whole bucket, deep
-                    Request("s3:PutObject", f"{bucket}/{prefix}/x.py"),
-                    Request("s3:GetObject", f"arn:aws:s3:::other-bucket/{prefix}/x.py")):
+    for outside in (
+        Request("s3:GetObject", f"{bucket}/secrets/creds.py"),
+        Request("s3:ListBucket", bucket, {"s3:prefix": "secrets/"}),
+        Request("s3:ListBucket", bucket, {"s3:prefix": ""}),  # whole bucket, deep
+        Request("s3:PutObject", f"{bucket}/{prefix}/x.py"),
+        Request("s3:GetObject", f"arn:aws:s3:::other-bucket/{prefix}/x.py"),
+    ):
         assert not allowed([policy], outside), outside
     if stack["dags"]["source"] == "s3-sync":  # no listing without the prefix in this mode
         assert not allowed([policy], Request("s3:ListBucket", bucket))

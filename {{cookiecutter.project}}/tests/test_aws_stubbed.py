@@ -38,8 +38,9 @@ SCOPE = {"type": "namespace", "namespaces": ["airflow"]}
 def stubbed(monkeypatch):
     """(ctx, stubber): an AwsContext whose EKS client is stubbed; no endpoint is ever reached."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    target = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x",
-                           region_name="eu-west-1")
+    target = boto3.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name="eu-west-1"
+    )
     ctx = AwsContext(stack_for("efs"), ".", target, dry_run=False)
     client = ctx.client("eks")
     ctx._cluster = {"name": CLUSTER, "accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}
@@ -49,22 +50,36 @@ def stubbed(monkeypatch):
 
 
 def not_found(stubber, operation, params):
-    stubber.add_client_error(operation, "ResourceNotFoundException", "not found", 404,
-                             expected_params=params)
+    stubber.add_client_error(
+        operation, "ResourceNotFoundException", "not found", 404, expected_params=params
+    )
 
 
 def addon(role=ROLE):
-    return {"addon": {"addonName": "aws-efs-csi-driver", "clusterName": CLUSTER,
-                      "status": "ACTIVE", "serviceAccountRoleArn": role}}
+    return {
+        "addon": {
+            "addonName": "aws-efs-csi-driver",
+            "clusterName": CLUSTER,
+            "status": "ACTIVE",
+            "serviceAccountRoleArn": role,
+        }
+    }
 
 
 def test_addon_created_with_the_csi_role(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
     not_found(stub, "describe_addon", key)
-    stub.add_response("create_addon", addon(), {
-        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "OVERWRITE",
-        "tags": {"airflow-gitops/project": "airflow-gitops"}})
+    stub.add_response(
+        "create_addon",
+        addon(),
+        {
+            **key,
+            "serviceAccountRoleArn": ROLE,
+            "resolveConflicts": "OVERWRITE",
+            "tags": {"airflow-gitops/project": "airflow-gitops"},
+        },
+    )
     [result] = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver").converge(ctx)
     assert (result.action, result.kind) == ("create", "eks add-on")
 
@@ -73,8 +88,11 @@ def test_addon_with_another_role_is_updated_and_same_role_is_ok(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "addonName": "aws-efs-csi-driver"}
     stub.add_response("describe_addon", addon("arn:aws:iam::123456789012:role/old"), key)
-    stub.add_response("update_addon", {"update": {"id": "u1", "status": "InProgress"}}, {
-        **key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "PRESERVE"})
+    stub.add_response(
+        "update_addon",
+        {"update": {"id": "u1", "status": "InProgress"}},
+        {**key, "serviceAccountRoleArn": ROLE, "resolveConflicts": "PRESERVE"},
+    )
     stub.add_response("describe_addon", addon(), key)
     converger = EksAddon("aws-efs-csi-driver", "airflow-gitops-efs-csi-driver")
     assert converger.converge(ctx)[0].action == "update"
@@ -93,10 +111,16 @@ def test_access_entry_and_namespace_scoped_admin_policy(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
     not_found(stub, "describe_access_entry", key)
-    stub.add_response("create_access_entry", {"accessEntry": {"principalArn": DEPLOY}},
-                      {**key, "type": "STANDARD"})
-    stub.add_response("associate_access_policy", {"clusterName": CLUSTER, "principalArn": DEPLOY},
-                      {**key, "policyArn": ADMIN, "accessScope": SCOPE})
+    stub.add_response(
+        "create_access_entry",
+        {"accessEntry": {"principalArn": DEPLOY}},
+        {**key, "type": "STANDARD"},
+    )
+    stub.add_response(
+        "associate_access_policy",
+        {"clusterName": CLUSTER, "principalArn": DEPLOY},
+        {**key, "policyArn": ADMIN, "accessScope": SCOPE},
+    )
     entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
     assert (entry.action, association.action) == ("create", "create")
     assert association.details == ["namespace airflow"]
@@ -106,12 +130,18 @@ def test_access_policy_with_cluster_scope_is_narrowed(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
-    stub.add_response("list_associated_access_policies", {
-        "clusterName": CLUSTER, "principalArn": DEPLOY,
-        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": {"type": "cluster"}}]},
-        key)
-    stub.add_response("associate_access_policy", {}, {**key, "policyArn": ADMIN,
-                                                      "accessScope": SCOPE})
+    stub.add_response(
+        "list_associated_access_policies",
+        {
+            "clusterName": CLUSTER,
+            "principalArn": DEPLOY,
+            "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": {"type": "cluster"}}],
+        },
+        key,
+    )
+    stub.add_response(
+        "associate_access_policy", {}, {**key, "policyArn": ADMIN, "accessScope": SCOPE}
+    )
     entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
     assert (entry.action, association.action) == ("ok", "update")
 
@@ -121,11 +151,18 @@ def test_extra_access_policy_on_a_ci_role_is_removed(stubbed):
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
     cluster_admin = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
-    stub.add_response("list_associated_access_policies", {
-        "clusterName": CLUSTER, "principalArn": DEPLOY,
-        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE},
-                                     {"policyArn": cluster_admin,
-                                      "accessScope": {"type": "cluster"}}]}, key)
+    stub.add_response(
+        "list_associated_access_policies",
+        {
+            "clusterName": CLUSTER,
+            "principalArn": DEPLOY,
+            "associatedAccessPolicies": [
+                {"policyArn": ADMIN, "accessScope": SCOPE},
+                {"policyArn": cluster_admin, "accessScope": {"type": "cluster"}},
+            ],
+        },
+        key,
+    )
     stub.add_response("disassociate_access_policy", {}, {**key, "policyArn": cluster_admin})
     entry, association = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
     assert (entry.action, association.action) == ("ok", "update")
@@ -137,10 +174,18 @@ def test_access_entry_in_place_is_ok(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
-    stub.add_response("list_associated_access_policies", {
-        "clusterName": CLUSTER, "principalArn": DEPLOY,
-        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}]}, key)
-    assert [r.action for r in EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)] == ["ok", "ok"]
+    stub.add_response(
+        "list_associated_access_policies",
+        {
+            "clusterName": CLUSTER,
+            "principalArn": DEPLOY,
+            "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}],
+        },
+        key,
+    )
+    assert [
+        r.action for r in EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY).converge(ctx)
+    ] == ["ok", "ok"]
 
 
 def test_config_map_only_cluster_says_how_to_enable_access_entries(stubbed):
@@ -161,7 +206,8 @@ def test_access_denied_on_create_addon_names_both_permissions(stubbed):
     with pytest.raises(AwsError) as caught, aws_call(converger.label):
         converger.converge(ctx)
     assert str(caught.value).startswith(
-        "eks add-on aws-efs-csi-driver: access denied for eks:CreateAddon, iam:PassRole")
+        "eks add-on aws-efs-csi-driver: access denied for eks:CreateAddon, iam:PassRole"
+    )
     assert not isinstance(caught.value, ConvergeError)
 
 
@@ -175,11 +221,20 @@ def test_oidc_provider_without_sts_audience_gets_it_added(stubbed):
     ctx, _ = stubbed
     iam = stubbed_client(ctx, "iam")
     arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
-    iam.add_response("get_open_id_connect_provider", {
-        "Url": "token.actions.githubusercontent.com", "ClientIDList": ["other"],
-        "ThumbprintList": ["a" * 40]}, {"OpenIDConnectProviderArn": arn})
-    iam.add_response("add_client_id_to_open_id_connect_provider", {}, {
-        "OpenIDConnectProviderArn": arn, "ClientID": "sts.amazonaws.com"})
+    iam.add_response(
+        "get_open_id_connect_provider",
+        {
+            "Url": "token.actions.githubusercontent.com",
+            "ClientIDList": ["other"],
+            "ThumbprintList": ["a" * 40],
+        },
+        {"OpenIDConnectProviderArn": arn},
+    )
+    iam.add_response(
+        "add_client_id_to_open_id_connect_provider",
+        {},
+        {"OpenIDConnectProviderArn": arn, "ClientID": "sts.amazonaws.com"},
+    )
     [result] = OidcProvider("token.actions.githubusercontent.com").converge(ctx)
     assert (result.action, result.details) == ("update", ["add audience sts.amazonaws.com"])
     iam.assert_no_pending_responses()
@@ -189,10 +244,15 @@ def test_new_oidc_provider_is_created_without_thumbprint(stubbed):
     ctx, _ = stubbed
     iam = stubbed_client(ctx, "iam")
     iam.add_client_error("get_open_id_connect_provider", "NoSuchEntity", "no", 404)
-    iam.add_response("create_open_id_connect_provider", {"OpenIDConnectProviderArn": "arn:aws:iam::123456789012:oidc-provider/x"}, {
-        "Url": "https://token.actions.githubusercontent.com",
-        "ClientIDList": ["sts.amazonaws.com"],  # no ThumbprintList: IAM handles it
-        "Tags": [{"Key": "airflow-gitops/project", "Value": "airflow-gitops"}]})
+    iam.add_response(
+        "create_open_id_connect_provider",
+        {"OpenIDConnectProviderArn": "arn:aws:iam::123456789012:oidc-provider/x"},
+        {
+            "Url": "https://token.actions.githubusercontent.com",
+            "ClientIDList": ["sts.amazonaws.com"],  # no ThumbprintList: IAM handles it
+            "Tags": [{"Key": "airflow-gitops/project", "Value": "airflow-gitops"}],
+        },
+    )
     assert OidcProvider("token.actions.githubusercontent.com").converge(ctx)[0].action == "create"
     iam.assert_no_pending_responses()
 
@@ -201,19 +261,34 @@ TAGS = [{"Key": "airflow-gitops/project", "Value": "airflow-gitops"}]
 
 
 def file_system(mode, state="available", encrypted=True, tags=TAGS):
-    return {"FileSystems": [{
-        "OwnerId": "123456789012", "CreationToken": "airflow-gitops-dags", "FileSystemId": "fs-1",
-        "CreationTime": "2026-01-01T00:00:00Z", "LifeCycleState": state,
-        "NumberOfMountTargets": 0, "SizeInBytes": {"Value": 0}, "PerformanceMode":
-        "generalPurpose", "Encrypted": encrypted, "ThroughputMode": mode, "Tags": tags}]}
+    return {
+        "FileSystems": [
+            {
+                "OwnerId": "123456789012",
+                "CreationToken": "airflow-gitops-dags",
+                "FileSystemId": "fs-1",
+                "CreationTime": "2026-01-01T00:00:00Z",
+                "LifeCycleState": state,
+                "NumberOfMountTargets": 0,
+                "SizeInBytes": {"Value": 0},
+                "PerformanceMode": "generalPurpose",
+                "Encrypted": encrypted,
+                "ThroughputMode": mode,
+                "Tags": tags,
+            }
+        ]
+    }
 
 
 def test_untagged_file_system_gets_the_project_tag(stubbed):
     """The deploy role may change only file systems tagged for this project."""
     ctx, _ = stubbed
     efs = stubbed_client(ctx, "efs")
-    efs.add_response("describe_file_systems", file_system("elastic", tags=[]),
-                     {"CreationToken": "airflow-gitops-dags"})
+    efs.add_response(
+        "describe_file_systems",
+        file_system("elastic", tags=[]),
+        {"CreationToken": "airflow-gitops-dags"},
+    )
     efs.add_response("tag_resource", {}, {"ResourceId": "fs-1", "Tags": TAGS})
     [result] = EfsFileSystem("airflow-gitops-dags").converge(ctx)
     assert result.details == ["tag airflow-gitops/project"]
@@ -223,10 +298,14 @@ def test_untagged_file_system_gets_the_project_tag(stubbed):
 def test_efs_throughput_mode_follows_stack(stubbed):
     ctx, _ = stubbed
     efs = stubbed_client(ctx, "efs")
-    efs.add_response("describe_file_systems", file_system("bursting"),
-                     {"CreationToken": "airflow-gitops-dags"})
-    efs.add_response("update_file_system", {**file_system("elastic")["FileSystems"][0]},
-                     {"FileSystemId": "fs-1", "ThroughputMode": "elastic"})
+    efs.add_response(
+        "describe_file_systems", file_system("bursting"), {"CreationToken": "airflow-gitops-dags"}
+    )
+    efs.add_response(
+        "update_file_system",
+        {**file_system("elastic")["FileSystems"][0]},
+        {"FileSystemId": "fs-1", "ThroughputMode": "elastic"},
+    )
     [result] = EfsFileSystem("airflow-gitops-dags").converge(ctx)
     assert (result.action, result.details) == ("update", ["throughput mode bursting -> elastic"])
     efs.assert_no_pending_responses()
@@ -235,8 +314,11 @@ def test_efs_throughput_mode_follows_stack(stubbed):
 def test_unencrypted_file_system_is_an_error_with_the_way_out(stubbed):
     ctx, _ = stubbed
     efs = stubbed_client(ctx, "efs")
-    efs.add_response("describe_file_systems", file_system("elastic", encrypted=False),
-                     {"CreationToken": "airflow-gitops-dags"})
+    efs.add_response(
+        "describe_file_systems",
+        file_system("elastic", encrypted=False),
+        {"CreationToken": "airflow-gitops-dags"},
+    )
     with pytest.raises(AwsError, match="cannot encrypt in place"):
         EfsFileSystem("airflow-gitops-dags").converge(ctx)
 
@@ -246,17 +328,32 @@ def test_pod_identity_association_created_then_repointed(stubbed):
     key = {"clusterName": CLUSTER, "namespace": "airflow", "serviceAccount": "airflow-dag-reader"}
     role = "arn:aws:iam::123456789012:role/airflow-gitops-dag-reader"
     stub.add_response("list_pod_identity_associations", {"associations": []}, key)
-    stub.add_response("create_pod_identity_association", {"association": {}}, {
-        **key, "roleArn": role, "tags": {"airflow-gitops/project": "airflow-gitops"}})
+    stub.add_response(
+        "create_pod_identity_association",
+        {"association": {}},
+        {**key, "roleArn": role, "tags": {"airflow-gitops/project": "airflow-gitops"}},
+    )
     converger = PodIdentityAssociation("airflow", "airflow-dag-reader", "airflow-gitops-dag-reader")
     assert converger.converge(ctx)[0].action == "create"
-    stub.add_response("list_pod_identity_associations", {"associations": [
-        {**key, "associationId": "a-1"}]}, key)
-    stub.add_response("describe_pod_identity_association", {"association": {
-        **key, "associationId": "a-1", "roleArn": "arn:aws:iam::123456789012:role/other"}},
-        {"clusterName": CLUSTER, "associationId": "a-1"})
-    stub.add_response("update_pod_identity_association", {"association": {}},
-                      {"clusterName": CLUSTER, "associationId": "a-1", "roleArn": role})
+    stub.add_response(
+        "list_pod_identity_associations", {"associations": [{**key, "associationId": "a-1"}]}, key
+    )
+    stub.add_response(
+        "describe_pod_identity_association",
+        {
+            "association": {
+                **key,
+                "associationId": "a-1",
+                "roleArn": "arn:aws:iam::123456789012:role/other",
+            }
+        },
+        {"clusterName": CLUSTER, "associationId": "a-1"},
+    )
+    stub.add_response(
+        "update_pod_identity_association",
+        {"association": {}},
+        {"clusterName": CLUSTER, "associationId": "a-1", "roleArn": role},
+    )
     assert converger.converge(ctx)[0].action == "update"
 
 
@@ -264,8 +361,14 @@ def test_addon_without_a_role_for_pod_identity(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "addonName": "eks-pod-identity-agent"}
     not_found(stub, "describe_addon", key)
-    stub.add_response("create_addon", {"addon": {}}, {
-        **key, "resolveConflicts": "OVERWRITE",
-        "tags": {"airflow-gitops/project": "airflow-gitops"}})
+    stub.add_response(
+        "create_addon",
+        {"addon": {}},
+        {
+            **key,
+            "resolveConflicts": "OVERWRITE",
+            "tags": {"airflow-gitops/project": "airflow-gitops"},
+        },
+    )
     [result] = EksAddon("eks-pod-identity-agent", None).converge(ctx)
     assert (result.action, result.details) == ("create", ["no IRSA role"])

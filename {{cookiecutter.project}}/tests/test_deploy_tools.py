@@ -31,8 +31,13 @@ STACK = {
     "github": {"repository": "o/demo", "deploy_branch": "main", "environment": "production"},
     "aws": {"account_id": "123456789012", "region": REGION, "deploy_role": "demo-deploy"},
     "eks": {"cluster_name": "c1"},
-    "airflow": {"namespace": "airflow", "release": "airflow", "chart_version": "1.22.0",
-                "version": "3.2.2", "executor": "CeleryExecutor"},
+    "airflow": {
+        "namespace": "airflow",
+        "release": "airflow",
+        "chart_version": "1.22.0",
+        "version": "3.2.2",
+        "executor": "CeleryExecutor",
+    },
     "dags": {"source": "s3-sync", "sync_image": "own-image"},
     "images": {"s3_sync_repository": REPOSITORY, "airflow": "apache/airflow:3.2.2"},
 }
@@ -80,7 +85,9 @@ def make_repo(root: Path, stack: dict | None = None) -> Path:
     (root / "agent" / "__pycache__").mkdir(parents=True)
     (root / "stack.yaml").write_text(yaml.safe_dump(stack or STACK))
     (root / "helm" / "values.yaml").write_text(VALUES)
-    (root / "k8s" / "namespace.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: airflow\n")
+    (root / "k8s" / "namespace.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: airflow\n"
+    )
     (root / "images" / "s3-sync" / "Dockerfile").write_text(DOCKERFILE)
     (root / "requirements.txt").write_text("boto3==1\n")
     (root / "agent" / "main.py").write_text("print('agent')\n")
@@ -203,15 +210,20 @@ def test_ci_facts_refuses_a_value_that_would_inject_outputs(repo):
 def test_ci_facts_writes_github_output(tmp_path):
     output = tmp_path / "out"
     env = {**os.environ, "GITHUB_OUTPUT": str(output)}
-    subprocess.run([sys.executable, "-m", "airflow_gitops", "ci-facts"], cwd=REPO, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "airflow_gitops", "ci-facts"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
     assert lines["chart_version"] and lines["namespace"] and lines["deploy_branch"]
 
 
 # --- fake kubectl ----------------------------------------------------------------------------
 
-FAKE_KUBECTL = r'''
+FAKE_KUBECTL = r"""
 import json, os, subprocess, sys
 state = os.environ["FAKE_KUBE_STATE"]
 args = sys.argv[1:]
@@ -244,7 +256,7 @@ elif args[0] == "exec":
     env = {**os.environ, "DAGS_ROOT": os.path.join(state, "volume")}
     os.makedirs(env["DAGS_ROOT"], exist_ok=True)
     sys.exit(subprocess.run(script_args, stdin=sys.stdin, env=env).returncode)
-'''
+"""
 
 
 @pytest.fixture
@@ -282,13 +294,17 @@ def test_ensure_secrets_creates_missing_keys_once_and_never_logs_them(kube, caps
         assert next(iter(value.values())) not in printed
         assert all(next(iter(value.values())) not in " ".join(c) for c in calls(kube))
     import base64
+
     assert len(base64.urlsafe_b64decode(created[0]["fernet-key"])) == 32
     cluster_secrets.ensure_secrets("airflow", values)  # second run: nothing created
     assert len((kube / "values.txt").read_text().splitlines()) == 3
 
 
 def test_ensure_secrets_fails_clearly_without_the_database_secret(kube):
-    with pytest.raises(ToolkitError, match=r"airflow/airflow-metadata-db .*does not exist.*kubectl create secret generic"):
+    with pytest.raises(
+        ToolkitError,
+        match=r"airflow/airflow-metadata-db .*does not exist.*kubectl create secret generic",
+    ):
         cluster_secrets.ensure_secrets("airflow", yaml.safe_load(VALUES))
     assert not (kube / "values.txt").exists()
 
@@ -333,8 +349,14 @@ def test_efs_publish_waits_for_the_claim_the_first_deploy_creates(repo, kube, mo
 def test_efs_publish_gives_up_on_a_claim_that_never_appears(repo, kube, monkeypatch):
     monkeypatch.setenv("FAKE_PVC_MISSING_POLLS", "1000")
     with pytest.raises(ToolkitError, match=r"PVC airflow/airflow-dags does not exist after 60 s"):
-        efs_publish.publish(efs_stack(), repo / "dags", "10s", out=lambda _: None,
-                            claim_timeout=60, sleep=lambda _: None)
+        efs_publish.publish(
+            efs_stack(),
+            repo / "dags",
+            "10s",
+            out=lambda _: None,
+            claim_timeout=60,
+            sleep=lambda _: None,
+        )
     assert [c[0] for c in calls(kube)] == ["get"] * 5  # never a pod for a missing volume
 
 

@@ -34,8 +34,13 @@ SYNC_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/s3-sync:src-0123456
 def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
     dags: dict = {"source": source, "mount_path": "/opt/airflow/dags", "sync_interval_seconds": 30}
     if source in ("s3-sync", "s3-bundle"):
-        dags.update(bucket=BUCKET, prefix="dags", reader_service_account="af-dag-reader",
-                    parser_service_account="af-dag-parser", reader_role="team-dag-reader")
+        dags.update(
+            bucket=BUCKET,
+            prefix="dags",
+            reader_service_account="af-dag-reader",
+            parser_service_account="af-dag-parser",
+            reader_role="team-dag-reader",
+        )
     if source == "s3-sync":
         dags["sync_image"] = "own-image"
     if source == "git-sync":
@@ -57,9 +62,19 @@ def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
         }
     return {
         "project": "team",
-        "github": {"repository": "org/team", "deploy_branch": "main", "environment": "production", "oidc_subject": "classic"},
-        "aws": {"account_id": ACCOUNT, "region": REGION, "deploy_role": "team-deploy",
-                "drift_check_role": "team-drift-check", "ebs_csi_driver_role": "team-ebs-csi-driver"},
+        "github": {
+            "repository": "org/team",
+            "deploy_branch": "main",
+            "environment": "production",
+            "oidc_subject": "classic",
+        },
+        "aws": {
+            "account_id": ACCOUNT,
+            "region": REGION,
+            "deploy_role": "team-deploy",
+            "drift_check_role": "team-drift-check",
+            "ebs_csi_driver_role": "team-ebs-csi-driver",
+        },
         "eks": {"cluster_name": "platform"},
         "airflow": {
             "namespace": "af",
@@ -140,8 +155,12 @@ def values(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
         }
     elif source == "efs":
         # The claim of k8s/, read-only in every DAG reader (only efs-publish writes).
-        volumes = [{"name": "efs-dags",
-                    "persistentVolumeClaim": {"claimName": "af-dags", "readOnly": True}}]
+        volumes = [
+            {
+                "name": "efs-dags",
+                "persistentVolumeClaim": {"claimName": "af-dags", "readOnly": True},
+            }
+        ]
         mounts = [{"name": "efs-dags", "mountPath": "/opt/airflow/dags", "readOnly": True}]
         efs_dags = {"extraVolumes": volumes, "extraVolumeMounts": mounts}
         out["dagProcessor"] = dict(efs_dags)
@@ -196,15 +215,51 @@ def build(root: Path, source: str = "s3-sync", executor: str = "CeleryExecutor")
     manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "af"}}]
     if source in ("s3-sync", "s3-bundle"):
         for name in ("af-dag-reader", "af-dag-parser"):
-            manifests.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-                "name": name, "namespace": "af",
-                "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"}}})
-        (root / "iam" / "dag-reader-trust.json").write_text(json.dumps(trust([
-            "system:serviceaccount:af:af-dag-reader", "system:serviceaccount:af:af-dag-parser"]), indent=2))
-        (root / "iam" / "dag-read-policy.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}",
-             "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}}},
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/dags/*"}]}, indent=2))
+            manifests.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": name,
+                        "namespace": "af",
+                        "annotations": {
+                            "eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/team-dag-reader"
+                        },
+                    },
+                }
+            )
+        (root / "iam" / "dag-reader-trust.json").write_text(
+            json.dumps(
+                trust(
+                    [
+                        "system:serviceaccount:af:af-dag-reader",
+                        "system:serviceaccount:af:af-dag-parser",
+                    ]
+                ),
+                indent=2,
+            )
+        )
+        (root / "iam" / "dag-read-policy.json").write_text(
+            json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:ListBucket",
+                            "Resource": f"arn:aws:s3:::{BUCKET}",
+                            "Condition": {"StringLike": {"s3:prefix": ["dags", "dags/*"]}},
+                        },
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:GetObject",
+                            "Resource": f"arn:aws:s3:::{BUCKET}/dags/*",
+                        },
+                    ],
+                },
+                indent=2,
+            )
+        )
     if source == "efs":
         manifests.append(
             {
@@ -405,9 +460,7 @@ def test_service_account_create_false_without_name(tmp_path):
 
 def test_claim_in_values_must_exist(tmp_path):
     root = build(tmp_path, "efs")
-    line = edit(
-        root / "helm" / "values.yaml", "claimName: af-dags", "claimName: airflow-dags"
-    )
+    line = edit(root / "helm" / "values.yaml", "claimName: af-dags", "claimName: airflow-dags")
     assert ("pvc-missing", line) in {(f.rule, f.line) for f in findings(root)}
 
 

@@ -23,14 +23,22 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     if parser.prog.endswith(" plan"):
-        parser.add_argument("--bootstrap", action="store_true",
-                            help="also plan the GitHub settings bootstrap makes (token needed)")
+        parser.add_argument(
+            "--bootstrap",
+            action="store_true",
+            help="also plan the GitHub settings bootstrap makes (token needed)",
+        )
     if parser.prog.endswith(" destroy"):
-        parser.add_argument("--dry-run", action="store_true",
-                            help="only say what would be deleted (exit 2 if anything)")
-        parser.add_argument("--delete-data", action="store_true",
-                            help="also delete a bucket with DAGs, images, a file system "
-                                 "with files")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="only say what would be deleted (exit 2 if anything)",
+        )
+        parser.add_argument(
+            "--delete-data",
+            action="store_true",
+            help="also delete a bucket with DAGs, images, a file system with files",
+        )
 
 
 class ConvergeError(ToolkitError):
@@ -46,16 +54,26 @@ def check_identity(ctx) -> str:
     with aws_call("aws credentials"):
         identity = ctx.client("sts").get_caller_identity()
     if identity["Account"] != ctx.account:
-        raise AwsError(f"aws credentials: they are for account {identity['Account']} "
-                       f"({identity['Arn']}), stack.yaml aws.account_id is {ctx.account}; "
-                       "switch AWS_PROFILE or fix stack.yaml")
+        raise AwsError(
+            f"aws credentials: they are for account {identity['Account']} "
+            f"({identity['Arn']}), stack.yaml aws.account_id is {ctx.account}; "
+            "switch AWS_PROFILE or fix stack.yaml"
+        )
     return identity["Arn"]
 
 
-def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=None,
-             bootstrap_set: bool = False, echo: Callable[[Result], None] | None = None,
-             sleep=None, http=None, dry_run: bool = False,
-             delete_data: bool = False) -> list[Result]:
+def converge(
+    command: str,
+    stack: dict,
+    root: Path | str = REPO_ROOT,
+    session=None,
+    bootstrap_set: bool = False,
+    echo: Callable[[Result], None] | None = None,
+    sleep=None,
+    http=None,
+    dry_run: bool = False,
+    delete_data: bool = False,
+) -> list[Result]:
     """Run ``command`` (plan/apply/bootstrap/destroy) and return one Result per resource.
 
     ``session`` is the boto3 session to use (default: a new one in stack.yaml's region);
@@ -77,8 +95,9 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
     except (KeyError, TypeError) as exc:
         raise ToolkitError(f"stack.yaml: missing or malformed {exc}; run `make validate`") from None
     kwargs = {"sleep": sleep} if sleep else {}
-    ctx = AwsContext(stack, root, session or new_session(region), dry_run=command != "bootstrap",
-                     **kwargs)
+    ctx = AwsContext(
+        stack, root, session or new_session(region), dry_run=command != "bootstrap", **kwargs
+    )
     results: list[Result] = []
 
     def run_all(items) -> None:
@@ -95,13 +114,15 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
             destroy(ctx, resources, results, echo, dry_run, delete_data)
             return results
         for role in ci_roles(stack):
-            github.check_trust_subject(ctx, role.trust_file,
-                                       github.subject(stack, role.workflow, role.environment))
+            github.check_trust_subject(
+                ctx, role.trust_file, github.subject(stack, role.workflow, role.environment)
+            )
         if bootstrap:
             token = github.token()
             http = http or (github.api(token) if token else None)
-            run_all([github.GithubSubjectTemplate(stack, http),
-                     github.GithubEnvironment(stack, http)])
+            run_all(
+                [github.GithubSubjectTemplate(stack, http), github.GithubEnvironment(stack, http)]
+            )
         if command == "apply":
             # IAM and access control are bootstrap's: read them, and stop before any change
             # if they are not what iam/ and stack.yaml say.
@@ -109,8 +130,10 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
             drifted = [r for r in results if r.changes]
             if drifted:
                 names = ", ".join(f"{r.kind} {r.name}" for r in drifted)
-                raise ToolkitError(f"{names}: not as iam/ and stack.yaml describe (see "
-                                   "`make plan`); run `make bootstrap`")
+                raise ToolkitError(
+                    f"{names}: not as iam/ and stack.yaml describe (see "
+                    "`make plan`); run `make bootstrap`"
+                )
             ctx.dry_run = False
             run_all(apply_owned(resources))
         else:
@@ -122,8 +145,7 @@ def converge(command: str, stack: dict, root: Path | str = REPO_ROOT, session=No
     return results
 
 
-def destroy(ctx, resources, results: list[Result], echo, dry_run: bool,
-            delete_data: bool) -> None:
+def destroy(ctx, resources, results: list[Result], echo, dry_run: bool, delete_data: bool) -> None:
     """Everything this repo made, in reverse order. A first read-only pass finds what would
     be refused (a bucket with DAGs, a file system with files) before anything is deleted."""
     ctx.delete_data = delete_data
@@ -147,8 +169,10 @@ def summary(command: str, results: list[Result], dry_run: bool = False) -> str:
             tail = "; run `make destroy`" if deleted else ""
             return f"Destroy plan: {deleted} to delete{tail}."
         return f"Destroy complete: {deleted} deleted."
-    counts = {action: sum(r.action == action for r in results)
-              for action in ("create", "update", "ok", "manual")}
+    counts = {
+        action: sum(r.action == action for r in results)
+        for action in ("create", "update", "ok", "manual")
+    }
     manual = f", {counts['manual']} to do by hand" if counts["manual"] else ""
     if command == "plan":
         changed = [r for r in results if r.changes]
@@ -157,10 +181,14 @@ def summary(command: str, results: list[Result], dry_run: bool = False) -> str:
             tail = "; run `make bootstrap` (as an admin)"
         elif changed:
             tail = "; run `make apply`"
-        return (f"Plan: {counts['create']} to create, {counts['update']} to update, "
-                f"{counts['ok']} unchanged{manual}{tail}.")
-    return (f"{command.capitalize()} complete: {counts['create']} created, "
-            f"{counts['update']} updated, {counts['ok']} unchanged{manual}.")
+        return (
+            f"Plan: {counts['create']} to create, {counts['update']} to update, "
+            f"{counts['ok']} unchanged{manual}{tail}."
+        )
+    return (
+        f"{command.capitalize()} complete: {counts['create']} created, "
+        f"{counts['update']} updated, {counts['ok']} unchanged{manual}."
+    )
 
 
 def run(args, session=None, root: Path | str | None = None) -> int:
@@ -181,19 +209,32 @@ def run(args, session=None, root: Path | str | None = None) -> int:
 
     error: str | None = None
     try:
-        results = converge(command, stack, root, session, bootstrap_set, echo,
-                           dry_run=dry_run, delete_data=getattr(args, "delete_data", False))
+        results = converge(
+            command,
+            stack,
+            root,
+            session,
+            bootstrap_set,
+            echo,
+            dry_run=dry_run,
+            delete_data=getattr(args, "delete_data", False),
+        )
     except ConvergeError as exc:
         results, error = exc.results, str(exc)
     changes = any(r.changes for r in results)
     if as_json:
-        print(json.dumps({
-            "command": "plan --bootstrap" if bootstrap_set else command,
-            "dag_source": stack.get("dags", {}).get("source"),
-            "resources": [r.as_dict() for r in results],
-            "changes": changes,
-            "error": error,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "command": "plan --bootstrap" if bootstrap_set else command,
+                    "dag_source": stack.get("dags", {}).get("source"),
+                    "resources": [r.as_dict() for r in results],
+                    "changes": changes,
+                    "error": error,
+                },
+                indent=2,
+            )
+        )
     elif error is None:
         print(summary(command, results, dry_run))
     if error is not None:

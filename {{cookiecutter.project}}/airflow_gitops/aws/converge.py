@@ -42,8 +42,14 @@ class Result:
         return "\n".join([text, *(f"         {line}" for line in self.diff)])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "kind": self.kind, "name": self.name,
-                "details": self.details, "owner": self.owner, "diff": self.diff}
+        return {
+            "action": self.action,
+            "kind": self.kind,
+            "name": self.name,
+            "details": self.details,
+            "owner": self.owner,
+            "diff": self.diff,
+        }
 
     @property
     def changes(self) -> bool:
@@ -80,15 +86,27 @@ class Converger:
         exists, steps = self.steps(ctx)
         return [self.finish(ctx, exists, steps)]
 
-    def finish(self, ctx, exists: bool, steps: list[Step], name: str | None = None,
-               diff: list[str] | None = None) -> Result:
+    def finish(
+        self,
+        ctx,
+        exists: bool,
+        steps: list[Step],
+        name: str | None = None,
+        diff: list[str] | None = None,
+    ) -> Result:
         action = OK if not steps else UPDATE if exists else CREATE
         if not ctx.dry_run:
             for _, act in steps:
                 act()
         shown = self.diff if diff is None else diff
-        return Result(action, self.kind, name or self.name, [d for d, _ in steps], self.owner,
-                      list(shown) if steps else [])
+        return Result(
+            action,
+            self.kind,
+            name or self.name,
+            [d for d, _ in steps],
+            self.owner,
+            list(shown) if steps else [],
+        )
 
     def removal(self, ctx) -> list[Step]:
         """Reads only: the steps that delete this resource (none when it is absent or not
@@ -102,8 +120,9 @@ class Converger:
         if not ctx.dry_run:
             for _, act in steps:
                 act()
-        return [Result(DELETE if steps else OK, self.kind, self.name, [d for d, _ in steps],
-                       self.owner)]
+        return [
+            Result(DELETE if steps else OK, self.kind, self.name, [d for d, _ in steps], self.owner)
+        ]
 
     def show_diff(self, label: str, current, wanted) -> None:
         """Add the diff of one document (current -> wanted) to this resource's result."""
@@ -120,9 +139,10 @@ def load_document(ctx, filename: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ToolkitError(f"{path}: not found; it is generated with the repo (mode-specific "
-                           "files are removed for other modes; check dags.source in stack.yaml)")\
-            from None
+        raise ToolkitError(
+            f"{path}: not found; it is generated with the repo (mode-specific "
+            "files are removed for other modes; check dags.source in stack.yaml)"
+        ) from None
     if ISSUER_TOKEN in text:
         text = text.replace(ISSUER_TOKEN, ctx.oidc_issuer())
     if VPC_TOKEN in text:
@@ -130,8 +150,9 @@ def load_document(ctx, filename: str) -> dict:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ToolkitError(f"{path}: not valid JSON ({exc}); fix it and run `make validate`")\
-            from None
+        raise ToolkitError(
+            f"{path}: not valid JSON ({exc}); fix it and run `make validate`"
+        ) from None
     if not isinstance(document, dict) or "Statement" not in document:
         raise ToolkitError(f"{path}: not an IAM policy document (no Statement)")
     return document
@@ -175,9 +196,22 @@ def document_diff(label: str, current, wanted) -> list[str]:
             return []
         return json.dumps(canonical(value), indent=2, sort_keys=True).splitlines()
 
-    return list(difflib.unified_diff(lines(current), lines(wanted), f"{label} (now)",
-                                     f"{label} (wanted)", lineterm="", n=2))
+    return list(
+        difflib.unified_diff(
+            lines(current), lines(wanted), f"{label} (now)", f"{label} (wanted)", lineterm="", n=2
+        )
+    )
 
 
-__all__ = ["APPLY", "BOOTSTRAP", "CREATE", "DELETE", "MANUAL", "OK", "UPDATE", "AwsError",
-           "Converger", "Result"]
+__all__ = [
+    "APPLY",
+    "BOOTSTRAP",
+    "CREATE",
+    "DELETE",
+    "MANUAL",
+    "OK",
+    "UPDATE",
+    "AwsError",
+    "Converger",
+    "Result",
+]

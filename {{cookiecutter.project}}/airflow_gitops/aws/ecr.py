@@ -13,15 +13,18 @@ LIFECYCLE_POLICY = {
         {
             "rulePriority": 1,
             "description": "Expire untagged images after 7 days",
-            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                          "countUnit": "days", "countNumber": 7},
+            "selection": {
+                "tagStatus": "untagged",
+                "countType": "sinceImagePushed",
+                "countUnit": "days",
+                "countNumber": 7,
+            },
             "action": {"type": "expire"},
         },
         {
             "rulePriority": 2,
             "description": "Keep the newest 30 images",
-            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                          "countNumber": 30},
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30},
             "action": {"type": "expire"},
         },
     ]
@@ -44,17 +47,36 @@ class EcrRepository(Converger):
             repo = None
         steps: list[Step] = []
         if repo is None:
-            steps.append(("scan on push, immutable tags", lambda: ecr.create_repository(
-                repositoryName=name, imageTagMutability="IMMUTABLE",
-                imageScanningConfiguration={"scanOnPush": True},
-                encryptionConfiguration={"encryptionType": "AES256"})))
+            steps.append(
+                (
+                    "scan on push, immutable tags",
+                    lambda: ecr.create_repository(
+                        repositoryName=name,
+                        imageTagMutability="IMMUTABLE",
+                        imageScanningConfiguration={"scanOnPush": True},
+                        encryptionConfiguration={"encryptionType": "AES256"},
+                    ),
+                )
+            )
         else:
             if not repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
-                steps.append(("scan on push", lambda: ecr.put_image_scanning_configuration(
-                    repositoryName=name, imageScanningConfiguration={"scanOnPush": True})))
+                steps.append(
+                    (
+                        "scan on push",
+                        lambda: ecr.put_image_scanning_configuration(
+                            repositoryName=name, imageScanningConfiguration={"scanOnPush": True}
+                        ),
+                    )
+                )
             if repo.get("imageTagMutability") != "IMMUTABLE":
-                steps.append(("immutable tags", lambda: ecr.put_image_tag_mutability(
-                    repositoryName=name, imageTagMutability="IMMUTABLE")))
+                steps.append(
+                    (
+                        "immutable tags",
+                        lambda: ecr.put_image_tag_mutability(
+                            repositoryName=name, imageTagMutability="IMMUTABLE"
+                        ),
+                    )
+                )
         current = None
         if repo is not None:
             try:
@@ -63,8 +85,14 @@ class EcrRepository(Converger):
                 if error_code(exc) != "LifecyclePolicyNotFoundException":
                     raise
         if current is None or canonical(json.loads(current)) != canonical(LIFECYCLE_POLICY):
-            steps.append(("lifecycle policy", lambda: ecr.put_lifecycle_policy(
-                repositoryName=name, lifecyclePolicyText=json.dumps(LIFECYCLE_POLICY))))
+            steps.append(
+                (
+                    "lifecycle policy",
+                    lambda: ecr.put_lifecycle_policy(
+                        repositoryName=name, lifecyclePolicyText=json.dumps(LIFECYCLE_POLICY)
+                    ),
+                )
+            )
         return repo is not None, steps
 
     def removal(self, ctx) -> list[Step]:
@@ -83,7 +111,13 @@ class EcrRepository(Converger):
             return []
         images = ecr.list_images(repositoryName=self.name)["imageIds"]
         if images and not ctx.delete_data:
-            raise AwsError(f"{self.label}: holds {len(images)} images; run `make destroy "
-                           "DELETE_DATA=yes` to delete them with it")
-        return [(f"and its {len(images)} images" if images else "empty",
-                 lambda: ecr.delete_repository(repositoryName=self.name, force=bool(images)))]
+            raise AwsError(
+                f"{self.label}: holds {len(images)} images; run `make destroy "
+                "DELETE_DATA=yes` to delete them with it"
+            )
+        return [
+            (
+                f"and its {len(images)} images" if images else "empty",
+                lambda: ecr.delete_repository(repositoryName=self.name, force=bool(images)),
+            )
+        ]

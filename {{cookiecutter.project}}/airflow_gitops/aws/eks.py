@@ -52,17 +52,31 @@ class EksAddon(Converger):
                 raise
             extra = {"serviceAccountRoleArn": role} if role else {}
             # OVERWRITE: a driver installed earlier by hand (helm) is taken over by EKS.
-            return False, [(f"role {self.role_name}" if role else "no IRSA role",
-                            lambda: eks.create_addon(
-                                clusterName=cluster, addonName=self.name,
-                                resolveConflicts="OVERWRITE",
-                                tags={PROJECT_TAG: ctx.stack["project"]}, **extra))]
+            return False, [
+                (
+                    f"role {self.role_name}" if role else "no IRSA role",
+                    lambda: eks.create_addon(
+                        clusterName=cluster,
+                        addonName=self.name,
+                        resolveConflicts="OVERWRITE",
+                        tags={PROJECT_TAG: ctx.stack["project"]},
+                        **extra,
+                    ),
+                )
+            ]
         if role is None or addon.get("serviceAccountRoleArn") == role:
             return True, []
-        return True, [(f"role {self.role_name}", lambda: eks.update_addon(
-            clusterName=cluster, addonName=self.name, serviceAccountRoleArn=role,
-            resolveConflicts="PRESERVE"))]
-
+        return True, [
+            (
+                f"role {self.role_name}",
+                lambda: eks.update_addon(
+                    clusterName=cluster,
+                    addonName=self.name,
+                    serviceAccountRoleArn=role,
+                    resolveConflicts="PRESERVE",
+                ),
+            )
+        ]
 
     def removal(self, ctx) -> list[Step]:
         """Only an add-on this repo created (our tag): one that was there before serves other
@@ -79,8 +93,12 @@ class EksAddon(Converger):
             return []
         if (addon.get("tags") or {}).get(PROJECT_TAG) != ctx.stack["project"]:
             return []
-        return [("made by this repo", lambda: eks.delete_addon(clusterName=cluster,
-                                                                addonName=self.name))]
+        return [
+            (
+                "made by this repo",
+                lambda: eks.delete_addon(clusterName=cluster, addonName=self.name),
+            )
+        ]
 
 
 class EksAccess(Converger):
@@ -118,27 +136,58 @@ class EksAccess(Converger):
             if not _not_found(exc):
                 raise
             entry_exists = False
-        entry = self.finish(ctx, entry_exists, [] if entry_exists else [
-            ("STANDARD", lambda: eks.create_access_entry(
-                clusterName=cluster, principalArn=principal, type="STANDARD"))])
+        entry = self.finish(
+            ctx,
+            entry_exists,
+            []
+            if entry_exists
+            else [
+                (
+                    "STANDARD",
+                    lambda: eks.create_access_entry(
+                        clusterName=cluster, principalArn=principal, type="STANDARD"
+                    ),
+                )
+            ],
+        )
 
         scope = {"type": "namespace", "namespaces": [namespace]}
         associated = []
         if entry_exists:
             associated = eks.list_associated_access_policies(
-                clusterName=cluster, principalArn=principal)["associatedAccessPolicies"]
+                clusterName=cluster, principalArn=principal
+            )["associatedAccessPolicies"]
         current = next((a for a in associated if a["policyArn"] == policy), None)
-        ok = current is not None and current.get("accessScope", {}).get("type") == "namespace" \
+        ok = (
+            current is not None
+            and current.get("accessScope", {}).get("type") == "namespace"
             and sorted(current["accessScope"].get("namespaces", [])) == [namespace]
-        steps: list[Step] = [] if ok else [
-            (f"namespace {namespace}", lambda: eks.associate_access_policy(
-                clusterName=cluster, principalArn=principal, policyArn=policy,
-                accessScope=scope))]
+        )
+        steps: list[Step] = (
+            []
+            if ok
+            else [
+                (
+                    f"namespace {namespace}",
+                    lambda: eks.associate_access_policy(
+                        clusterName=cluster,
+                        principalArn=principal,
+                        policyArn=policy,
+                        accessScope=scope,
+                    ),
+                )
+            ]
+        )
         others = [a["policyArn"] for a in associated if a["policyArn"] != policy]
         for other in others:
-            steps.append((f"disassociate {other.rsplit('/', 1)[1]} (not ours)",
-                          lambda other=other: eks.disassociate_access_policy(
-                              clusterName=cluster, principalArn=principal, policyArn=other)))
+            steps.append(
+                (
+                    f"disassociate {other.rsplit('/', 1)[1]} (not ours)",
+                    lambda other=other: eks.disassociate_access_policy(
+                        clusterName=cluster, principalArn=principal, policyArn=other
+                    ),
+                )
+            )
         diff = []
         if steps and entry_exists:
             from airflow_gitops.aws.converge import document_diff
@@ -146,9 +195,15 @@ class EksAccess(Converger):
             diff = document_diff(
                 f"access policies of {self.name}",
                 {a["policyArn"].rsplit("/", 1)[1]: a.get("accessScope") for a in associated},
-                {self.access_policy: scope})
-        association = self.finish(ctx, current is not None or bool(others), steps,
-                                  name=f"{self.name} {self.access_policy}", diff=diff)
+                {self.access_policy: scope},
+            )
+        association = self.finish(
+            ctx,
+            current is not None or bool(others),
+            steps,
+            name=f"{self.name} {self.access_policy}",
+            diff=diff,
+        )
         association.kind = "eks access policy"
         return [entry, association]
 
@@ -164,8 +219,12 @@ class EksAccess(Converger):
             if not _not_found(exc):
                 raise
             return []
-        return [("and its access policies", lambda: eks.delete_access_entry(
-            clusterName=cluster, principalArn=principal))]
+        return [
+            (
+                "and its access policies",
+                lambda: eks.delete_access_entry(clusterName=cluster, principalArn=principal),
+            )
+        ]
 
 
 class PodIdentityAssociation(Converger):
@@ -178,19 +237,24 @@ class PodIdentityAssociation(Converger):
 
     def __init__(self, namespace: str, service_account: str, role_name: str) -> None:
         super().__init__(f"{namespace}/{service_account}")
-        self.namespace, self.service_account, self.role_name = (namespace, service_account,
-                                                                 role_name)
+        self.namespace, self.service_account, self.role_name = (
+            namespace,
+            service_account,
+            role_name,
+        )
 
     def _current(self, ctx) -> dict | None:
         eks = ctx.client("eks")
         found = eks.list_pod_identity_associations(
-            clusterName=ctx.stack["eks"]["cluster_name"], namespace=self.namespace,
-            serviceAccount=self.service_account)["associations"]
+            clusterName=ctx.stack["eks"]["cluster_name"],
+            namespace=self.namespace,
+            serviceAccount=self.service_account,
+        )["associations"]
         if not found:
             return None
         return eks.describe_pod_identity_association(
-            clusterName=ctx.stack["eks"]["cluster_name"],
-            associationId=found[0]["associationId"])["association"]
+            clusterName=ctx.stack["eks"]["cluster_name"], associationId=found[0]["associationId"]
+        )["association"]
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
         eks = ctx.client("eks")
@@ -198,20 +262,42 @@ class PodIdentityAssociation(Converger):
         role = ctx.arn("iam", f"role/{self.role_name}")
         current = self._current(ctx)
         if current is None:
-            return False, [(f"role {self.role_name}", lambda: eks.create_pod_identity_association(
-                clusterName=cluster, namespace=self.namespace,
-                serviceAccount=self.service_account, roleArn=role,
-                tags={PROJECT_TAG: ctx.stack["project"]}))]
+            return False, [
+                (
+                    f"role {self.role_name}",
+                    lambda: eks.create_pod_identity_association(
+                        clusterName=cluster,
+                        namespace=self.namespace,
+                        serviceAccount=self.service_account,
+                        roleArn=role,
+                        tags={PROJECT_TAG: ctx.stack["project"]},
+                    ),
+                )
+            ]
         if current.get("roleArn") == role:
             return True, []
-        self.show_diff(f"pod identity {self.name}", {"roleArn": current.get("roleArn")},
-                       {"roleArn": role})
-        return True, [(f"role {self.role_name}", lambda: eks.update_pod_identity_association(
-            clusterName=cluster, associationId=current["associationId"], roleArn=role))]
+        self.show_diff(
+            f"pod identity {self.name}", {"roleArn": current.get("roleArn")}, {"roleArn": role}
+        )
+        return True, [
+            (
+                f"role {self.role_name}",
+                lambda: eks.update_pod_identity_association(
+                    clusterName=cluster, associationId=current["associationId"], roleArn=role
+                ),
+            )
+        ]
 
     def removal(self, ctx) -> list[Step]:
         current = self._current(ctx)
         if current is None:
             return []
-        return [(current["associationId"], lambda: ctx.client("eks").delete_pod_identity_association(
-            clusterName=ctx.stack["eks"]["cluster_name"], associationId=current["associationId"]))]
+        return [
+            (
+                current["associationId"],
+                lambda: ctx.client("eks").delete_pod_identity_association(
+                    clusterName=ctx.stack["eks"]["cluster_name"],
+                    associationId=current["associationId"],
+                ),
+            )
+        ]

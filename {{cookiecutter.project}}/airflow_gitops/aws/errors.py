@@ -14,12 +14,30 @@ class AwsError(ToolkitError):
     exit_code = 1
 
 
-ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
-                 "UnauthorizedException", "AuthorizationError"}
-THROTTLED = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-             "TooManyRequestsException", "SlowDown", "RequestThrottled"}
-BAD_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
-                   "SignatureDoesNotMatch", "UnrecognizedClientException", "InvalidAccessKeyId"}
+ACCESS_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedException",
+    "AuthorizationError",
+}
+THROTTLED = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+    "RequestThrottled",
+}
+BAD_CREDENTIALS = {
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+}
 
 
 def explain_client_error(resource: str, exc) -> str:
@@ -41,15 +59,21 @@ def explain_client_error(resource: str, exc) -> str:
     actions = ", ".join(iam_actions(service, operation)) if service else operation
     attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
     if code in ACCESS_DENIED:
-        return (f"{resource}: access denied for {actions} ({operation}); grant it to the "
-                "identity you run as (`aws sts get-caller-identity`), or run `make bootstrap` as "
-                "an admin if the deploy role's policy is out of date")
+        return (
+            f"{resource}: access denied for {actions} ({operation}); grant it to the "
+            "identity you run as (`aws sts get-caller-identity`), or run `make bootstrap` as "
+            "an admin if the deploy role's policy is out of date"
+        )
     if code in THROTTLED:
-        return (f"{resource}: AWS throttled {operation} ({code}) after {attempts + 1} attempts "
-                "with standard retries; wait a minute and run again, or raise AWS_MAX_ATTEMPTS")
+        return (
+            f"{resource}: AWS throttled {operation} ({code}) after {attempts + 1} attempts "
+            "with standard retries; wait a minute and run again, or raise AWS_MAX_ATTEMPTS"
+        )
     if code in BAD_CREDENTIALS:
-        return (f"{resource}: AWS rejected the credentials ({code}) on {operation}; "
-                "refresh them (e.g. `aws sso login`) and run again")
+        return (
+            f"{resource}: AWS rejected the credentials ({code}) on {operation}; "
+            "refresh them (e.g. `aws sso login`) and run again"
+        )
     detail = f"{code}: {message}" if message else code
     return f"{resource}: {operation} failed ({detail}); fix the cause above and run again"
 
@@ -63,8 +87,10 @@ def not_an_aws_answer(resource: str, operation: str, status, response: dict) -> 
     kind = headers.get("content-type", "").split(";")[0]
     body = f"a {kind} body" if kind else "a body of no declared type"
     reason = http.client.responses.get(status, "") if isinstance(status, int) else ""
-    return (f"{resource}: {operation} got HTTP {status} {reason} with {body}, not an "
-            "AWS error; the endpoint does not answer this call as AWS does (AWS_ENDPOINT_URL?)")
+    return (
+        f"{resource}: {operation} got HTTP {status} {reason} with {body}, not an "
+        "AWS error; the endpoint does not answer this call as AWS does (AWS_ENDPOINT_URL?)"
+    )
 
 
 SERVICES = ("sts", "s3", "iam", "eks", "efs", "ec2", "ecr")
@@ -75,8 +101,9 @@ def service_of(operation: str) -> str | None:
     import botocore.session
 
     loader = botocore.session.get_session()
-    owners = [name for name in SERVICES
-              if operation in loader.get_service_model(name).operation_names]
+    owners = [
+        name for name in SERVICES if operation in loader.get_service_model(name).operation_names
+    ]
     return owners[0] if len(owners) == 1 else None
 
 
@@ -97,11 +124,15 @@ def aws_call(resource: str) -> Iterator[None]:
     except ClientError as exc:
         raise AwsError(explain_client_error(resource, exc)) from None
     except NoCredentialsError:
-        raise AwsError(f"{resource}: no AWS credentials found; set AWS_PROFILE or run "
-                       "`aws configure sso` (CI: configure-aws-credentials)") from None
+        raise AwsError(
+            f"{resource}: no AWS credentials found; set AWS_PROFILE or run "
+            "`aws configure sso` (CI: configure-aws-credentials)"
+        ) from None
     except EndpointConnectionError as exc:
-        raise AwsError(f"{resource}: cannot reach {exc.kwargs.get('endpoint_url')}; check the "
-                       "network, the region in stack.yaml and AWS_ENDPOINT_URL") from None
+        raise AwsError(
+            f"{resource}: cannot reach {exc.kwargs.get('endpoint_url')}; check the "
+            "network, the region in stack.yaml and AWS_ENDPOINT_URL"
+        ) from None
     except NoRegionError:
         raise AwsError(f"{resource}: no region; set aws.region in stack.yaml") from None
     except ParamValidationError as exc:

@@ -58,8 +58,10 @@ def subject(stack: dict, workflow: str, environment: bool) -> str:
 def gh_command(stack: dict) -> str:
     """The one command that sets the subject template by hand (GitHub CLI, repo admin)."""
     keys = " ".join(f"-f 'include_claim_keys[]={key}'" for key in CLAIM_KEYS)
-    return (f"gh api --method PUT repos/{stack['github']['repository']}/actions/oidc/customization/"
-            f"sub -F use_default=false {keys}")
+    return (
+        f"gh api --method PUT repos/{stack['github']['repository']}/actions/oidc/customization/"
+        f"sub -F use_default=false {keys}"
+    )
 
 
 def check_trust_subject(ctx, trust_file: str, expected: str) -> None:
@@ -89,11 +91,15 @@ def api(token_value: str) -> Http:
 
     def call(method: str, path: str, body: dict | None) -> tuple[int, dict | None]:
         request = urllib.request.Request(
-            f"{API}{path}", method=method,
+            f"{API}{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {token_value}",
-                     "Accept": "application/vnd.github+json",
-                     "X-GitHub-Api-Version": "2022-11-28"})
+            headers={
+                "Authorization": f"Bearer {token_value}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=20) as response:
                 text = response.read().decode() or "null"
@@ -118,25 +124,37 @@ class GithubSubjectTemplate(Converger):
 
     def converge(self, ctx) -> list[Result]:
         if self.http is None:
-            return [Result(MANUAL, self.kind, self.name,
-                           [f"no GITHUB_TOKEN: run `{gh_command(self.stack)}`"])]
+            return [
+                Result(
+                    MANUAL,
+                    self.kind,
+                    self.name,
+                    [f"no GITHUB_TOKEN: run `{gh_command(self.stack)}`"],
+                )
+            ]
         path = f"/repos/{self.name}/actions/oidc/customization/sub"
         status, current = self.http("GET", path, None)
         if status != 200 or current is None:
-            raise ToolkitError(f"{self.label}: GET {path} answered {status}; the token needs "
-                               "admin rights on the repository (or run "
-                               f"`{gh_command(self.stack)}` yourself)")
+            raise ToolkitError(
+                f"{self.label}: GET {path} answered {status}; the token needs "
+                "admin rights on the repository (or run "
+                f"`{gh_command(self.stack)}` yourself)"
+            )
         wanted = {"use_default": False, "include_claim_keys": CLAIM_KEYS}
-        now = {"use_default": current.get("use_default"),
-               "include_claim_keys": current.get("include_claim_keys") or []}
+        now = {
+            "use_default": current.get("use_default"),
+            "include_claim_keys": current.get("include_claim_keys") or [],
+        }
         if now == wanted:
             return [Result(OK, self.kind, self.name, owner=self.owner)]
 
         def put() -> None:
             code, _ = self.http("PUT", path, wanted)
             if code not in (200, 201, 204):
-                raise ToolkitError(f"{self.label}: PUT {path} answered {code}; run "
-                                   f"`{gh_command(self.stack)}` as a repository admin")
+                raise ToolkitError(
+                    f"{self.label}: PUT {path} answered {code}; run "
+                    f"`{gh_command(self.stack)}` as a repository admin"
+                )
 
         self.show_diff("oidc subject template", now, wanted)
         return [self.finish(ctx, True, [(f"claim keys {', '.join(CLAIM_KEYS)}", put)])]
@@ -157,19 +175,30 @@ class GithubEnvironment(Converger):
         repository = self.stack["github"]["repository"]
         branch = self.stack["github"]["deploy_branch"]
         if self.http is None:
-            return [Result(MANUAL, self.kind, self.name, [(
-                "no GITHUB_TOKEN: check by hand that it has required reviewers and admits "
-                f"only branch {branch}")])]
+            return [
+                Result(
+                    MANUAL,
+                    self.kind,
+                    self.name,
+                    [
+                        (
+                            "no GITHUB_TOKEN: check by hand that it has required reviewers and admits "
+                            f"only branch {branch}"
+                        )
+                    ],
+                )
+            ]
         path = f"/repos/{repository}/environments/{self.name}"
         status, environment = self.http("GET", path, None)
         missing: list[str] = []
         if status == 404 or environment is None:
-            missing.append("the environment does not exist yet (a first push would create it "
-                           "unprotected): create it with required reviewers and a branch rule")
+            missing.append(
+                "the environment does not exist yet (a first push would create it "
+                "unprotected): create it with required reviewers and a branch rule"
+            )
         else:
             rules = environment.get("protection_rules") or []
-            if not any(r.get("type") == "required_reviewers" and r.get("reviewers")
-                       for r in rules):
+            if not any(r.get("type") == "required_reviewers" and r.get("reviewers") for r in rules):
                 missing.append("no required reviewers")
             policy = environment.get("deployment_branch_policy")
             if not policy:
@@ -180,6 +209,7 @@ class GithubEnvironment(Converger):
                 if names != [branch]:
                     missing.append(f"branch rules {names}, wanted exactly [{branch!r}]")
             else:
-                missing.append(f"branch rule is 'protected branches'; use a custom rule for "
-                               f"{branch} only")
+                missing.append(
+                    f"branch rule is 'protected branches'; use a custom rule for {branch} only"
+                )
         return [Result(MANUAL if missing else OK, self.kind, self.name, missing)]

@@ -69,9 +69,16 @@ class ManagedPolicy(Converger):
             if not _missing(exc):
                 raise
             self.show_diff(f"iam/{self.filename}", None, document)
-            return False, [(f"from iam/{self.filename}", lambda: iam.create_policy(
-                PolicyName=self.name, PolicyDocument=to_json(document),
-                Description=f"airflow-gitops: iam/{self.filename}"))]
+            return False, [
+                (
+                    f"from iam/{self.filename}",
+                    lambda: iam.create_policy(
+                        PolicyName=self.name,
+                        PolicyDocument=to_json(document),
+                        Description=f"airflow-gitops: iam/{self.filename}",
+                    ),
+                )
+            ]
         current = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
         current_document = as_document(current["PolicyVersion"]["Document"])
         if same_document(current_document, document):
@@ -80,17 +87,24 @@ class ManagedPolicy(Converger):
         steps: list[Step] = []
         versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
         if len(versions) >= MAX_POLICY_VERSIONS:
-            oldest = min((v for v in versions if not v["IsDefaultVersion"]),
-                         key=lambda v: v["CreateDate"])
-            steps.append((f"delete oldest version {oldest['VersionId']} (limit of five)",
-                          lambda: iam.delete_policy_version(PolicyArn=arn,
-                                                            VersionId=oldest["VersionId"])))
-        steps.append((f"new default version from iam/{self.filename}",
-                      lambda: iam.create_policy_version(PolicyArn=arn,
-                                                        PolicyDocument=to_json(document),
-                                                        SetAsDefault=True)))
+            oldest = min(
+                (v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"]
+            )
+            steps.append(
+                (
+                    f"delete oldest version {oldest['VersionId']} (limit of five)",
+                    lambda: iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"]),
+                )
+            )
+        steps.append(
+            (
+                f"new default version from iam/{self.filename}",
+                lambda: iam.create_policy_version(
+                    PolicyArn=arn, PolicyDocument=to_json(document), SetAsDefault=True
+                ),
+            )
+        )
         return True, steps
-
 
     def removal(self, ctx) -> list[Step]:
         from botocore.exceptions import ClientError
@@ -154,14 +168,26 @@ class OidcProvider(Converger):
         except ClientError as exc:
             if not _missing(exc):
                 raise
-            return False, [(f"audience {STS_AUDIENCE}", lambda: iam.create_open_id_connect_provider(
-                Url=f"https://{self.name}", ClientIDList=[STS_AUDIENCE],
-                Tags=[{"Key": PROJECT_TAG, "Value": ctx.stack["project"]}]))]
+            return False, [
+                (
+                    f"audience {STS_AUDIENCE}",
+                    lambda: iam.create_open_id_connect_provider(
+                        Url=f"https://{self.name}",
+                        ClientIDList=[STS_AUDIENCE],
+                        Tags=[{"Key": PROJECT_TAG, "Value": ctx.stack["project"]}],
+                    ),
+                )
+            ]
         if STS_AUDIENCE in provider.get("ClientIDList", []):
             return True, []
-        return True, [(f"add audience {STS_AUDIENCE}", lambda: iam.add_client_id_to_open_id_connect_provider(
-            OpenIDConnectProviderArn=arn, ClientID=STS_AUDIENCE))]
-
+        return True, [
+            (
+                f"add audience {STS_AUDIENCE}",
+                lambda: iam.add_client_id_to_open_id_connect_provider(
+                    OpenIDConnectProviderArn=arn, ClientID=STS_AUDIENCE
+                ),
+            )
+        ]
 
     def destroy(self, ctx):
         self.name = self.resolve(ctx)
@@ -185,9 +211,12 @@ class OidcProvider(Converger):
             return []
 
         def delete() -> None:
-            users = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate()
-                     for r in page["Roles"] if arn in json.dumps(
-                         as_document(r.get("AssumeRolePolicyDocument") or {}))]
+            users = [
+                r["RoleName"]
+                for page in iam.get_paginator("list_roles").paginate()
+                for r in page["Roles"]
+                if arn in json.dumps(as_document(r.get("AssumeRolePolicyDocument") or {}))
+            ]
             if users:  # another repo's role relies on it: keep it
                 return
             iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=arn)
@@ -206,8 +235,14 @@ class IamRole(Converger):
 
     kind = "iam role"
 
-    def __init__(self, name: str, trust_file: str, policy_files: list[str],
-                 description: str, managed: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        trust_file: str,
+        policy_files: list[str],
+        description: str,
+        managed: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(name)
         self.trust_file = trust_file
         self.policy_files = policy_files
@@ -232,14 +267,28 @@ class IamRole(Converger):
                 raise
             role = None
             self.show_diff(f"iam/{self.trust_file}", None, trust)
-            steps.append((f"trust from iam/{self.trust_file}", lambda: iam.create_role(
-                RoleName=self.name, AssumeRolePolicyDocument=to_json(trust),
-                Description=self.description)))
+            steps.append(
+                (
+                    f"trust from iam/{self.trust_file}",
+                    lambda: iam.create_role(
+                        RoleName=self.name,
+                        AssumeRolePolicyDocument=to_json(trust),
+                        Description=self.description,
+                    ),
+                )
+            )
         if role and not same_document(as_document(role["AssumeRolePolicyDocument"]), trust):
-            self.show_diff(f"role {self.name} trust", as_document(role["AssumeRolePolicyDocument"]),
-                           trust)
-            steps.append((f"trust from iam/{self.trust_file}", lambda: iam.update_assume_role_policy(
-                RoleName=self.name, PolicyDocument=to_json(trust))))
+            self.show_diff(
+                f"role {self.name} trust", as_document(role["AssumeRolePolicyDocument"]), trust
+            )
+            steps.append(
+                (
+                    f"trust from iam/{self.trust_file}",
+                    lambda: iam.update_assume_role_policy(
+                        RoleName=self.name, PolicyDocument=to_json(trust)
+                    ),
+                )
+            )
         attached: list[str] = []
         inline: list[str] = []
         if role:
@@ -248,25 +297,38 @@ class IamRole(Converger):
             pages = iam.get_paginator("list_role_policies").paginate(RoleName=self.name)
             inline = [name for page in pages for name in page["PolicyNames"]]
         if sorted(attached) != sorted(wanted):
-            self.show_diff(f"role {self.name} attached policies",
-                           {"AttachedPolicies": sorted(attached)},
-                           {"AttachedPolicies": sorted(wanted)})
+            self.show_diff(
+                f"role {self.name} attached policies",
+                {"AttachedPolicies": sorted(attached)},
+                {"AttachedPolicies": sorted(wanted)},
+            )
         for arn in attached:
             if arn not in wanted:
-                steps.append((f"detach {arn.rsplit('/', 1)[1]} (not ours)",
-                              lambda arn=arn: iam.detach_role_policy(RoleName=self.name,
-                                                                     PolicyArn=arn)))
+                steps.append(
+                    (
+                        f"detach {arn.rsplit('/', 1)[1]} (not ours)",
+                        lambda arn=arn: iam.detach_role_policy(RoleName=self.name, PolicyArn=arn),
+                    )
+                )
         for arn in wanted:
             if arn not in attached:
-                steps.append((f"attach {arn.rsplit('/', 1)[1]}", lambda arn=arn: iam.attach_role_policy(
-                    RoleName=self.name, PolicyArn=arn)))
+                steps.append(
+                    (
+                        f"attach {arn.rsplit('/', 1)[1]}",
+                        lambda arn=arn: iam.attach_role_policy(RoleName=self.name, PolicyArn=arn),
+                    )
+                )
         for name in inline:
-            document = as_document(iam.get_role_policy(RoleName=self.name,
-                                                       PolicyName=name)["PolicyDocument"])
+            document = as_document(
+                iam.get_role_policy(RoleName=self.name, PolicyName=name)["PolicyDocument"]
+            )
             self.show_diff(f"role {self.name} inline policy {name}", document, None)
-            steps.append((f"delete inline policy {name} (not ours)",
-                          lambda name=name: iam.delete_role_policy(RoleName=self.name,
-                                                                   PolicyName=name)))
+            steps.append(
+                (
+                    f"delete inline policy {name} (not ours)",
+                    lambda name=name: iam.delete_role_policy(RoleName=self.name, PolicyName=name),
+                )
+            )
         return role is not None, steps
 
     def removal(self, ctx) -> list[Step]:
@@ -282,7 +344,8 @@ class IamRole(Converger):
 
         def delete() -> None:
             for page in iam.get_paginator("list_attached_role_policies").paginate(
-                    RoleName=self.name):
+                RoleName=self.name
+            ):
                 for policy in page["AttachedPolicies"]:
                     iam.detach_role_policy(RoleName=self.name, PolicyArn=policy["PolicyArn"])
             for page in iam.get_paginator("list_role_policies").paginate(RoleName=self.name):

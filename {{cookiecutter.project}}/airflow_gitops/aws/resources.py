@@ -84,12 +84,15 @@ class CiRole:
 
 DEPLOY = CiRole("deploy_role", "deploy-role", "deploy.yml", True, ADMIN_ACCESS_POLICY)
 SYNC_DAGS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True)
-SYNC_DAGS_EFS = CiRole("sync_dags_role", "sync-dags-role", "sync-dags.yml", True,
-                       EDIT_ACCESS_POLICY)
-BUILD_SYNC_IMAGE = CiRole("build_sync_image_role", "build-sync-image-role",
-                          "build-sync-image.yml", True)
-BUILD_AIRFLOW_IMAGE = CiRole("build_airflow_image_role", "build-airflow-image-role",
-                             "build-airflow-image.yml", True)
+SYNC_DAGS_EFS = CiRole(
+    "sync_dags_role", "sync-dags-role", "sync-dags.yml", True, EDIT_ACCESS_POLICY
+)
+BUILD_SYNC_IMAGE = CiRole(
+    "build_sync_image_role", "build-sync-image-role", "build-sync-image.yml", True
+)
+BUILD_AIRFLOW_IMAGE = CiRole(
+    "build_airflow_image_role", "build-airflow-image-role", "build-airflow-image.yml", True
+)
 DRIFT_CHECK = CiRole("drift_check_role", "drift-check-role", "drift-check.yml", False)
 # The deploy trust file keeps its name from before per-job roles.
 DEPLOY_TRUST = DEPLOY.trust_file
@@ -145,11 +148,14 @@ def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
     items = []
     if dag_source(stack) in S3_MODES:
         namespace, dags = stack["airflow"]["namespace"], stack["dags"]
-        items += [(namespace, dags["reader_service_account"], dags["reader_role"]),
-                  (namespace, dags["parser_service_account"], dags["reader_role"])]
+        items += [
+            (namespace, dags["reader_service_account"], dags["reader_role"]),
+            (namespace, dags["parser_service_account"], dags["reader_role"]),
+        ]
     if dag_source(stack) == "efs":
-        items.append(("kube-system", "efs-csi-controller-sa",
-                      stack["dags"]["efs"]["csi_driver_role"]))
+        items.append(
+            ("kube-system", "efs-csi-controller-sa", stack["dags"]["efs"]["csi_driver_role"])
+        )
     logs = stack.get("logs")
     if logs:  # task logs and secrets: the pods that run tasks (S3 modes: the reader, above)
         namespace = stack["airflow"]["namespace"]
@@ -169,8 +175,14 @@ def all_resources(stack: dict) -> list[Converger]:
     policies = {f for role in ci_roles(stack) for f in role_policy_files(role)}
     items += [ManagedPolicy(f, stack) for f in sorted(policies)]
     for role in ci_roles(stack):
-        items.append(IamRole(aws[role.key], role.trust_file, role_policy_files(role),
-                             f"GitHub Actions {role.workflow} of {repository}"))
+        items.append(
+            IamRole(
+                aws[role.key],
+                role.trust_file,
+                role_policy_files(role),
+                f"GitHub Actions {role.workflow} of {repository}",
+            )
+        )
     if source in S3_MODES:
         items.append(DagBucket(stack["dags"]["bucket"]))
     if uses_own_sync_image(stack):
@@ -187,29 +199,57 @@ def all_resources(stack: dict) -> list[Converger]:
         items.append(OidcProvider())
     worker_policies = worker_policy_files(stack) if logs else []
     if logs:
-        shared = dict.fromkeys([*worker_policies, *api_server_policy_files()])  # once each, in order
+        shared = dict.fromkeys(
+            [*worker_policies, *api_server_policy_files()]
+        )  # once each, in order
         items += [ManagedPolicy(f, stack) for f in shared]
     if source in S3_MODES:
         items += [
             ManagedPolicy(DAG_READ_POLICY, stack),
-            IamRole(stack["dags"]["reader_role"], DAG_READER_TRUST,
-                    [DAG_READ_POLICY, *worker_policies],
-                    "Airflow pods that read DAGs from S3 and run tasks"),
+            IamRole(
+                stack["dags"]["reader_role"],
+                DAG_READER_TRUST,
+                [DAG_READ_POLICY, *worker_policies],
+                "Airflow pods that read DAGs from S3 and run tasks",
+            ),
         ]
     elif logs:
-        items.append(IamRole(logs["writer_role"], WORKER_TRUST, worker_policies,
-                             "Airflow pods that run tasks and triggers"))
+        items.append(
+            IamRole(
+                logs["writer_role"],
+                WORKER_TRUST,
+                worker_policies,
+                "Airflow pods that run tasks and triggers",
+            )
+        )
     if logs:
-        items.append(IamRole(logs["reader_role"], API_SERVER_TRUST, api_server_policy_files(),
-                             "Airflow API server"))
+        items.append(
+            IamRole(
+                logs["reader_role"],
+                API_SERVER_TRUST,
+                api_server_policy_files(),
+                "Airflow API server",
+            )
+        )
     if source == "efs":
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),
-            IamRole(stack["dags"]["efs"]["csi_driver_role"], EFS_CSI_TRUST, [EFS_CSI_POLICY],
-                    "EFS CSI driver controller"),
+            IamRole(
+                stack["dags"]["efs"]["csi_driver_role"],
+                EFS_CSI_TRUST,
+                [EFS_CSI_POLICY],
+                "EFS CSI driver controller",
+            ),
         ]
-    items.append(IamRole(aws["ebs_csi_driver_role"], EBS_CSI_TRUST, [],
-                         "EBS CSI driver controller", managed=(EBS_CSI_MANAGED_POLICY,)))
+    items.append(
+        IamRole(
+            aws["ebs_csi_driver_role"],
+            EBS_CSI_TRUST,
+            [],
+            "EBS CSI driver controller",
+            managed=(EBS_CSI_MANAGED_POLICY,),
+        )
+    )
     for role in ci_roles(stack):
         if role.kube_access:
             items.append(EksAccess(aws[role.key], role.kube_access))

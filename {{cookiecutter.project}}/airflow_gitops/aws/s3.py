@@ -65,33 +65,64 @@ class DagBucket(Converger):
 
         pab = read(s3.get_public_access_block, {"NoSuchPublicAccessBlockConfiguration"})
         if not pab or pab["PublicAccessBlockConfiguration"] != PUBLIC_ACCESS_BLOCK:
-            steps.append(("public access block", lambda: s3.put_public_access_block(
-                Bucket=bucket, ExpectedBucketOwner=ctx.account,
-                PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)))
+            steps.append(
+                (
+                    "public access block",
+                    lambda: s3.put_public_access_block(
+                        Bucket=bucket,
+                        ExpectedBucketOwner=ctx.account,
+                        PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK,
+                    ),
+                )
+            )
 
-        encryption = read(s3.get_bucket_encryption,
-                          {"ServerSideEncryptionConfigurationNotFoundError"})
+        encryption = read(
+            s3.get_bucket_encryption, {"ServerSideEncryptionConfigurationNotFoundError"}
+        )
         rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
         # Any default encryption is kept (a KMS key someone chose is stronger than SSE-S3).
         if not any(r.get("ApplyServerSideEncryptionByDefault") for r in rules):
-            steps.append(("default encryption SSE-S3", lambda: s3.put_bucket_encryption(
-                Bucket=bucket, ExpectedBucketOwner=ctx.account,
-                ServerSideEncryptionConfiguration={"Rules": [
-                    {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})))
+            steps.append(
+                (
+                    "default encryption SSE-S3",
+                    lambda: s3.put_bucket_encryption(
+                        Bucket=bucket,
+                        ExpectedBucketOwner=ctx.account,
+                        ServerSideEncryptionConfiguration={
+                            "Rules": [
+                                {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                            ]
+                        },
+                    ),
+                )
+            )
 
         versioning = read(s3.get_bucket_versioning, set()) if self.versioned else None
         if self.versioned and (not versioning or versioning.get("Status") != "Enabled"):
-            steps.append(("versioning", lambda: s3.put_bucket_versioning(
-                Bucket=bucket, ExpectedBucketOwner=ctx.account,
-                VersioningConfiguration={"Status": "Enabled"})))
+            steps.append(
+                (
+                    "versioning",
+                    lambda: s3.put_bucket_versioning(
+                        Bucket=bucket,
+                        ExpectedBucketOwner=ctx.account,
+                        VersioningConfiguration={"Status": "Enabled"},
+                    ),
+                )
+            )
 
         policy = read(s3.get_bucket_policy, {"NoSuchBucketPolicy"})
         current = self._normalised(policy)
         wanted = bucket_policy(bucket_arn)
         if current is None or canonical(current) != canonical(wanted):
             self.show_diff(f"bucket policy of {bucket}", current, wanted)
-            steps.append(("TLS-only bucket policy", lambda: s3.put_bucket_policy(
-                Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted))))
+            steps.append(
+                (
+                    "TLS-only bucket policy",
+                    lambda: s3.put_bucket_policy(
+                        Bucket=bucket, ExpectedBucketOwner=ctx.account, Policy=to_json(wanted)
+                    ),
+                )
+            )
         steps += self.extra_steps(s3, ctx, read)
         return exists, steps
 
@@ -102,19 +133,26 @@ class DagBucket(Converger):
             return []
         versions = []
         for page in s3.get_paginator("list_object_versions").paginate(
-                Bucket=self.name, ExpectedBucketOwner=ctx.account):
-            versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                         for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            Bucket=self.name, ExpectedBucketOwner=ctx.account
+        ):
+            versions += [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
         if versions and not ctx.delete_data:
-            raise AwsError(f"{self.label}: holds {len(versions)} object versions "
-                           f"({self.contents}); copy what you need, then run `make destroy "
-                           "DELETE_DATA=yes`")
+            raise AwsError(
+                f"{self.label}: holds {len(versions)} object versions "
+                f"({self.contents}); copy what you need, then run `make destroy "
+                "DELETE_DATA=yes`"
+            )
 
         def delete() -> None:
             for start in range(0, len(versions), 1000):
-                s3.delete_objects(Bucket=self.name, ExpectedBucketOwner=ctx.account,
-                                  Delete={"Objects": versions[start:start + 1000],
-                                          "Quiet": True})
+                s3.delete_objects(
+                    Bucket=self.name,
+                    ExpectedBucketOwner=ctx.account,
+                    Delete={"Objects": versions[start : start + 1000], "Quiet": True},
+                )
             s3.delete_bucket(Bucket=self.name, ExpectedBucketOwner=ctx.account)
 
         detail = f"and its {len(versions)} object versions" if versions else "empty"
@@ -137,10 +175,15 @@ class DagBucket(Converger):
                     "account owns the name, choose another {self.stack_field} in stack.yaml"
                 ) from None
             if status == 301:
-                region = exc.response.get("ResponseMetadata", {}).get(
-                    "HTTPHeaders", {}).get("x-amz-bucket-region", "another region")
-                raise AwsError(f"{self.label}: exists in {region}, not {ctx.region}; choose "
-                               f"another {self.stack_field} in stack.yaml") from None
+                region = (
+                    exc.response.get("ResponseMetadata", {})
+                    .get("HTTPHeaders", {})
+                    .get("x-amz-bucket-region", "another region")
+                )
+                raise AwsError(
+                    f"{self.label}: exists in {region}, not {ctx.region}; choose "
+                    f"another {self.stack_field} in stack.yaml"
+                ) from None
             raise
 
     def _create(self, s3, ctx) -> None:
@@ -172,8 +215,9 @@ class DagBucket(Converger):
         document = json.loads(current["Policy"])
         statements = document.get("Statement", [])
         statements = statements if isinstance(statements, list) else [statements]
-        document["Statement"] = [{**s, "Principal": "*"} if s.get("Principal") == {"AWS": "*"}
-                                 else s for s in statements]
+        document["Statement"] = [
+            {**s, "Principal": "*"} if s.get("Principal") == {"AWS": "*"} else s for s in statements
+        ]
         return document
 
 
@@ -184,12 +228,22 @@ def bucket_policy(bucket_arn: str) -> dict:
 def log_lifecycle(prefix: str, days: int) -> dict:
     """Task logs under ``prefix`` expire ``days`` after they are written; an upload that died
     half-way (a multipart log upload of a killed pod) is cleaned up after a day."""
-    return {"Rules": [
-        {"ID": "ExpireTaskLogs", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
-         "Expiration": {"Days": days}},
-        {"ID": "AbortIncompleteUploads", "Status": "Enabled", "Filter": {"Prefix": ""},
-         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
-    ]}
+    return {
+        "Rules": [
+            {
+                "ID": "ExpireTaskLogs",
+                "Status": "Enabled",
+                "Filter": {"Prefix": f"{prefix}/"},
+                "Expiration": {"Days": days},
+            },
+            {
+                "ID": "AbortIncompleteUploads",
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            },
+        ]
+    }
 
 
 class LogBucket(DagBucket):
@@ -211,11 +265,16 @@ class LogBucket(DagBucket):
         wanted = self.lifecycle
         if rules is None or canonical(_comparable(rules)) != canonical(wanted["Rules"]):
             self.show_diff(f"lifecycle of {self.name}", current and {"Rules": rules}, wanted)
-            return [(f"lifecycle: logs expire after "
-                     f"{wanted['Rules'][0]['Expiration']['Days']} days",
-                     lambda: s3.put_bucket_lifecycle_configuration(
-                         Bucket=self.name, ExpectedBucketOwner=ctx.account,
-                         LifecycleConfiguration=wanted))]
+            return [
+                (
+                    f"lifecycle: logs expire after {wanted['Rules'][0]['Expiration']['Days']} days",
+                    lambda: s3.put_bucket_lifecycle_configuration(
+                        Bucket=self.name,
+                        ExpectedBucketOwner=ctx.account,
+                        LifecycleConfiguration=wanted,
+                    ),
+                )
+            ]
         return []
 
 

@@ -40,8 +40,9 @@ class AwsContext:
     a security group id) so that later ones need not look them up again.
     """
 
-    def __init__(self, stack: dict, root, session, dry_run: bool,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, stack: dict, root, session, dry_run: bool, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.stack = stack
         self.root = root
         self.session = session

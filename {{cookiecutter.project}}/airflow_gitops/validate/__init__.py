@@ -71,7 +71,9 @@ def _rendered(path: Path) -> list:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"--rendered {path}: cannot read ({exc.strerror}); run `make manifests`") from None
+        raise UsageError(
+            f"--rendered {path}: cannot read ({exc.strerror}); run `make manifests`"
+        ) from None
     return list(check_rendered(str(path), text))
 
 

@@ -199,11 +199,24 @@ def _efs(repo) -> Iterator[Finding]:
     for component in dag_readers(repo):
         volume_list, volumes_path = setting(values, component, "extraVolumes")
         mount_list, mounts_path = setting(values, component, "extraVolumeMounts")
-        volumes = {as_dict(v).get("name"): (i, as_dict(v)) for i, v in enumerate(as_list(volume_list))}
+        volumes = {
+            as_dict(v).get("name"): (i, as_dict(v)) for i, v in enumerate(as_list(volume_list))
+        }
         mounts = list(enumerate(as_dict(m) for m in as_list(mount_list)))
-        found = next(((i, m) for i, m in mounts if m.get("mountPath") == mount_path and m.get("name") in volumes), None)
+        found = next(
+            (
+                (i, m)
+                for i, m in mounts
+                if m.get("mountPath") == mount_path and m.get("name") in volumes
+            ),
+            None,
+        )
         if found is None:
-            yield _missing(repo, component, f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)")
+            yield _missing(
+                repo,
+                component,
+                f"no DAG volume mounted at {mount_path} (extraVolumes + extraVolumeMounts)",
+            )
             continue
         mount_index, mount = found
         volume_index, volume = volumes[mount["name"]]

@@ -106,8 +106,14 @@ def _service_accounts(repo) -> Iterator[Finding]:
             )
     for fact in ("reader_service_account", "parser_service_account"):
         account = repo.fact("dags", fact)
-        if repo.fact("dags", "source") in S3_MODES and isinstance(account, str) and account not in existing:
-            yield _stack_finding(repo, ("dags", fact), f"ServiceAccount {account!r} is not in k8s/", "sa-missing")
+        if (
+            repo.fact("dags", "source") in S3_MODES
+            and isinstance(account, str)
+            and account not in existing
+        ):
+            yield _stack_finding(
+                repo, ("dags", fact), f"ServiceAccount {account!r} is not in k8s/", "sa-missing"
+            )
 
 
 # --- IRSA: annotation <-> role <-> trust document <-> subject ---------------------------------
@@ -173,10 +179,20 @@ def _irsa(repo) -> Iterator[Finding]:
             continue
         role_account, role = parsed
         if role_account != account:
-            yield doc.finding(apath, f"role account {role_account} is not stack.yaml's aws.account_id {account}", "irsa-mismatch")
-        if name in (repo.fact("dags", "reader_service_account"), repo.fact("dags", "parser_service_account")) \
-                and role != repo.fact("dags", "reader_role", default=role):
-            yield doc.finding(apath, f"role {role!r} is not stack.yaml's dags.reader_role {repo.fact('dags', 'reader_role')!r}", "irsa-mismatch")
+            yield doc.finding(
+                apath,
+                f"role account {role_account} is not stack.yaml's aws.account_id {account}",
+                "irsa-mismatch",
+            )
+        if name in (
+            repo.fact("dags", "reader_service_account"),
+            repo.fact("dags", "parser_service_account"),
+        ) and role != repo.fact("dags", "reader_role", default=role):
+            yield doc.finding(
+                apath,
+                f"role {role!r} is not stack.yaml's dags.reader_role {repo.fact('dags', 'reader_role')!r}",
+                "irsa-mismatch",
+            )
         subject = f"{IRSA_SUBJECT}{doc.get('metadata', 'namespace') or namespace}:{name}"
         trust_path = trust_file_for_role(repo, role)
         trust = repo.iam.get(trust_path)

@@ -36,7 +36,11 @@ def check(repo) -> Iterator[Finding]:
     from airflow_gitops.aws.github import subject as github_subject
     from airflow_gitops.aws.resources import GITHUB_OIDC, ci_roles
 
-    stack = {"github": github, "dags": as_dict(repo.fact("dags")), "images": as_dict(repo.fact("images"))}
+    stack = {
+        "github": github,
+        "dags": as_dict(repo.fact("dags")),
+        "images": as_dict(repo.fact("images")),
+    }
     try:
         expected = {
             f"iam/{role.trust_file}": github_subject(stack, role.workflow, role.environment)
@@ -93,6 +97,7 @@ def _github_trust(doc, subjects: list[str], issuer: str) -> Iterator[Finding]:
 
 def _why(value: str, subject: str) -> str:
     """What differs, in words: another repository, environment, workflow or branch."""
+
     def claims(sub: str) -> dict[str, str]:
         found = {}
         for key in ("repo", "environment", "ref", "job_workflow_ref"):
@@ -101,8 +106,14 @@ def _why(value: str, subject: str) -> str:
             if start < 0:
                 continue
             start += len(marker) + (0 if key == "repo" else 1)
-            end = min((sub.find(f":{k}:", start) for k in ("environment", "ref", "job_workflow_ref")
-                       if sub.find(f":{k}:", start) >= 0), default=len(sub))
+            end = min(
+                (
+                    sub.find(f":{k}:", start)
+                    for k in ("environment", "ref", "job_workflow_ref")
+                    if sub.find(f":{k}:", start) >= 0
+                ),
+                default=len(sub),
+            )
             found[key] = sub[start:end]
         return found
 
@@ -110,8 +121,10 @@ def _why(value: str, subject: str) -> str:
     if got.get("repo") != want.get("repo"):
         return f"another repository; stack.yaml's github.repository and oidc_subject give {want.get('repo')!r}"
     if "job_workflow_ref" not in got:
-        return ("no workflow: without job_workflow_ref any workflow of the repository, on any "
-                "branch, could take the role")
+        return (
+            "no workflow: without job_workflow_ref any workflow of the repository, on any "
+            "branch, could take the role"
+        )
     if got.get("environment") != want.get("environment") or got.get("ref") != want.get("ref"):
         return "another environment or branch than stack.yaml's github.environment / deploy_branch"
     return "another workflow or branch than the one this role is for"

@@ -325,7 +325,7 @@ CHAINS = [
         "efs-celery",
         "helm/values.yaml",
         "securityContexts:\n  pod:\n",
-        "scheduler:\n  extraVolumes:\n    - name: docker\n      hostPath:\n        path: /var/run/docker.sock\n"
+        "pgbouncer:\n  extraVolumes:\n    - name: docker\n      hostPath:\n        path: /var/run/docker.sock\n"
         "securityContexts:\n  pod:\n",
         "pod-security",
         at="      hostPath:",
@@ -336,7 +336,7 @@ CHAINS = [
         "git-bundle-kubernetes",
         "helm/values.yaml",
         "securityContexts:\n  pod:\n",
-        "scheduler:\n  resources:\n    requests:\n      memory: 2Gi\n    limits:\n      memory: 1Gi\n"
+        "pgbouncer:\n  resources:\n    requests:\n      memory: 2Gi\n    limits:\n      memory: 1Gi\n"
         "securityContexts:\n  pod:\n",
         "resource-limits",
         at="      memory: 2Gi",
@@ -364,8 +364,8 @@ CHAINS = [
         "celery-without-broker",
         "efs-celery",
         "helm/values.yaml",
-        "redis:\n  persistence:\n",
-        "redis:\n  enabled: false\n  persistence:\n",
+        "redis:\n  resources:\n",
+        "redis:\n  enabled: false\n  resources:\n",
         "executor-broker",
         at="redis:",
         offset=1,
@@ -556,18 +556,17 @@ MISTAKES = [
         "sa-create-false-without-name",
         "s3-sync-celery",
         "helm/values.yaml",
-        '    storageClassName: "airflow-gp3"\n  serviceAccount:\n' + READER_SA,
-        '    storageClassName: "airflow-gp3"\n  serviceAccount:\n    create: false\n',
+        "  persistence:\n    enabled: false\n  serviceAccount:\n" + READER_SA,
+        "  persistence:\n    enabled: false\n  serviceAccount:\n    create: false  # no name\n",
         "sa-unnamed",
-        at="triggerer:",
-        offset=4,
+        at="    create: false  # no name",
     ),
     Mistake(
         "sa-not-in-k8s",
         "s3-bundle-kubernetes",
         "helm/values.yaml",
-        '    storageClassName: "airflow-gp3"\n  serviceAccount:\n' + READER_SA,
-        '    storageClassName: "airflow-gp3"\n  serviceAccount:\n    create: false\n    name: "airflow-triggerer"\n',
+        "  persistence:\n    enabled: false\n  serviceAccount:\n" + READER_SA,
+        '  persistence:\n    enabled: false\n  serviceAccount:\n    create: false\n    name: "airflow-triggerer"\n',
         "sa-missing",
         at='name: "airflow-triggerer"',
     ),
@@ -729,9 +728,8 @@ MISTAKES = [
         "s3-reader-without-irsa",
         "s3-bundle-celery",
         "helm/values.yaml",
-        '      storageClassName: "airflow-gp3"\n    serviceAccount:\n      create: false\n'
-        '      name: "airflow-dag-reader"\n',
-        '      storageClassName: "airflow-gp3"\n    replicas: 2\n',
+        '    serviceAccount:\n      create: false\n      name: "airflow-dag-reader"\n',
+        "    replicas: 2\n",
         "s3-reader-irsa",
         at="  celery:",
     ),
@@ -1087,8 +1085,8 @@ VALID_EDITS = [
             (
                 "helm/values.yaml",
                 BEFORE_SECURITY,
-                "scheduler:\n  resources: &small\n    requests: {cpu: 100m, memory: 256Mi}\n    limits: {memory: 512Mi}\n"
-                "apiServer:\n  resources:\n    <<: *small\n    limits: {memory: 1Gi}\n"
+                "pgbouncer:\n  resources: &small\n    requests: {cpu: 100m, memory: 256Mi}\n    limits: {memory: 512Mi}\n"
+                "flower:\n  resources:\n    <<: *small\n    limits: {memory: 1Gi}\n"
                 + BEFORE_SECURITY,
             )
         ],

@@ -36,17 +36,13 @@ def check(repo) -> Iterator[Finding]:
     from airflow_gitops.aws.github import subject as github_subject
     from airflow_gitops.aws.resources import GITHUB_OIDC, ci_roles
 
-    stack = {
-        "github": github,
-        "dags": as_dict(repo.fact("dags")),
-        "images": as_dict(repo.fact("images")),
-    }
+    stack = as_dict(repo.stack.data) if repo.stack else {}
     try:
         expected = {
             f"iam/{role.trust_file}": github_subject(stack, role.workflow, role.environment)
             for role in ci_roles(stack)
         }
-    except KeyError:  # immutable without the ids, or no dags.source: the schema says so
+    except (KeyError, TypeError):  # a fact missing or mistyped: the schema says so
         return
     for path, doc in repo.iam.items():
         # A trust file of no CI role (a team's own) may trust any of the CI subjects, no other.

@@ -21,6 +21,7 @@ from aws_testkit import (
     stack_for,
 )
 
+from airflow_gitops.aws.resources import pod_roles
 from airflow_gitops.aws.command import converge
 
 MODES = {
@@ -537,13 +538,15 @@ def test_pod_identity_agent_and_associations_instead_of_an_oidc_provider(aws, tm
     results = converge("bootstrap", stack, root, _instrumented(eks))
     kinds = [r.kind for r in results if not r.kind.startswith("github")]
     assert kinds.count("iam oidc provider") == 1  # GitHub's only; no cluster issuer needed
-    assert kinds.count("eks pod identity") == 3
+    # one association per ServiceAccount that takes a role (readers, API server, CSI drivers)
+    assert kinds.count("eks pod identity") == len(pod_roles(stack))
     state = snapshot(session(), eks)
     assert [arn for arn, _ in state["oidc"]] == [
         "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
     ]
     role = "arn:aws:iam::123456789012:role/airflow-gitops-"
     assert state["eks"]["pod_identities"] == [
+        ("airflow", "airflow-api-server", role + "api-server"),  # task logs (read), secrets
         ("airflow", "airflow-dag-parser", role + "dag-reader"),
         ("airflow", "airflow-dag-reader", role + "dag-reader"),
         ("kube-system", "ebs-csi-controller-sa", role + "ebs-csi-driver"),

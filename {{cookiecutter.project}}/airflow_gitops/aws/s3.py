@@ -172,7 +172,7 @@ class DagBucket(Converger):
                 raise AwsError(
                     f"{self.label}: exists but is not this account's or not readable (403 on "
                     f"HeadBucket = s3:ListBucket, expected owner {ctx.account}); if another "
-                    "account owns the name, choose another {self.stack_field} in stack.yaml"
+                    f"account owns the name, choose another {self.stack_field} in stack.yaml"
                 ) from None
             if status == 301:
                 region = (

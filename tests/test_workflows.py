@@ -295,6 +295,55 @@ def test_dag_check_with_real_airflow(default_repo, tmp_path):
     assert "1 import error(s)" in result.stdout
 
 
+# The amazon provider the backends test needs next to Airflow (its S3 task handler and its
+# Secrets Manager backend); installed into the same cached venv, after Airflow.
+AMAZON_PROVIDER = "apache-airflow-providers-amazon==9.39.0"
+
+
+@pytest.mark.slow
+def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
+    """The generated repo's test_airflow_backends with real Airflow, as CI runs it: a task log
+    written to and read back from the log prefix by the S3 task handler, and a connection and a
+    variable resolved by SecretsManagerBackend, configured exactly as helm/values.yaml says,
+    against moto. It must run here, not skip."""
+    version = yaml.safe_load((default_repo / "stack.yaml").read_text())["airflow"]["version"]
+    python = airflow_venv(version) / "bin" / "python"
+    if not python.exists():
+        pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            AMAZON_PROVIDER,
+            f"apache-airflow=={version}",
+        ],
+        check=True,
+    )
+    env = {**os.environ, "AIRFLOW_PYTHON": str(python)}
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_airflow_backends.py",
+        ],
+        cwd=default_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
 PUBLISH_TWICE = """
 import os, subprocess, sys
 from pathlib import Path

@@ -62,3 +62,20 @@ def baked(tmp_path_factory):
 @pytest.fixture(scope="session")
 def default_repo(baked) -> Path:
     return baked()
+
+
+@pytest.fixture(scope="session")
+def rendered(baked):
+    """``rendered(**answers)``: every object the deploy would apply for that bake (k8s/ and
+    `helm template` of the chart the project carries), rendered once per session."""
+    from helm_chart import render  # helm_chart imports this module: import it when needed
+
+    cache: dict[tuple, list[dict]] = {}
+
+    def _rendered(**answers: str) -> list[dict]:
+        key = tuple(sorted(answers.items()))
+        if key not in cache:
+            cache[key] = render(baked(**answers))
+        return cache[key]
+
+    return _rendered

@@ -14,7 +14,6 @@ import json
 
 import pytest
 import yaml
-from helm_chart import render
 
 MODES = ["s3-sync", "git-sync", "efs", "git-bundle", "s3-bundle"]
 EXECUTORS = ["CeleryExecutor", "KubernetesExecutor"]
@@ -31,19 +30,6 @@ GIT_SYNC_IMAGE_USER = 65533  # git-sync's Dockerfile: USER 65533:65533
 
 def combo_id(answers: dict) -> str:
     return "-".join(answers.values())
-
-
-@pytest.fixture(scope="module")
-def rendered(baked):
-    cache: dict[tuple, list[dict]] = {}
-
-    def _rendered(**answers: str) -> list[dict]:
-        key = tuple(sorted(answers.items()))
-        if key not in cache:
-            cache[key] = render(baked(**answers))
-        return cache[key]
-
-    return _rendered
 
 
 def of_kind(docs: list[dict], *kinds: str) -> list[dict]:

@@ -18,7 +18,7 @@ import shutil
 import pytest
 import yaml
 from conftest import run_make
-from helm_chart import chart_file, render
+from helm_chart import chart_file
 from test_chart_render import airflow_config, all_containers, named, of_kind, pod_specs
 
 SIZES = ["small", "production"]
@@ -51,19 +51,6 @@ DOC_ROWS = {
 
 def combo_id(answers: dict) -> str:
     return "-".join(answers.values())
-
-
-@pytest.fixture(scope="module")
-def rendered(baked):
-    cache: dict[tuple, list[dict]] = {}
-
-    def _rendered(**answers: str) -> list[dict]:
-        key = tuple(sorted(answers.items()))
-        if key not in cache:
-            cache[key] = render(baked(**answers))
-        return cache[key]
-
-    return _rendered
 
 
 def quantity(text: str) -> float:

@@ -344,6 +344,31 @@ def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
 
 
+@pytest.mark.slow
+def test_demo_shows_a_task_log_and_a_connection_through_airflow(default_repo, tmp_path):
+    """`AIRFLOW_PYTHON=... make demo` (README): its ninth step stores a connection and a
+    variable with `make connection` / `make variable`, resolves them through Airflow's
+    SecretsManagerBackend and writes and reads a task log through the S3 task handler."""
+    version = yaml.safe_load((default_repo / "stack.yaml").read_text())["airflow"]["version"]
+    python = airflow_venv(version) / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import airflow.providers.amazon"], check=False)
+    if probe.returncode != 0:
+        pytest.skip("runs after the backends test added the amazon provider to the Airflow venv")
+    env = {**os.environ, "AIRFLOW_PYTHON": str(python)}
+    result = subprocess.run(
+        [PYTHON, str(TEMPLATE / "tools" / "demo.py"), "--out", str(tmp_path / "out")],
+        cwd=TEMPLATE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    step = next(line for line in result.stdout.splitlines() if line.startswith("[9/9]"))
+    assert "Airflow: S3 task log + Secrets Manager" in step and " ok " in step, step
+
+
 PUBLISH_TWICE = """
 import os, subprocess, sys
 from pathlib import Path

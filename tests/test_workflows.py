@@ -296,20 +296,38 @@ def test_dag_check_with_real_airflow(default_repo, tmp_path):
 
 
 # The amazon provider the backends test needs next to Airflow (its S3 task handler and its
-# Secrets Manager backend); installed into the same cached venv, after Airflow.
+# Secrets Manager backend). It goes into a venv of its own that sees the cached Airflow venv
+# through a .pth file: the Airflow venv stays exactly what `make airflow-venv` made (the
+# constraints test compares it with the committed pins).
 AMAZON_PROVIDER = "apache-airflow-providers-amazon==9.39.0"
 
 
-@pytest.mark.slow
-def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
-    """The generated repo's test_airflow_backends with real Airflow, as CI runs it: a task log
-    written to and read back from the log prefix by the S3 task handler, and a connection and a
-    variable resolved by SecretsManagerBackend, configured exactly as helm/values.yaml says,
-    against moto. It must run here, not skip."""
-    version = yaml.safe_load((default_repo / "stack.yaml").read_text())["airflow"]["version"]
-    python = airflow_venv(version) / "bin" / "python"
+def airflow_with_amazon(version: str) -> Path | None:
+    """python of a venv = the cached Airflow venv + the amazon provider; None before Airflow."""
+    base = airflow_venv(version)
+    if not (base / "bin" / "python").exists():
+        return None
+    venv = base.with_name(base.name + "-amazon")
+    python = venv / "bin" / "python"
     if not python.exists():
-        pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        base_site = subprocess.run(
+            [
+                str(base / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        Path(site, "airflow-base.pth").write_text(base_site + "\n")
     subprocess.run(
         [
             str(python),
@@ -323,6 +341,19 @@ def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
         ],
         check=True,
     )
+    return python
+
+
+@pytest.mark.slow
+def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
+    """The generated repo's test_airflow_backends with real Airflow, as CI runs it: a task log
+    written to and read back from the log prefix by the S3 task handler, and a connection and a
+    variable resolved by SecretsManagerBackend, configured exactly as helm/values.yaml says,
+    against moto. It must run here, not skip."""
+    version = yaml.safe_load((default_repo / "stack.yaml").read_text())["airflow"]["version"]
+    python = airflow_with_amazon(version)
+    if python is None:
+        pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
     env = {**os.environ, "AIRFLOW_PYTHON": str(python)}
     result = subprocess.run(
         [
@@ -350,10 +381,9 @@ def test_demo_shows_a_task_log_and_a_connection_through_airflow(default_repo, tm
     variable with `make connection` / `make variable`, resolves them through Airflow's
     SecretsManagerBackend and writes and reads a task log through the S3 task handler."""
     version = yaml.safe_load((default_repo / "stack.yaml").read_text())["airflow"]["version"]
-    python = airflow_venv(version) / "bin" / "python"
-    probe = subprocess.run([str(python), "-c", "import airflow.providers.amazon"], check=False)
-    if probe.returncode != 0:
-        pytest.skip("runs after the backends test added the amazon provider to the Airflow venv")
+    python = airflow_with_amazon(version)
+    if python is None:
+        pytest.skip("runs after test_dag_check_with_real_airflow installed Airflow")
     env = {**os.environ, "AIRFLOW_PYTHON": str(python)}
     result = subprocess.run(
         [PYTHON, str(TEMPLATE / "tools" / "demo.py"), "--out", str(tmp_path / "out")],

@@ -73,17 +73,21 @@ def test_make_connection_stores_the_uri_where_the_backend_looks(aws):
 
 
 def test_make_variable_reads_stdin_and_a_second_write_is_a_new_version(aws):
+    # Values with letters no UUID or ARN in the output can hold ("43" once matched a version id).
+    first_value, second_value = "quota-42", "quota-43"
     env = {k: v for k, v in os.environ.items() if k != "VALUE"}
-    first = make("variable", "NAME=report.threshold", env=env, stdin="42\n")
+    first = make("variable", "NAME=report.threshold", env=env, stdin=f"{first_value}\n")
     assert first.returncode == 0, first.stderr
     name = backend_secret_id(backend_kwargs()["variables_prefix"], "report.threshold")
     before = secret(name)
-    assert before["SecretString"] == "42"
-    second = make("variable", "NAME=report.threshold", env={**env, "VALUE": "43"})
+    assert before["SecretString"] == first_value
+    second = make("variable", "NAME=report.threshold", env={**env, "VALUE": second_value})
     assert second.returncode == 0, second.stderr
     after = secret(name)
-    assert after["SecretString"] == "43" and after["VersionId"] != before["VersionId"]
-    assert "updated" in second.stdout and "43" not in second.stdout
+    assert after["SecretString"] == second_value and after["VersionId"] != before["VersionId"]
+    assert "updated" in second.stdout
+    for shown in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert "quota" not in shown
 
 
 def test_json_connections_are_accepted_as_the_backend_reads_them(aws, monkeypatch, capsys):

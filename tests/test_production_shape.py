@@ -600,6 +600,20 @@ VALIDATE_CASES = [
         "    - port: http\n",
         "servicemonitor-target",
     ),
+    (
+        {"executor": "CeleryExecutor"},
+        "k8s/deploy-extensions-rbac.yaml",
+        '    name: "airflow-gitops-deploy"\n',
+        '    name: "platform-deployers"\n',
+        "deploy-group-unbound",
+    ),
+    (
+        {"metrics_scrape": "servicemonitor", "executor": "KubernetesExecutor"},
+        "stack.yaml",
+        '  deploy_kubernetes_group: "airflow-gitops-deploy"\n',
+        '  deploy_kubernetes_group: "airflow-deployers"\n',
+        "deploy-group-unbound",
+    ),
 ]
 
 

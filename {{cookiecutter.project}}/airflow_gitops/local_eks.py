@@ -131,8 +131,18 @@ class EksExtras:
             "clusterName": key[0],
             "principalArn": key[1],
             "type": p.get("type", "STANDARD"),
+            "kubernetesGroups": list(p.get("kubernetesGroups") or []),
         }
         return 200, {"accessEntry": self.entries[key]}
+
+    @handles("UpdateAccessEntry")
+    def _update_access_entry(self, p: dict) -> Answer:
+        entry = self.entries.get((p["clusterName"], p["principalArn"]))
+        if entry is None:
+            return not_found("access entry")
+        if "kubernetesGroups" in p:  # the list given replaces the entry's groups
+            entry["kubernetesGroups"] = list(p["kubernetesGroups"])
+        return 200, {"accessEntry": entry}
 
     @handles("DescribeAccessEntry")
     def _describe_access_entry(self, p: dict) -> Answer:

@@ -278,7 +278,7 @@ def stack_for(
         "project": project,
         "github": github,
         "aws": aws,
-        "eks": {"cluster_name": CLUSTER},
+        "eks": {"cluster_name": CLUSTER, "deploy_kubernetes_group": f"{project}-deploy"},
         "airflow": {
             "namespace": "airflow",
             "release": "airflow",

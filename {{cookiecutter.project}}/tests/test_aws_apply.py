@@ -303,8 +303,21 @@ def test_bootstrap_trusts_each_workflow_on_the_deploy_branch_only(aws, tmp_path)
     ].values()
     assert policy["accessScope"] == {"type": "namespace", "namespaces": ["airflow"]}
     assert policy["policyArn"].endswith("cluster-access-policy/AmazonEKSAdminPolicy")
+    # the group k8s/deploy-extensions-rbac.yaml binds; no other CI role's entry has one
+    deploy_entry = eks.entries[(CLUSTER, "arn:aws:iam::123456789012:role/airflow-gitops-deploy")]
+    assert deploy_entry["kubernetesGroups"] == [stack["eks"]["deploy_kubernetes_group"]]
+    assert [e["kubernetesGroups"] for e in eks.entries.values() if e is not deploy_entry] == [
+        []
+    ] * (len(eks.entries) - 1)
     again = converge("bootstrap", stack, root, _instrumented(eks))
     assert {r.action for r in again if not r.kind.startswith("github")} == {"ok"}
+    # a group added by hand is drift that bootstrap takes back
+    deploy_entry["kubernetesGroups"].append("cluster-admins")
+    drift = converge("bootstrap", stack, root, _instrumented(eks))
+    assert [(r.kind, r.action) for r in drift if r.action not in ("ok", "manual")] == [
+        ("eks access entry", "update")
+    ]
+    assert deploy_entry["kubernetesGroups"] == [stack["eks"]["deploy_kubernetes_group"]]
 
 
 def test_efs_sync_role_may_only_edit_the_namespace(aws, tmp_path):

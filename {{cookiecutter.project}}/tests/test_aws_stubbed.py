@@ -126,6 +126,77 @@ def test_access_entry_and_namespace_scoped_admin_policy(stubbed):
     assert association.details == ["namespace airflow"]
 
 
+def test_access_entry_is_created_with_the_deploy_group(stubbed):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    not_found(stub, "describe_access_entry", key)
+    stub.add_response(
+        "create_access_entry",
+        {"accessEntry": {"principalArn": DEPLOY}},
+        {**key, "type": "STANDARD", "kubernetesGroups": ["airflow-gitops-deploy"]},
+    )
+    stub.add_response(
+        "associate_access_policy", {}, {**key, "policyArn": ADMIN, "accessScope": SCOPE}
+    )
+    entry, _ = EksAccess(
+        "airflow-gitops-deploy", ADMIN_ACCESS_POLICY, ("airflow-gitops-deploy",)
+    ).converge(ctx)
+    assert entry.action == "create" and entry.details == ["STANDARD, groups airflow-gitops-deploy"]
+
+
+@pytest.mark.parametrize(
+    "found",
+    [[], ["airflow-gitops-deploy", "cluster-admins"], ["someone-elses"]],
+    ids=["missing", "extra", "other"],
+)
+def test_access_entry_groups_other_than_ours_are_drift_set_back_exactly(stubbed, found):
+    ctx, stub = stubbed
+    key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
+    listed = {
+        "clusterName": CLUSTER,
+        "principalArn": DEPLOY,
+        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}],
+    }
+    described = {"accessEntry": {"principalArn": DEPLOY, "kubernetesGroups": found}}
+    converger = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY, ("airflow-gitops-deploy",))
+    # plan: the drift and its diff, no call that changes anything (the Stubber has none queued)
+    ctx.dry_run = True
+    stub.add_response("describe_access_entry", described, key)
+    stub.add_response("list_associated_access_policies", listed, key)
+    entry, association = converger.converge(ctx)
+    assert (entry.action, association.action) == ("update", "ok")
+    ours = "airflow-gitops-deploy"
+    removed = " ".join(line for line in entry.diff if line[:1] == "-" and line[:3] != "---")
+    added = " ".join(line for line in entry.diff if line[:1] == "+" and line[:3] != "+++")
+    assert all(group in removed for group in found if group != ours), entry.diff
+    assert ours in added or ours in found, entry.diff
+    # bootstrap: the entry gets exactly our group back
+    ctx.dry_run = False
+    stub.add_response("describe_access_entry", described, key)
+    stub.add_response(
+        "update_access_entry",
+        {"accessEntry": {"principalArn": DEPLOY}},
+        {**key, "kubernetesGroups": ["airflow-gitops-deploy"]},
+    )
+    stub.add_response("list_associated_access_policies", listed, key)
+    assert [r.action for r in converger.converge(ctx)] == ["update", "ok"]
+
+
+def test_deploy_role_entry_carries_the_stacks_group_and_others_none():
+    from aws_testkit import stack_for
+
+    from airflow_gitops.aws.resources import all_resources
+
+    for source in ("s3-sync", "efs", "git-sync"):
+        stack = stack_for(source)
+        stack["eks"]["deploy_kubernetes_group"] = "team-a-deploy"
+        entries = {
+            c.name: c.kubernetes_groups for c in all_resources(stack) if isinstance(c, EksAccess)
+        }
+        assert entries.pop("airflow-gitops-deploy") == ["team-a-deploy"]
+        assert all(groups == [] for groups in entries.values()), entries
+
+
 def test_access_policy_with_cluster_scope_is_narrowed(stubbed):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}

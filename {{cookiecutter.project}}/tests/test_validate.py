@@ -75,7 +75,7 @@ def stack(source: str = "s3-sync", executor: str = "CeleryExecutor") -> dict:
             "drift_check_role": "team-drift-check",
             "ebs_csi_driver_role": "team-ebs-csi-driver",
         },
-        "eks": {"cluster_name": "platform"},
+        "eks": {"cluster_name": "platform", "deploy_kubernetes_group": "team-deploy"},
         "airflow": {
             "namespace": "af",
             "release": "af",

@@ -102,17 +102,21 @@ class EksAddon(Converger):
 
 
 class EksAccess(Converger):
-    """A CI role's EKS access entry with exactly one access policy, scoped to the namespace.
+    """A CI role's EKS access entry with exactly one access policy, scoped to the namespace,
+    and exactly the Kubernetes groups given (RoleBindings in k8s/ grant those groups more).
 
-    Any other access policy associated with the entry (cluster admin, say) is drift: `plan`
-    shows it and `bootstrap` removes it.
+    Any other access policy associated with the entry (cluster admin, say) or any other group
+    is drift: `plan` shows it and `bootstrap` removes it.
     """
 
     kind = "eks access entry"
 
-    def __init__(self, role_name: str, access_policy: str) -> None:
+    def __init__(
+        self, role_name: str, access_policy: str, kubernetes_groups: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(role_name)
         self.access_policy = access_policy
+        self.kubernetes_groups = sorted(kubernetes_groups)
 
     def converge(self, ctx) -> list[Result]:
         from botocore.exceptions import ClientError
@@ -130,26 +134,44 @@ class EksAccess(Converger):
                 f"{cluster} --access-config authenticationMode=API_AND_CONFIG_MAP` and bootstrap again"
             )
         try:
-            eks.describe_access_entry(clusterName=cluster, principalArn=principal)
+            found = eks.describe_access_entry(clusterName=cluster, principalArn=principal)
             entry_exists = True
         except ClientError as exc:
             if not _not_found(exc):
                 raise
-            entry_exists = False
-        entry = self.finish(
-            ctx,
-            entry_exists,
-            []
-            if entry_exists
-            else [
+            found, entry_exists = {}, False
+        groups = self.kubernetes_groups
+        # Only given when there are any: an entry without groups is created as it always was.
+        with_groups = {"kubernetesGroups": groups} if groups else {}
+        entry_steps: list[Step] = []
+        entry_diff = []
+        if not entry_exists:
+            entry_steps.append(
                 (
-                    "STANDARD",
+                    f"STANDARD, groups {', '.join(groups)}" if groups else "STANDARD",
                     lambda: eks.create_access_entry(
-                        clusterName=cluster, principalArn=principal, type="STANDARD"
+                        clusterName=cluster, principalArn=principal, type="STANDARD", **with_groups
                     ),
                 )
-            ],
-        )
+            )
+        else:
+            current_groups = sorted(found["accessEntry"].get("kubernetesGroups") or [])
+            if current_groups != groups:
+                from airflow_gitops.aws.converge import document_diff
+
+                entry_steps.append(
+                    (
+                        f"groups {', '.join(groups) or '(none)'}",
+                        # The list given replaces the entry's groups: extra ones are dropped.
+                        lambda: eks.update_access_entry(
+                            clusterName=cluster, principalArn=principal, kubernetesGroups=groups
+                        ),
+                    )
+                )
+                entry_diff = document_diff(
+                    f"kubernetes groups of {self.name}", current_groups, groups
+                )
+        entry = self.finish(ctx, entry_exists, entry_steps, diff=entry_diff)
 
         scope = {"type": "namespace", "namespaces": [namespace]}
         associated = []

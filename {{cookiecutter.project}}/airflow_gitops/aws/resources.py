@@ -252,7 +252,9 @@ def all_resources(stack: dict) -> list[Converger]:
     )
     for role in ci_roles(stack):
         if role.kube_access:
-            items.append(EksAccess(aws[role.key], role.kube_access))
+            # The deploy role's group is what k8s/deploy-extensions-rbac.yaml grants more to.
+            groups = (stack["eks"]["deploy_kubernetes_group"],) if role is DEPLOY else ()
+            items.append(EksAccess(aws[role.key], role.kube_access, groups))
     if by_pod_identity:  # the agent first; then each ServiceAccount's association
         items.append(EksAddon(POD_IDENTITY_AGENT_ADDON, None))
         items += [PodIdentityAssociation(*entry) for entry in pod_roles(stack)]

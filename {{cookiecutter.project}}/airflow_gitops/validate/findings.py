@@ -85,6 +85,7 @@ RULE_IDS = frozenset(
         "priorityclass-missing",
         "api-server-unreachable",
         "servicemonitor-target",
+        "deploy-group-unbound",
         # task logs, secrets backend, Airflow image
         "log-location",
         "log-claim",

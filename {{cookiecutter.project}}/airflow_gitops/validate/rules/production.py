@@ -26,6 +26,10 @@ SIZED = {
     "redis": (("redis",),),
 }
 ALB_ANNOTATION = "alb.ingress.kubernetes.io/"
+# API groups of the custom resources this repo deploys (KEDA's ScaledObject, the Prometheus
+# operator's kinds): the deploy role's EKS access policy covers built-in kinds only, so a Role in
+# k8s/ grants these to the Kubernetes group on the deploy role's access entry.
+EXTENSION_API_GROUPS = frozenset({"keda.sh", "monitoring.coreos.com"})
 
 
 def check(repo) -> Iterator[Finding]:
@@ -35,6 +39,7 @@ def check(repo) -> Iterator[Finding]:
     yield from _alb_is_tls_only(values)
     yield from _api_server_reachable(values)
     yield from _service_monitors(repo)
+    yield from _extensions_bound_to_the_deploy_group(repo)
     if repo.fact("airflow", "size") is not None:  # a sized repository keeps every pod sized
         yield from _requests(values, executor)
         yield from _priority_classes(repo)
@@ -170,5 +175,39 @@ def _service_monitors(repo) -> Iterator[Finding]:
                 f"ServiceMonitor {doc.get('metadata', 'name')!r} must select the StatsD exporter's Service "
                 f"(matchLabels within {statsd_labels}) on port statsd-scrape; as written it scrapes nothing",
                 "servicemonitor-target",
+                at_key=True,
+            )
+
+
+def _extensions_bound_to_the_deploy_group(repo) -> Iterator[Finding]:
+    """A binding of a Role over EXTENSION_API_GROUPS must name the group `make bootstrap` puts on
+    the deploy role's access entry, or `helm upgrade` is forbidden to create those objects."""
+    group = repo.fact("eks", "deploy_kubernetes_group")
+    if not isinstance(group, str):
+        return
+    extension_roles = {
+        d.get("metadata", "name")
+        for d in repo.by_kind("Role")
+        if any(
+            EXTENSION_API_GROUPS & set(as_dict(rule).get("apiGroups") or [])
+            for rule in d.get("rules", default=[]) or []
+        )
+    }
+    for binding in repo.by_kind("RoleBinding"):
+        if binding.get("roleRef", "name") not in extension_roles:
+            continue
+        groups = [
+            as_dict(s).get("name")
+            for s in binding.get("subjects", default=[]) or []
+            if as_dict(s).get("kind") == "Group"
+        ]
+        if group not in groups:
+            yield binding.finding(
+                ("subjects",),
+                f"RoleBinding {binding.get('metadata', 'name')!r} grants "
+                f"{', '.join(sorted(EXTENSION_API_GROUPS))} rights to {groups or 'no group'}, but the "
+                f"deploy role's access entry carries the group {group!r} (stack.yaml "
+                "eks.deploy_kubernetes_group): the deploy would be forbidden to apply them",
+                "deploy-group-unbound",
                 at_key=True,
             )

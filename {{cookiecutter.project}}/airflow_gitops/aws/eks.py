@@ -13,7 +13,7 @@ from airflow_gitops.aws.iam import PROJECT_TAG
 EFS_CSI_ADDON = "aws-efs-csi-driver"
 # EKS Pod Identity: the node agent that hands pods the credentials of their association.
 POD_IDENTITY_AGENT_ADDON = "eks-pod-identity-agent"
-# EBS volumes for the chart's claims (workers, triggerer, Redis): clusters on Kubernetes 1.30+
+# EBS volumes for the chart's claims (Redis, with Celery): clusters on Kubernetes 1.30+
 # have no default StorageClass and no EBS provisioner without this add-on.
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
 # Kubernetes `admin` ClusterRole, bound in the Airflow namespace only: enough for `helm upgrade`

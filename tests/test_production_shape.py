@@ -600,10 +600,57 @@ VALIDATE_CASES = [
         "    - port: http\n",
         "servicemonitor-target",
     ),
+    # metrics_backend cloudwatch: the dashboard and alarms read where the agent writes, and
+    # alarms stay within what the deploy role may put.
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-dashboard.json",
+        '"Airflow/airflow-gitops",\n            "airflow_scheduler_heartbeat"',
+        '"Airflow/other",\n            "airflow_scheduler_heartbeat"',
+        "cloudwatch-dashboard",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-dashboard.json",
+        '"widgets": [',
+        '"widgets": [[',
+        "syntax",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-scheduler-down"',
+        '"AlarmName": "scheduler-down"',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"Namespace": "Airflow/airflow-gitops"',
+        '"Namespace": "CWAgent"',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-dag-import-errors",',
+        '"AlarmName": "airflow-gitops-dag-import-errors",\n    "AlarmActions": '
+        '["arn:aws:automate:eu-west-1:ec2:terminate"],',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        None,
+        None,
+        "cloudwatch-alarms",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", VALIDATE_CASES, ids=[c[-1] for c in VALIDATE_CASES])
+@pytest.mark.parametrize(
+    "case", VALIDATE_CASES, ids=[f"{c[-1]}-{i}" for i, c in enumerate(VALIDATE_CASES)]
+)
 def test_validate_catches_an_edit_that_undoes_the_shape(baked, tmp_path, case):
     answers, relative, find, replace, rule = case
     repo = shutil.copytree(baked(**answers), tmp_path / "repo")

@@ -85,6 +85,8 @@ RULE_IDS = frozenset(
         "priorityclass-missing",
         "api-server-unreachable",
         "servicemonitor-target",
+        "cloudwatch-dashboard",
+        "cloudwatch-alarms",
         # task logs, secrets backend, Airflow image
         "log-location",
         "log-claim",

@@ -756,6 +756,24 @@ def test_metrics_reach_cloudwatch_through_a_locked_down_agent(baked, rendered, a
     assert config["statsd_on"] == "True"
     assert config["statsd_host"] == AGENT
     assert int(config["statsd_port"]) == statsd_port["port"] and statsd_port["protocol"] == "UDP"
+    # Airflow sends only what the dashboard and alarms read (its own test: re.findall of each
+    # comma-separated pattern in the lower-cased name), not the per-DAG and per-task names that
+    # would each be a billed custom metric.
+    patterns = config["metrics_allow_list"].split(",")
+
+    def sent(name: str) -> bool:
+        return any(re.findall(p.strip().lower(), name.lower()) for p in patterns)
+
+    read = AIRFLOW_METRICS | {"scheduler_heartbeat", "pool.open_slots.default_pool"}
+    assert all(sent(name) for name in read), [n for n in read if not sent(n)]
+    for name in (
+        "dag.example_dag.hello.duration",
+        "ti.finish.example_dag.hello.success",
+        "dagrun.duration.success.example_dag",
+        "pool.open_slots",  # the tagged twin of pool.open_slots.<pool>: one series for all pools
+        "executor.open_slots",
+    ):
+        assert not sent(name), name
     # The agent: pinned, non-root, read-only root, no capabilities, sized, writing only emptyDirs.
     deployment = named(docs, "Deployment")[AGENT]
     spec = deployment["spec"]["template"]["spec"]
@@ -780,6 +798,8 @@ def test_metrics_reach_cloudwatch_through_a_locked_down_agent(baked, rendered, a
     for mount in container["volumeMounts"]:
         assert mount.get("readOnly") or "emptyDir" in volumes[mount["name"]], mount
     assert container["ports"][0]["containerPort"] == statsd_port["port"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["RUN_WITH_IRSA"] == "True"  # the pod's token, never IMDS or a credentials file
     # Its configuration: StatsD on that port into the one namespace its role may write.
     config_map = named(docs, "ConfigMap")[AGENT]
     agent = json.loads(config_map["data"]["cwagentconfig.json"])

@@ -794,6 +794,20 @@ def test_metrics_reach_cloudwatch_through_a_locked_down_agent(baked, rendered, a
     assert {"cpu", "memory"} <= set(resources["requests"]) and set(resources["limits"]) == {
         "memory"
     }
+    rows = dict(
+        (name, numbers)
+        for name, *numbers in re.findall(
+            r"^\| (\w+) \| (\S+) \| (\S+) \| (\S+) \| .+\|$",
+            (repo / "docs" / "production.md").read_text(),
+            re.MULTILINE,
+        )
+    )
+    assert "statsd" not in rows  # no exporter, no row for it
+    assert rows["cloudwatchAgent"] == [
+        resources["requests"]["cpu"],
+        resources["requests"]["memory"],
+        resources["limits"]["memory"],
+    ]
     volumes = {v["name"]: v for v in spec["volumes"]}
     for mount in container["volumeMounts"]:
         assert mount.get("readOnly") or "emptyDir" in volumes[mount["name"]], mount

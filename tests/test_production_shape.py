@@ -641,6 +641,13 @@ VALIDATE_CASES = [
     (
         {"metrics_backend": "cloudwatch"},
         "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-dag-import-errors",',
+        '"AlarmName": "airflow-gitops-dag-import-errors",\n    "AlarmState": "OK",',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
         None,
         None,
         "cloudwatch-alarms",

@@ -82,6 +82,15 @@ def _dashboard(repo, namespace: str, region: str) -> Iterator[Finding]:
                 )
 
 
+def put_metric_alarm_keys() -> set[str]:
+    """The parameters of cloudwatch:PutMetricAlarm, from botocore's own service model (what
+    `make apply` sends each alarm as)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    return set(model.operation_model("PutMetricAlarm").input_shape.members)
+
+
 def _alarms(repo, namespace: str, prefix: str) -> Iterator[Finding]:
     rule = "cloudwatch-alarms"
     doc, problems = _load(repo, ALARMS, rule)
@@ -92,8 +101,17 @@ def _alarms(repo, namespace: str, prefix: str) -> Iterator[Finding]:
         yield doc.finding((), "a list of alarms (PutMetricAlarm requests) expected", rule)
         return
     account, region = as_str(repo.fact("aws", "account_id")), as_str(repo.fact("aws", "region"))
+    known = put_metric_alarm_keys()
     for i, alarm in enumerate(doc.data):
         alarm = as_dict(alarm)
+        for key in sorted(set(alarm) - known):
+            yield doc.finding(
+                (i, key),
+                f"{key!r} is not a PutMetricAlarm parameter (AWS would refuse the alarm); "
+                "allowed: " + ", ".join(sorted(known)),
+                rule,
+                at_key=True,
+            )
         name = as_str(alarm.get("AlarmName"))
         if not name.startswith(prefix):
             yield doc.finding(

@@ -27,6 +27,18 @@ def uses_own_sync_image(a: dict) -> bool:
     return a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "own-image"
 
 
+def uses_prometheus(a: dict) -> bool:
+    return a["metrics_backend"] == "prometheus"
+
+
+def uses_cloudwatch(a: dict) -> bool:
+    return a["metrics_backend"] == "cloudwatch"
+
+
+def uses_service_monitor(a: dict) -> bool:
+    return uses_prometheus(a) and a["metrics_scrape"] == "servicemonitor"
+
+
 # path (relative to the project) -> keep it when this is true for the answers.
 MODE_SPECIFIC_FILES = {
     # S3 modes: the task-running pods are the DAG reader, whose role also writes task logs.
@@ -40,12 +52,22 @@ MODE_SPECIFIC_FILES = {
     ),
     "k8s/priorityclass.yaml": lambda a: a["size"] == "production",
     "k8s/deploy-extensions-rbac.yaml": lambda a: (
-        a["executor"] == "CeleryExecutor" or a["metrics_scrape"] == "servicemonitor"
+        a["executor"] == "CeleryExecutor" or uses_service_monitor(a)
     ),
-    "k8s/servicemonitor.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
-    "k8s/prometheusrule.yaml": lambda a: a["metrics_scrape"] == "servicemonitor",
+    "k8s/servicemonitor.yaml": uses_service_monitor,
+    "k8s/prometheusrule.yaml": uses_service_monitor,
     # With the operator the rules live in k8s/prometheusrule.yaml only (one copy to edit).
-    "monitoring/alert-rules.yaml": lambda a: a["metrics_scrape"] == "annotations",
+    "monitoring/alert-rules.yaml": lambda a: (
+        uses_prometheus(a) and a["metrics_scrape"] == "annotations"
+    ),
+    "monitoring/airflow-dashboard.json": uses_prometheus,
+    # metrics_backend cloudwatch: the agent, its role, the dashboard and alarms `make apply` keeps.
+    "k8s/cloudwatch-agent.yaml": uses_cloudwatch,
+    "iam/cloudwatch-agent-policy.json": uses_cloudwatch,
+    "iam/cloudwatch-agent-trust.json": uses_cloudwatch,
+    "monitoring/cloudwatch-dashboard.json": uses_cloudwatch,
+    "monitoring/cloudwatch-alarms.json": uses_cloudwatch,
+    "tests/test_aws_cloudwatch.py": uses_cloudwatch,
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
     "iam/sync-dags-role-policy.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},

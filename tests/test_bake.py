@@ -55,6 +55,16 @@ SUPPORTED = (
             dag_source="git-sync",
             metrics_scrape="servicemonitor",
         ),
+        # Metrics to CloudWatch, with each kind of pod credentials; metrics_scrape is then moot.
+        dict(
+            metrics_backend="cloudwatch", executor="CeleryExecutor", metrics_scrape="servicemonitor"
+        ),
+        dict(
+            metrics_backend="cloudwatch",
+            executor="KubernetesExecutor",
+            dag_source="efs",
+            aws_pod_credentials="pod-identity",
+        ),
     ]
 )
 
@@ -143,6 +153,8 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
     answers, repo, stack, _ = case
     mode = stack["dags"]["source"]
     present = {str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file()}
+    prometheus = stack["metrics"]["backend"] == "prometheus"
+    monitor = prometheus and answers.get("metrics_scrape") == "servicemonitor"
     expect = {
         "k8s/serviceaccounts.yaml": True,  # the API server reads task logs in every mode
         "iam/airflow-worker-trust.json": mode not in S3_MODES,
@@ -154,11 +166,17 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "iam/efs-csi-driver-trust.json": mode == "efs",
         "k8s/priorityclass.yaml": answers.get("size") == "production",
         "k8s/deploy-extensions-rbac.yaml": stack["airflow"]["executor"] == "CeleryExecutor"
-        or answers.get("metrics_scrape") == "servicemonitor",
-        "k8s/servicemonitor.yaml": answers.get("metrics_scrape") == "servicemonitor",
-        "k8s/prometheusrule.yaml": answers.get("metrics_scrape") == "servicemonitor",
-        "monitoring/alert-rules.yaml": answers.get("metrics_scrape") != "servicemonitor",
-        "monitoring/airflow-dashboard.json": True,
+        or monitor,
+        "k8s/servicemonitor.yaml": monitor,
+        "k8s/prometheusrule.yaml": monitor,
+        "monitoring/alert-rules.yaml": prometheus and not monitor,
+        "monitoring/airflow-dashboard.json": prometheus,
+        "k8s/cloudwatch-agent.yaml": not prometheus,
+        "iam/cloudwatch-agent-policy.json": not prometheus,
+        "iam/cloudwatch-agent-trust.json": not prometheus,
+        "monitoring/cloudwatch-dashboard.json": not prometheus,
+        "monitoring/cloudwatch-alarms.json": not prometheus,
+        "tests/test_aws_cloudwatch.py": not prometheus,
     }
     for name, wanted in expect.items():
         assert (name in present) == wanted, (

@@ -50,9 +50,10 @@ def toolkit_commands(repo) -> set[str]:
         sys.path.remove(str(repo))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "cloudwatch"])
 def test_every_command_the_docs_name_exists(baked, mode):
-    repo = baked(dag_source=mode)
+    answers = {"metrics_backend": mode} if mode == "cloudwatch" else {"dag_source": mode}
+    repo = baked(**answers)
     targets, commands = make_targets(repo), toolkit_commands(repo)
     seen_make = set()
     for name, text in doc_texts(repo):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from parliament import analyze_policy_string
 
-# (dag_source, s3_sync_image, github_oidc_subject, aws_pod_credentials): every mode, the
+# (dag_source, s3_sync_image, github_oidc_subject, aws_pod_credentials[, metrics_backend]): every mode, the
 # immutable subject once, EKS Pod Identity in the modes whose pods need AWS.
 COMBINATIONS = [
     ("s3-sync", "own-image", "classic", "irsa"),
@@ -31,6 +31,9 @@ COMBINATIONS = [
     ("s3-sync", "own-image", "immutable", "irsa"),
     ("s3-bundle", "own-image", "classic", "pod-identity"),
     ("efs", "own-image", "classic", "pod-identity"),
+    # metrics_backend cloudwatch: the agent's role, the deploy role's dashboard and alarm grants
+    ("git-sync", "own-image", "classic", "irsa", "cloudwatch"),
+    ("s3-bundle", "own-image", "classic", "pod-identity", "cloudwatch"),
 ]
 IDS = ["-".join(c) for c in COMBINATIONS]
 
@@ -97,12 +100,13 @@ def rendered(repo: Path, name: str) -> str:
 
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=IDS)
 def repo(request, baked):
-    source, image, subject, pods = request.param
+    source, image, subject, pods, *backend = request.param
     answers = {
         "dag_source": source,
         "s3_sync_image": image,
         "github_oidc_subject": subject,
         "aws_pod_credentials": pods,
+        "metrics_backend": backend[0] if backend else "prometheus",
     }
     if subject == "immutable":
         answers.update(github_owner_id="1001", github_repository_id="2002")
@@ -215,7 +219,12 @@ def test_each_ci_role_trusts_one_workflow_on_the_deploy_branch(repo):
 def test_pod_roles_trust_only_their_service_accounts(repo):
     """Each pod role (IRSA or Pod Identity) names its cluster, namespace and ServiceAccounts."""
     stack = yaml.safe_load((repo / "stack.yaml").read_text())
-    for name in ("dag-reader-trust.json", "efs-csi-driver-trust.json", "ebs-csi-driver-trust.json"):
+    for name in (
+        "dag-reader-trust.json",
+        "efs-csi-driver-trust.json",
+        "ebs-csi-driver-trust.json",
+        "cloudwatch-agent-trust.json",
+    ):
         if not (repo / "iam" / name).exists():
             continue
         [statement] = json.loads(rendered(repo, name))["Statement"]

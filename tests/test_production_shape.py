@@ -614,10 +614,64 @@ VALIDATE_CASES = [
         '  deploy_kubernetes_group: "airflow-deployers"\n',
         "deploy-group-unbound",
     ),
+    # metrics_backend cloudwatch: the dashboard and alarms read where the agent writes, and
+    # alarms stay within what the deploy role may put.
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-dashboard.json",
+        '"Airflow/airflow-gitops",\n            "airflow_scheduler_heartbeat"',
+        '"Airflow/other",\n            "airflow_scheduler_heartbeat"',
+        "cloudwatch-dashboard",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-dashboard.json",
+        '"widgets": [',
+        '"widgets": [[',
+        "syntax",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-scheduler-down"',
+        '"AlarmName": "scheduler-down"',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"Namespace": "Airflow/airflow-gitops"',
+        '"Namespace": "CWAgent"',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-dag-import-errors",',
+        '"AlarmName": "airflow-gitops-dag-import-errors",\n    "AlarmActions": '
+        '["arn:aws:automate:eu-west-1:ec2:terminate"],',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        '"AlarmName": "airflow-gitops-dag-import-errors",',
+        '"AlarmName": "airflow-gitops-dag-import-errors",\n    "AlarmState": "OK",',
+        "cloudwatch-alarms",
+    ),
+    (
+        {"metrics_backend": "cloudwatch"},
+        "monitoring/cloudwatch-alarms.json",
+        None,
+        None,
+        "cloudwatch-alarms",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", VALIDATE_CASES, ids=[c[-1] for c in VALIDATE_CASES])
+@pytest.mark.parametrize(
+    "case", VALIDATE_CASES, ids=[f"{c[-1]}-{i}" for i, c in enumerate(VALIDATE_CASES)]
+)
 def test_validate_catches_an_edit_that_undoes_the_shape(baked, tmp_path, case):
     answers, relative, find, replace, rule = case
     repo = shutil.copytree(baked(**answers), tmp_path / "repo")
@@ -690,3 +744,191 @@ def test_a_production_bake_is_sized_replicated_elastic_reachable_and_observed(re
     assert {"airflow-redis-policy", "airflow-worker-policy", "airflow-default-deny-ingress"} <= set(
         policies
     )
+
+
+# --- Metrics to CloudWatch (metrics_backend cloudwatch) --------------------------------------
+
+CLOUDWATCH_COMBINATIONS = [
+    {"metrics_backend": "cloudwatch", "executor": e, "aws_pod_credentials": c}
+    for e in EXECUTORS
+    for c in ("irsa", "pod-identity")
+]
+AGENT = "airflow-cloudwatch-agent"  # the default release's agent (templates/names.jinja)
+# The same Airflow metrics as the Prometheus backend reads, plus the scheduler's heartbeat, named
+# as the CloudWatch agent publishes them: the StatsD name's parts joined with "_".
+CLOUDWATCH_METRICS = {
+    "airflow_" + m.replace(".", "_") for m in AIRFLOW_METRICS | {"scheduler_heartbeat"}
+}
+REQUIRED_ALARMS = {"scheduler-down", "dag-import-errors", "tasks-stuck-queued"}
+
+
+@pytest.mark.parametrize("answers", CLOUDWATCH_COMBINATIONS, ids=combo_id)
+def test_metrics_reach_cloudwatch_through_a_locked_down_agent(baked, rendered, answers):
+    repo, docs = baked(**answers), rendered(**answers)
+    stack = yaml.safe_load((repo / "stack.yaml").read_text())
+    metrics = stack["metrics"]
+    # The chart's exporter is gone and Airflow's StatsD client aims at the agent's Service.
+    assert "airflow-statsd" not in named(docs, "Service")
+    assert not [d for d in docs if (d["metadata"].get("labels") or {}).get("component") == "statsd"]
+    assert not of_kind(docs, "ServiceMonitor", "PrometheusRule")
+    config = airflow_config(docs)["metrics"]
+    service = named(docs, "Service")[AGENT]
+    [statsd_port] = service["spec"]["ports"]
+    assert config["statsd_on"] == "True"
+    assert config["statsd_host"] == AGENT
+    assert int(config["statsd_port"]) == statsd_port["port"] and statsd_port["protocol"] == "UDP"
+    # Airflow sends only what the dashboard and alarms read (its own test: re.findall of each
+    # comma-separated pattern in the lower-cased name), not the per-DAG and per-task names that
+    # would each be a billed custom metric.
+    patterns = config["metrics_allow_list"].split(",")
+
+    def sent(name: str) -> bool:
+        return any(re.findall(p.strip().lower(), name.lower()) for p in patterns)
+
+    read = AIRFLOW_METRICS | {"scheduler_heartbeat", "pool.open_slots.default_pool"}
+    assert all(sent(name) for name in read), [n for n in read if not sent(n)]
+    for name in (
+        "dag.example_dag.hello.duration",
+        "ti.finish.example_dag.hello.success",
+        "dagrun.duration.success.example_dag",
+        "pool.open_slots",  # the tagged twin of pool.open_slots.<pool>: one series for all pools
+        "executor.open_slots",
+    ):
+        assert not sent(name), name
+    # The agent: pinned, non-root, read-only root, no capabilities, sized, writing only emptyDirs.
+    deployment = named(docs, "Deployment")[AGENT]
+    spec = deployment["spec"]["template"]["spec"]
+    assert selects(
+        {"matchLabels": service["spec"]["selector"]},
+        deployment["spec"]["template"]["metadata"]["labels"],
+    )
+    [container] = spec["containers"]
+    image, tag = container["image"].rsplit(":", 1)
+    assert image == "public.ecr.aws/cloudwatch-agent/cloudwatch-agent" and re.fullmatch(
+        r"[0-9.]+b?[0-9]*", tag
+    )
+    assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] > 0
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and set(resources["limits"]) == {
+        "memory"
+    }
+    rows = dict(
+        (name, numbers)
+        for name, *numbers in re.findall(
+            r"^\| (\w+) \| (\S+) \| (\S+) \| (\S+) \| .+\|$",
+            (repo / "docs" / "production.md").read_text(),
+            re.MULTILINE,
+        )
+    )
+    assert "statsd" not in rows  # no exporter, no row for it
+    assert rows["cloudwatchAgent"] == [
+        resources["requests"]["cpu"],
+        resources["requests"]["memory"],
+        resources["limits"]["memory"],
+    ]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        assert mount.get("readOnly") or "emptyDir" in volumes[mount["name"]], mount
+    assert container["ports"][0]["containerPort"] == statsd_port["port"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["RUN_WITH_IRSA"] == "True"  # the pod's token, never IMDS or a credentials file
+    # Its configuration: StatsD on that port into the one namespace its role may write.
+    config_map = named(docs, "ConfigMap")[AGENT]
+    agent = json.loads(config_map["data"]["cwagentconfig.json"])
+    assert agent["metrics"]["namespace"] == metrics["namespace"]
+    assert agent["agent"]["region"] == stack["aws"]["region"]
+    statsd = agent["metrics"]["metrics_collected"]["statsd"]
+    assert statsd["service_address"] == f":{statsd_port['port']}"
+    assert statsd["metrics_aggregation_interval"] == 60
+    # Its identity: IRSA annotation or a Pod Identity association, with a trust for this SA only.
+    account = named(docs, "ServiceAccount")[AGENT]
+    assert spec["serviceAccountName"] == AGENT == metrics["agent_service_account"]
+    role_arn = f"arn:aws:iam::{stack['aws']['account_id']}:role/{metrics['agent_role']}"
+    annotations = account["metadata"].get("annotations", {})
+    if answers["aws_pod_credentials"] == "irsa":
+        assert annotations["eks.amazonaws.com/role-arn"] == role_arn
+    else:
+        assert "eks.amazonaws.com/role-arn" not in annotations
+    trust = (repo / "iam" / "cloudwatch-agent-trust.json").read_text()
+    assert f"{stack['airflow']['namespace']}" in trust and AGENT in trust
+    # Only Airflow's pods reach it, on its UDP port.
+    agent_pod = Peer(deployment["spec"]["template"]["metadata"]["labels"])
+    for source in ("scheduler", "worker", "dag-processor", "triggerer", "api-server"):
+        assert allowed(docs, pod(source), agent_pod, statsd_port["port"], "UDP"), source
+    stranger = Peer({"app": "something-else"}, namespace="default")
+    assert not allowed(docs, stranger, agent_pod, statsd_port["port"], "UDP")
+    assert not allowed(docs, pod("worker"), agent_pod, 8080)
+
+
+def test_the_agent_role_may_put_metrics_into_its_namespace_only(baked):
+    repo = baked(metrics_backend="cloudwatch")
+    namespace = yaml.safe_load((repo / "stack.yaml").read_text())["metrics"]["namespace"]
+    policy = json.loads((repo / "iam" / "cloudwatch-agent-policy.json").read_text())
+    [statement] = policy["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "cloudwatch:PutMetricData"
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": namespace}}
+    assert not namespace.startswith("AWS/")
+
+
+def test_the_deploy_role_writes_only_this_projects_dashboard_and_alarms(baked):
+    repo = baked(metrics_backend="cloudwatch")
+    stack = yaml.safe_load((repo / "stack.yaml").read_text())
+    account, region, metrics = stack["aws"]["account_id"], stack["aws"]["region"], stack["metrics"]
+    policy = json.loads((repo / "iam" / "deploy-role-policy.json").read_text())
+    writes = {
+        a: s
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        if a.startswith("cloudwatch:")
+    }
+    assert set(writes) == {"cloudwatch:PutDashboard", "cloudwatch:PutMetricAlarm"}
+    assert writes["cloudwatch:PutDashboard"]["Resource"] == (
+        f"arn:aws:cloudwatch::{account}:dashboard/{metrics['dashboard']}"
+    )
+    alarms = writes["cloudwatch:PutMetricAlarm"]
+    assert (
+        alarms["Resource"]
+        == f"arn:aws:cloudwatch:{region}:{account}:alarm:{metrics['alarm_prefix']}*"
+    )
+    assert alarms["Condition"] == {
+        "ForAllValues:StringLike": {"cloudwatch:AlarmActions": f"arn:aws:sns:{region}:{account}:*"}
+    }
+    # The prometheus backend's deploy role holds no CloudWatch right at all.
+    plain = (baked() / "iam" / "deploy-role-policy.json").read_text()
+    assert "cloudwatch:" not in plain
+
+
+def test_cloudwatch_dashboard_and_alarms_read_what_the_agent_writes(baked):
+    repo = baked(metrics_backend="cloudwatch")
+    metrics = yaml.safe_load((repo / "stack.yaml").read_text())["metrics"]
+    namespace = metrics["namespace"]
+    dashboard = json.loads((repo / "monitoring" / "cloudwatch-dashboard.json").read_text())
+    widgets = dashboard["widgets"]
+    assert REQUIRED_PANELS <= {w["properties"]["title"] for w in widgets}
+    read = set()
+    for widget in widgets:
+        for line in widget["properties"]["metrics"]:
+            if isinstance(line[0], dict):  # a SEARCH expression over one namespace
+                assert f"{{{namespace}," in line[0]["expression"]
+                read |= set(re.findall(r"airflow_[a-z_]+", line[0]["expression"]))
+            else:
+                assert line[0] == namespace and line[2:4] in (
+                    ["metric_type", "gauge"],
+                    ["metric_type", "counter"],
+                )
+                read.add(line[1])
+    assert CLOUDWATCH_METRICS <= read
+    alarms = json.loads((repo / "monitoring" / "cloudwatch-alarms.json").read_text())
+    names = {a["AlarmName"].removeprefix(metrics["alarm_prefix"]) for a in alarms}
+    assert names == REQUIRED_ALARMS
+    for alarm in alarms:
+        assert alarm["AlarmName"].startswith(metrics["alarm_prefix"])
+        stats = [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+        for metric in [alarm] if "MetricName" in alarm else stats:
+            assert metric["Namespace"] == namespace and metric["MetricName"] in CLOUDWATCH_METRICS
+    by_name = {a["AlarmName"].removeprefix(metrics["alarm_prefix"]): a for a in alarms}
+    # A scheduler that stops sending heartbeats sends nothing: missing data must alarm.
+    assert by_name["scheduler-down"]["TreatMissingData"] == "breaching"

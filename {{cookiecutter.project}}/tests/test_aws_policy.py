@@ -231,7 +231,25 @@ class Requests:
             return self.efs(op, params, response_ids)
         if service == "ec2":
             return self.ec2(op, params, response_ids)
+        if service == "cloudwatch":
+            return self.cloudwatch(op, params)
         raise AssertionError(f"{service}:{op}")
+
+    def cloudwatch(self, op: str, params: dict) -> list[Request]:
+        """Dashboards are global (no region in their ARN); alarms are authorised one by one."""
+        if op in ("GetDashboard", "PutDashboard"):
+            name = params["DashboardName"]
+            return [Request(f"cloudwatch:{op}", self.arn("cloudwatch", f"dashboard/{name}", False))]
+        if op == "DescribeAlarms":
+            return [
+                Request("cloudwatch:DescribeAlarms", self.arn("cloudwatch", f"alarm:{name}"))
+                for name in params["AlarmNames"]
+            ]
+        if op == "PutMetricAlarm":
+            context = {"cloudwatch:AlarmActions": params.get("AlarmActions", [])}
+            resource = self.arn("cloudwatch", f"alarm:{params['AlarmName']}")
+            return [Request("cloudwatch:PutMetricAlarm", resource, context)]
+        raise AssertionError(f"cloudwatch:{op}")
 
     def efs(self, op: str, params: dict, ids: dict) -> list[Request]:
         def fs(fs_id: str) -> str:
@@ -388,6 +406,16 @@ class Recorder:
         return [(s, o, p, ids) for (s, o, p), ids in zip(self.log.calls, self.created)]
 
 
+def delete_cloudwatch_pieces(target, stack: dict) -> None:
+    """As if the dashboard and alarms had never been made (apply then makes them)."""
+    from airflow_gitops.aws.cloudwatch import wanted_alarms
+
+    cloudwatch, metrics = target.client("cloudwatch"), stack["metrics"]
+    cloudwatch.delete_dashboards(DashboardNames=[metrics["dashboard"]])
+    names = [a["AlarmName"] for a in wanted_alarms(REPO, metrics["alarm_prefix"])]
+    cloudwatch.delete_alarms(AlarmNames=names)
+
+
 def delete_efs_pieces(target, stack: dict) -> None:
     """As if the file system and its network had never been made (apply then makes them)."""
     efs, ec2 = target.client("efs"), target.client("ec2")
@@ -461,6 +489,8 @@ def replay(name: str, stack: dict, root: Path, recorder: Recorder, admin, eks) -
     target = recorder.target
     source = stack["dags"]["source"]
     if name == "apply":
+        if stack.get("metrics", {}).get("backend") == "cloudwatch":  # first deploy makes them
+            delete_cloudwatch_pieces(admin, stack)
         if source == "efs":  # first deploy makes the EFS pieces, a later one repairs them
             delete_efs_pieces(admin, stack)
             converge("apply", stack, root, target)
@@ -530,6 +560,7 @@ def recorded(moto, tmp_path_factory):
     shutil.copy(REPO / "stack.yaml", root / "stack.yaml")
     for document in (REPO / "iam").glob("*.json"):
         shutil.copy(document, root / "iam" / document.name)
+    shutil.copytree(REPO / "monitoring", root / "monitoring")  # the CloudWatch dashboard, alarms
     out = {}
     with aws_env(moto, region):
         create_cluster(session(account, region), stack["eks"]["cluster_name"])

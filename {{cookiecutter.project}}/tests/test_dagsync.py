@@ -135,6 +135,41 @@ def test_client_honours_aws_endpoint_url_and_fails_fast(server):
     assert s3.MAX_ATTEMPTS * (s3.CONNECT_TIMEOUT + s3.READ_TIMEOUT) <= 30
 
 
+def test_client_from_a_boto3_or_botocore_session(server):
+    """Callers may inject either kind of session; without one the agent uses botocore's."""
+    import botocore.session
+
+    for session in (boto3.session.Session(), botocore.session.get_session()):
+        client = s3.make_s3_client(session)
+        assert client.meta.endpoint_url == server.endpoint
+        assert client.meta.config.max_pool_connections == s3.DEFAULT_WORKERS
+
+
+def test_agent_process_never_imports_boto3(server, bucket, tmp_path):
+    """The container entrypoint syncs with botocore alone (boto3 and s3transfer cost start-up
+    time and are not installed in the image)."""
+    pushed(tmp_path, dags(2))
+    script = (
+        "import sys\n"
+        "from airflow_gitops.dagsync.agent import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer'}))\n"
+        "raise SystemExit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--bucket", BUCKET, "--prefix", PREFIX, "--once"]
+        + ["--dest", str(tmp_path / "dest")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **server.env(), "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert sorted(read_tree(tmp_path / "dest" / "current")) == sorted(dags(2))
+
+
 def test_etag_is_an_md5_only_when_the_object_says_so():
     md5 = "5d41402abc4b2a76b9719d911017c592"
     assert s3.etag_is_md5({"ETag": f'"{md5}"'})

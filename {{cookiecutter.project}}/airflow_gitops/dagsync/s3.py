@@ -372,15 +372,17 @@ def _lean_list_objects_v2(response_dict, customized_response_dict, **_):
 def make_s3_client(session: Any = None, workers: int = DEFAULT_WORKERS, region: str | None = None):
     """One S3 client for the whole process (thread-safe; reuse it, it holds the connection pool).
 
-    ``session`` is injectable (a ``boto3.session.Session``) so tests and callers decide where
-    credentials come from. botocore reads AWS_ENDPOINT_URL itself (botocore >= 1.31), which is
-    how the tests reach the local moto server. Short timeouts and few retries: see
-    CONNECT_TIMEOUT.
+    ``session`` is injectable (a ``boto3.session.Session`` or a ``botocore.session.Session``) so
+    tests and callers decide where credentials come from. Without one, a plain botocore session:
+    the agent never imports boto3, whose import (s3transfer and what it pulls in) cost about a
+    sixth of the agent's start-up, for nothing it calls (benchmarks/s3sync.py --startup). botocore
+    reads AWS_ENDPOINT_URL itself (botocore >= 1.31), which is how the tests reach the local
+    moto server. Short timeouts and few retries: see CONNECT_TIMEOUT.
     """
-    import boto3
+    import botocore.session
     from botocore.config import Config
 
-    session = session or boto3.session.Session()
+    session = session or botocore.session.get_session()
     config = Config(
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max(workers, 10),
@@ -391,7 +393,9 @@ def make_s3_client(session: Any = None, workers: int = DEFAULT_WORKERS, region: 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    client = session.client("s3", region_name=region, config=config)
+    # boto3 sessions name it client(), botocore's create_client(); same arguments.
+    create = session.client if hasattr(session, "client") else session.create_client
+    client = create("s3", region_name=region, config=config)
     # Registered on this client only (each client has its own copy of the event hooks).
     client.meta.events.register("before-parse.s3.ListObjectsV2", _lean_list_objects_v2)
     return client

@@ -55,7 +55,7 @@ MODE_SPECIFIC_FILES = {
     "images/s3-sync": uses_own_sync_image,
     # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
     "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
-    "tests/test_dagsync_awscli.py": lambda a: (
+    "tests/test_sync_script.py": lambda a: (
         a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli"
     ),
     "docs/dag-sync.md": lambda a: a["dag_source"] == "s3-sync",

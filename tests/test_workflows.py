@@ -346,7 +346,7 @@ def airflow_with_amazon(version: str) -> Path | None:
 
 @pytest.mark.slow
 def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
-    """The generated repo's test_airflow_backends with real Airflow, as CI runs it: a task log
+    """The toolkit's test_airflow_backends with real Airflow, as CI runs it: a task log
     written to and read back from the log prefix by the S3 task handler, and a connection and a
     variable resolved by SecretsManagerBackend, configured exactly as helm/values.yaml says,
     against moto. It must run here, not skip."""
@@ -364,9 +364,9 @@ def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
             "-rs",
             "-p",
             "no:cacheprovider",
-            "tests/test_airflow_backends.py",
+            "tests/toolkit/test_airflow_backends.py",
         ],
-        cwd=default_repo,
+        cwd=TEMPLATE,
         env=env,
         capture_output=True,
         text=True,

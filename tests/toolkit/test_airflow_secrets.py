@@ -15,7 +15,6 @@ import secrets
 from urllib.parse import quote
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -25,7 +24,8 @@ from iam_eval import Request, allowed
 from airflow_gitops import cli
 from airflow_gitops.stack import load_stack
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 # A password made per run (none is committed), with a "/" so it must be URL-encoded in the URI.
 PASSWORD = secrets.token_hex(8) + "/t"
 URI = "postgresql://report_user:" + quote(PASSWORD, safe="") + "@db.example.internal:5432/reports"

@@ -21,7 +21,8 @@ import pytest
 from airflow_gitops.dagsync import agent, push, s3
 from airflow_gitops.local_aws import MotoServer, aws_env, moto_server
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 BUCKET = "dag-bucket-test"
 PREFIX = "dags"
 

@@ -19,10 +19,12 @@ $(VENV)/.installed: requirements.txt
 bake: $(VENV)/.installed ## generate a repo with the default answers into ./$(OUT)/
 	$(PY) -m cookiecutter --no-input --overwrite-if-exists --output-dir $(OUT) .
 
+# The quick tests in two processes (pytest-xdist), a test module at a time each: the toolkit's
+# modules share one moto server per module. The slow ones in one: they share a cached Airflow venv.
 test: $(VENV)/.installed ## the template's tests, without the slow ones (offline)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
-test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, interruptions, generated suite
+test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, make install, every interruption
 	$(PY) -m pytest -m slow
 
 demo: $(VENV)/.installed ## the whole flow offline: generate, validate, AWS on a local moto, DAGs

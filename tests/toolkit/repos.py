@@ -7,6 +7,7 @@ test that needs another option's files. Tests must not modify them: copy first."
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -21,7 +22,16 @@ atexit.register(shutil.rmtree, _OUT, ignore_errors=True)
 
 @cache
 def baked_repo(**answers: str) -> Path:
-    return bake(Path(tempfile.mkdtemp(dir=_OUT)), **answers)
+    # Baked while pytest collects, where nothing captures the hook's "Created ..." lines.
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    sys.stdout.flush()
+    os.dup2(devnull, 1)
+    try:
+        return bake(Path(tempfile.mkdtemp(dir=_OUT)), **answers)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 REPO = baked_repo()

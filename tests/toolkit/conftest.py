@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 # This folder's helpers (aws_testkit, iam_eval, repos) import by their plain names, as the
-# scripts the tests start in their own process do; repos first: it puts the bake on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# scripts the tests start in their own process do; appended, so that `conftest` stays the
+# template's tests/conftest.py. repos first: it puts the bake on sys.path.
+sys.path.append(str(Path(__file__).resolve().parent))
 
 import repos  # noqa: E402, F401
 from aws_testkit import aws, moto  # noqa: E402, F401

@@ -112,6 +112,7 @@ def test_make_install_gives_every_target_what_it_needs(baked, tmp_path):
 
 
 @pytest.mark.slow  # installs Airflow when no cached .venv-airflow exists
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_airflow_constraints_reproduce_the_committed_pins(default_repo, tmp_path):
     """`make airflow-venv` installs with constraints/airflow-<version>.txt and
     `make airflow-constraints` writes the same pins back: the file is what it says it is."""

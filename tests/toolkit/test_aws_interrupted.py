@@ -79,9 +79,10 @@ def cases(mutating: list[str]) -> list[tuple[str, int]]:
     return sampled if sampled[-1] == every[-1] else [*sampled, every[-1]]
 
 
-# The slowest of the toolkit's tests (a full bootstrap per case): in the slow target.
+# The slowest of the toolkit's tests (a full bootstrap per case): in the slow target. A group
+# per mode: `--dist loadgroup` would otherwise keep the module, so all three, on one worker.
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.xdist_group(m)) for m in MODES])
 def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
     answers, prepare, commands = MODES[mode]
     stack = stack_for(*answers)

@@ -19,11 +19,14 @@ $(VENV)/.installed: requirements.txt
 bake: $(VENV)/.installed ## generate a repo with the default answers into ./$(OUT)/
 	$(PY) -m cookiecutter --no-input --overwrite-if-exists --output-dir $(OUT) .
 
+# Both in two processes (pytest-xdist). The quick tests a module at a time each: the toolkit's
+# modules share one moto server per module. The slow ones one test at a time, except those in
+# xdist_group "airflow-venv", which run in order on one worker: they share a cached Airflow venv.
 test: $(VENV)/.installed ## the template's tests, without the slow ones (offline)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
-test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, interruptions, generated suite
-	$(PY) -m pytest -m slow
+test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, make install, every interruption
+	$(PY) -m pytest -m slow -n 2 --dist loadgroup
 
 demo: $(VENV)/.installed ## the whole flow offline: generate, validate, AWS on a local moto, DAGs
 	$(PY) tools/demo.py --out $(OUT)

@@ -21,7 +21,7 @@ from conftest import TEMPLATE
 CRUFT = [sys.executable, "-m", "cruft"]
 # What a template clone holds: the working tree (uncommitted work included), never build output.
 NOT_TEMPLATE = shutil.ignore_patterns(
-    ".git", ".venv*", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
+    ".git", ".venv*", ".tools", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
 )
 TEMPLATE_CHANGE = "# template change B: arrives through cruft update\n"
 USER_DAG = "# the team's own DAG\nfrom datetime import datetime\n"

@@ -12,26 +12,38 @@ import pytest
 
 from conftest import DEFAULTS, PYTHON, TEMPLATE, run_make
 
-# One bake per DAG family is enough here: the toolkit tests build their own stacks.
-MODES = ["s3-sync", "efs", "git-sync"]
+# One bake per DAG family, and the aws-cli sync image (it adds a test of its own).
+BAKES = {
+    "s3-sync": {"dag_source": "s3-sync"},
+    "s3-sync-aws-cli": {"dag_source": "s3-sync", "s3_sync_image": "aws-cli"},
+    "efs": {"dag_source": "efs"},
+    "git-sync": {"dag_source": "git-sync"},
+}
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_generated_repo_validates(baked, mode):
-    result = run_make(baked(dag_source=mode), "validate")
+@pytest.mark.parametrize("bake", BAKES)
+def test_generated_repo_validates(baked, bake):
+    result = run_make(baked(**BAKES[bake]), "validate")
     assert result.returncode == 0
 
 
-# Every 6th interruption case (and the last) keeps CI well inside its time budget; a generated
-# repo's own `make test` runs every k.
-INTERRUPT_STRIDE = "6"
+@pytest.mark.parametrize("bake", BAKES)
+def test_generated_repo_own_tests_pass(baked, bake):
+    """`make test` in a generated repo: the checks of its own files (the toolkit's unit tests
+    are the template's tests/toolkit/)."""
+    repo = baked(**BAKES[bake])
+    result = run_make(repo, "test")
+    assert re.search(r"^\d+ passed in ", result.stdout, re.M), result.stdout
+    assert not re.search(r"failed|skipped|error", result.stdout), result.stdout
+    own = sorted(path.name for path in (repo / "tests").glob("test_*.py"))
+    expected = ["test_repo.py"] + (["test_sync_script.py"] if "aws-cli" in bake else [])
+    assert own == expected
 
 
-@pytest.mark.slow  # the whole generated suite again, with a sample of its interruption matrix
-def test_generated_repo_own_tests_pass(default_repo):
-    env = {**os.environ, "AIRFLOW_GITOPS_INTERRUPT_STRIDE": INTERRUPT_STRIDE}
-    result = run_make(default_repo, "test", env=env)
-    assert " passed" in result.stdout and " failed" not in result.stdout
+def test_generated_repo_holds_no_toolkit_tests(default_repo):
+    """The toolkit's tests run here, in the template, not in every team's repo."""
+    toolkit_tests = {path.name for path in (TEMPLATE / "tests" / "toolkit").glob("test_*.py")}
+    assert toolkit_tests and not toolkit_tests & {p.name for p in default_repo.rglob("*.py")}
 
 
 def test_airflow_constraints_of_the_answered_release(baked):
@@ -76,8 +88,8 @@ def test_toolkit_version_is_one_fact(default_repo):
 @pytest.mark.slow  # a real `make install` from the package index: minutes on a cold cache
 def test_make_install_gives_every_target_what_it_needs(baked, tmp_path):
     """A user's path: `make install`, then the other targets with the repo's own .venv (no
-    PYTHON= override): lint needs the linters of requirements-ci.txt, test needs pytest and
-    moto of requirements-dev.txt."""
+    PYTHON= override): lint and test need the linters and pytest of requirements-ci.txt,
+    local-aws moto of requirements-dev.txt."""
     repo = tmp_path / "repo"
     shutil.copytree(baked(), repo)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -94,10 +106,13 @@ def test_make_install_gives_every_target_what_it_needs(baked, tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)  # lint lists files with git
     make("lint")
     make("validate")
-    assert " passed" in make("test", PYTEST_ADDOPTS="-k test_local_aws").stdout
+    assert " passed" in make("test").stdout
+    venv_python = repo / ".venv" / "bin" / "python"
+    subprocess.run([venv_python, "-c", "import moto.server"], check=True)  # make local-aws
 
 
 @pytest.mark.slow  # installs Airflow when no cached .venv-airflow exists
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_airflow_constraints_reproduce_the_committed_pins(default_repo, tmp_path):
     """`make airflow-venv` installs with constraints/airflow-<version>.txt and
     `make airflow-constraints` writes the same pins back: the file is what it says it is."""

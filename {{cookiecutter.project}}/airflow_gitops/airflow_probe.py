@@ -7,7 +7,8 @@ points at. One phase per process, so each phase's requests can be told apart:
     python -m airflow_gitops.airflow_probe write LOCAL_LOG_FOLDER RELATIVE_LOG_PATH
     python -m airflow_gitops.airflow_probe read LOCAL_LOG_FOLDER RELATIVE_LOG_PATH
 
-Prints one JSON line. Used by tests/test_airflow_backends.py and `make demo`.
+Prints one JSON line. Used by `make demo` and the template's
+tests/toolkit/test_airflow_backends.py.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from airflow_gitops.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +13,8 @@ STACK_FILE = "stack.yaml"
 
 def load_stack(root: Path | str | None = None) -> dict[str, Any]:
     """Return stack.yaml of the repository at ``root`` (default: this repository) as a dict."""
+    import yaml  # here: what imports this module for REPO_ROOT alone (image-tag) runs sooner
+
     path = Path(root or REPO_ROOT) / STACK_FILE
     try:
         with open(path, encoding="utf-8") as handle:

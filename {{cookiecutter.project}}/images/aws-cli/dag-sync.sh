@@ -1,7 +1,7 @@
 #!/bin/sh
 # DAG sync for the aws-cli image option (stack.yaml: dags.sync_image: aws-cli); docs/dag-sync.md.
 # helm/values.yaml embeds this file when the repository is generated; after editing it, copy it
-# there again (tests/test_dagsync_awscli.py checks that the two are equal).
+# there again (tests/test_sync_script.py checks that the two are equal).
 #
 # `aws s3 sync --delete --exact-timestamps` mirrors s3://$BUCKET/$PREFIX/ into a private staging
 # folder. Only after a clean sync is the staging folder published as a new snapshot made of hard

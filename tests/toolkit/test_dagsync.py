@@ -21,7 +21,8 @@ import pytest
 from airflow_gitops.dagsync import agent, push, s3
 from airflow_gitops.local_aws import MotoServer, aws_env, moto_server
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 BUCKET = "dag-bucket-test"
 PREFIX = "dags"
 
@@ -873,7 +874,10 @@ def test_agent_process_logs_json_and_stops_within_two_seconds_of_sigterm(server,
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     events = [entry["event"] for entry in entries]
     assert events[0] == "started" and "published" in events and "unchanged" in events, events
-    assert events[-2:] == ["stopping", "stopped"]
+    # Nothing starts after the signal: at most the line of the cycle in flight (the handler
+    # logs "stopping" when the signal lands, which may be just before that line is written).
+    after = events[events.index("stopping") + 1 :]
+    assert after[-1] == "stopped" and len(after) <= 2, events
     assert all({"time", "level", "event"} <= set(entry) for entry in entries)
     assert read_tree(dest / "current") == dags(5)
 

@@ -20,7 +20,7 @@ import yaml
 from airflow_gitops import airflow_image, ci_facts, image_tag, render
 from airflow_gitops.stack import load_stack
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
 
 
 @pytest.fixture

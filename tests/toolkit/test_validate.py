@@ -21,7 +21,8 @@ from airflow_gitops.validate.engine import validate
 from airflow_gitops.validate.loader import parse_text
 from airflow_gitops.validate.rules.security import image_problem
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from repos import REPO as REPO_ROOT  # the default bake
+
 SCHEMAS = REPO_ROOT / "schemas"
 FINDING = re.compile(
     r"^(?P<path>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<message>.+) \[(?P<rule>[a-z0-9-]+)\]$"

@@ -34,7 +34,8 @@ from aws_testkit import (
 )
 from iam_eval import Request, allowed, granted_actions
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 WORKFLOWS = REPO / ".github" / "workflows"
 TAG_KEY = "airflow-gitops/project"
 

@@ -66,8 +66,8 @@ MAKES_SOMETHING = (
 )
 
 
-# Every k by default. AIRFLOW_GITOPS_INTERRUPT_STRIDE=N runs every N-th case and always the
-# last one: the template's CI uses it to stay within its time budget.
+# Every k by default (`make test-slow`, CI). AIRFLOW_GITOPS_INTERRUPT_STRIDE=N runs every N-th
+# case and always the last one, for a quicker run while working on the toolkit.
 STRIDE = max(1, int(os.environ.get("AIRFLOW_GITOPS_INTERRUPT_STRIDE") or 1))
 
 
@@ -79,13 +79,10 @@ def cases(mutating: list[str]) -> list[tuple[str, int]]:
     return sampled if sampled[-1] == every[-1] else [*sampled, every[-1]]
 
 
-# The slowest test here (about a minute on two cores): a template test that bakes many modes
-# may set AIRFLOW_GITOPS_SKIP_INTERRUPTED=1 in all but one of them.
-@pytest.mark.skipif(
-    bool(os.environ.get("AIRFLOW_GITOPS_SKIP_INTERRUPTED")),
-    reason="AIRFLOW_GITOPS_SKIP_INTERRUPTED is set",
-)
-@pytest.mark.parametrize("mode", list(MODES))
+# The slowest of the toolkit's tests (a full bootstrap per case): in the slow target. A group
+# per mode: `--dist loadgroup` would otherwise keep the module, so all three, on one worker.
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.xdist_group(m)) for m in MODES])
 def test_every_interrupted_run_is_finished_by_the_next(aws, tmp_path, mode):
     answers, prepare, commands = MODES[mode]
     stack = stack_for(*answers)

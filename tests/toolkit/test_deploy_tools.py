@@ -21,7 +21,8 @@ from airflow_gitops import ci_facts, cluster_secrets, efs_publish, image_tag, ma
 from airflow_gitops.errors import ToolkitError, UsageError
 from airflow_gitops.local_aws import aws_env, moto_server
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 REGION = "eu-west-1"
 REPOSITORY = "demo/s3-sync"
 REGISTRY = f"123456789012.dkr.ecr.{REGION}.amazonaws.com"

@@ -15,7 +15,6 @@ import secrets
 from urllib.parse import quote
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -25,7 +24,8 @@ from iam_eval import Request, allowed
 from airflow_gitops import cli
 from airflow_gitops.stack import load_stack
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 # A password made per run (none is committed), with a "/" so it must be URL-encoded in the URI.
 PASSWORD = secrets.token_hex(8) + "/t"
 URI = "postgresql://report_user:" + quote(PASSWORD, safe="") + "@db.example.internal:5432/reports"
@@ -110,6 +110,9 @@ def test_json_connections_are_accepted_as_the_backend_reads_them(aws, monkeypatc
         ("db", "{not json s3cr3t", "not valid JSON (line 1, column 2)"),
         ("db", "", "empty value; set URI"),
     ],
+    # not the values: URI holds a password made per run, and test ids must be the same in
+    # every pytest-xdist worker
+    ids=["name-with-space", "name-too-long", "not-a-uri", "not-json", "empty"],
 )
 def test_bad_input_is_one_line_that_never_repeats_the_value(
     aws, monkeypatch, capsys, name, value, expected

@@ -28,7 +28,7 @@ from botocore.awsrequest import AWSResponse
 
 from airflow_gitops.aws.command import ConvergeError, converge, run
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
 
 
 class _Raw:

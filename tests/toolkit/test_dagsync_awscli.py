@@ -1,6 +1,7 @@
 """The aws-cli option's script (images/aws-cli/dag-sync.sh), run with the real AWS CLI against moto.
 
-Skipped when the script was left out of this repository (own-image) or no `aws` is installed.
+It runs against a bake with that option; skipped where no `aws` is installed. That helm/values.yaml
+embeds the script is the generated repo's own test (tests/test_sync_script.py).
 """
 
 from __future__ import annotations
@@ -12,24 +13,23 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 
 from airflow_gitops.local_aws import aws_env, moto_server
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import baked_repo
+
+REPO = baked_repo(s3_sync_image="aws-cli")  # the script and the values that embed it
 SCRIPT = REPO / "images" / "aws-cli" / "dag-sync.sh"
 AWS = shutil.which(
     "aws", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 )
 BUCKET = "dag-bucket-awscli"
 
-pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason="aws-cli option not in this repository")
 needs_aws = pytest.mark.skipif(AWS is None, reason="the AWS CLI is not installed")
 
 
@@ -267,18 +267,3 @@ def test_script_once_interrupted_is_not_success(server, tmp_path):
         finally:
             process.kill()
     assert not (tmp_path / "dest" / "current").exists()
-
-
-def test_helm_values_embed_this_script():
-    """values.yaml carries the script inline; it must be this file, byte for byte."""
-    try:
-        stack = yaml.safe_load((REPO / "stack.yaml").read_text())
-    except yaml.YAMLError:
-        pytest.skip("stack.yaml is not rendered (running inside the template)")
-    if stack["dags"].get("sync_image") != "aws-cli":
-        pytest.skip("own-image: values.yaml runs the agent image")
-    values = (REPO / "helm" / "values.yaml").read_text()
-    script = SCRIPT.read_text().rstrip("\n")
-    assert any(textwrap.indent(script, " " * n) in values for n in range(2, 21, 2)), (
-        "helm/values.yaml does not contain images/aws-cli/dag-sync.sh; copy the script there"
-    )

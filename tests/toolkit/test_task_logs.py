@@ -11,7 +11,6 @@ installed here; the sequence is replayed with boto3 (see docs/design-decisions.m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from aws_testkit import EksExtras, create_cluster, instrument, make_repo, session, stack_for
@@ -21,7 +20,8 @@ from iam_eval import Request, allowed
 from airflow_gitops.aws.command import ConvergeError, converge
 from airflow_gitops.stack import load_stack
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 LOG_KEY = "dag_id=example/run_id=manual__1/task_id=hello/attempt=1.log"
 
 

@@ -18,7 +18,6 @@ import os
 import secrets
 from urllib.parse import quote
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -29,7 +28,8 @@ from airflow_gitops import cli
 from airflow_gitops.airflow_probe import WRITES, airflow_env
 from airflow_gitops.stack import load_stack
 
-REPO = Path(__file__).resolve().parent.parent
+from repos import REPO  # the default bake
+
 LOG = "dag_id=example_delivery_check/run_id=manual__1/task_id=where_am_i/attempt=1.log"
 # A password made per run (none is committed), with a "/" so it must be URL-encoded in the URI.
 PASSWORD = secrets.token_hex(8) + "/t"

@@ -66,7 +66,6 @@ MODE_SPECIFIC_FILES = {
     "iam/cloudwatch-agent-trust.json": uses_cloudwatch,
     "monitoring/cloudwatch-dashboard.json": uses_cloudwatch,
     "monitoring/cloudwatch-alarms.json": uses_cloudwatch,
-    "tests/test_aws_cloudwatch.py": uses_cloudwatch,
     "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
     "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
     "iam/sync-dags-role-policy.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},

@@ -176,7 +176,6 @@ def test_unused_files_are_gone_and_no_empty_folders(case):
         "iam/cloudwatch-agent-trust.json": not prometheus,
         "monitoring/cloudwatch-dashboard.json": not prometheus,
         "monitoring/cloudwatch-alarms.json": not prometheus,
-        "tests/test_aws_cloudwatch.py": not prometheus,
     }
     for name, wanted in expect.items():
         assert (name in present) == wanted, (

@@ -3,7 +3,7 @@
 `plan` shows them to create and writes nothing; `apply` (the deploy role's command) makes
 them, then finds nothing to do; a change made by hand in AWS shows in `plan` as a diff and
 `apply` puts it back with two calls; an alarm named outside the prefix stops the run with one
-line; `destroy` deletes them. This repo's own monitoring/ files and stack.yaml metrics are used.
+line; `destroy` deletes them. A cloudwatch bake's monitoring/ files and stack.yaml metrics are used.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import shutil
 import pytest
 from aws_testkit import EksExtras, create_cluster, instrument, make_repo, session, stack_for
 
+from repos import baked_repo
+
 from airflow_gitops.aws.cloudwatch import ALARMS_FILE, DASHBOARD_FILE
 from airflow_gitops.aws.command import ConvergeError, converge
-from airflow_gitops.stack import REPO_ROOT, load_stack
+from airflow_gitops.stack import load_stack
 
+REPO_ROOT = baked_repo(metrics_backend="cloudwatch")  # its monitoring/, iam/ and stack.yaml
 METRICS = load_stack(REPO_ROOT)["metrics"]
 KINDS = ("cloudwatch dashboard", "cloudwatch alarm")
 

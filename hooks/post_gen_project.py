@@ -154,7 +154,7 @@ def next_steps() -> str:
     return (
         f"Created {shown}/ ({ANSWERS['dag_source']}, {ANSWERS['executor']}). Next:\n"
         f"  cd {shown}\n"
-        "  make install      # .venv with the toolkit, its tests and the linters\n"
+        "  make install      # .venv with the toolkit, pytest and the linters\n"
         "  make validate     # every file against its schema and the cross-file rules\n"
         'Then README.md, "Bootstrap (once)"; to take template updates later: cruft update.'
     )

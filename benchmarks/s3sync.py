@@ -106,6 +106,13 @@ def run_child(command: list[str], env: dict[str, str], check: bool = True) -> di
     }
 
 
+def agent_cycles(dest: Path, prefix: str, cycles: int, env: dict[str, str]) -> list[dict]:
+    """``cycles`` agent cycles into ``dest`` in a child process: each cycle's wall, CPU, changed."""
+    command = [sys.executable, __file__, "--agent-child", str(dest), "--prefix", prefix,
+               "--cycles", str(cycles)]  # fmt: skip
+    return json.loads(run_child(command, env)["stdout"])
+
+
 def load_average() -> str:
     """The machine's 1/5/15-minute load: figures from a busy shared machine say so."""
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -343,20 +350,7 @@ def bench_set(
         dest = tmp / prefix / f"{name}-0"
         mark = moto.mark()
         if name == "agent":
-            child = run_child(
-                [
-                    sys.executable,
-                    __file__,
-                    "--agent-child",
-                    str(dest),
-                    "--prefix",
-                    prefix,
-                    "--cycles",
-                    str(cycles),
-                ],
-                env,
-            )
-            per = json.loads(child["stdout"])
+            per = agent_cycles(dest, prefix, cycles, env)
             assert not any(c["changed"] for c in per)
             wall, cpu = (
                 statistics.median(c["wall"] for c in per),
@@ -381,20 +375,7 @@ def bench_set(
         dest = tmp / prefix / f"{name}-0"
         mark = moto.mark()
         if name == "agent":
-            child = run_child(
-                [
-                    sys.executable,
-                    __file__,
-                    "--agent-child",
-                    str(dest),
-                    "--prefix",
-                    prefix,
-                    "--cycles",
-                    "1",
-                ],
-                env,
-            )
-            per = json.loads(child["stdout"])[0]
+            [per] = agent_cycles(dest, prefix, 1, env)
             assert per["changed"]
             wall, cpu = per["wall"], per["cpu"]
             target = dest / "current" / edited.relative_to(source)

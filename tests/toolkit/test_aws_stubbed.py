@@ -55,6 +55,15 @@ def not_found(stubber, operation, params):
     )
 
 
+def associated(*policies: dict) -> dict:
+    """ListAssociatedAccessPolicies' answer for the deploy role's entry."""
+    return {
+        "clusterName": CLUSTER,
+        "principalArn": DEPLOY,
+        "associatedAccessPolicies": list(policies),
+    }
+
+
 def addon(role=ROLE):
     return {
         "addon": {
@@ -152,11 +161,7 @@ def test_access_entry_is_created_with_the_deploy_group(stubbed):
 def test_access_entry_groups_other_than_ours_are_drift_set_back_exactly(stubbed, found):
     ctx, stub = stubbed
     key = {"clusterName": CLUSTER, "principalArn": DEPLOY}
-    listed = {
-        "clusterName": CLUSTER,
-        "principalArn": DEPLOY,
-        "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}],
-    }
+    listed = associated({"policyArn": ADMIN, "accessScope": SCOPE})
     described = {"accessEntry": {"principalArn": DEPLOY, "kubernetesGroups": found}}
     converger = EksAccess("airflow-gitops-deploy", ADMIN_ACCESS_POLICY, ("airflow-gitops-deploy",))
     # plan: the drift and its diff, no call that changes anything (the Stubber has none queued)
@@ -203,11 +208,7 @@ def test_access_policy_with_cluster_scope_is_narrowed(stubbed):
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
     stub.add_response(
         "list_associated_access_policies",
-        {
-            "clusterName": CLUSTER,
-            "principalArn": DEPLOY,
-            "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": {"type": "cluster"}}],
-        },
+        associated({"policyArn": ADMIN, "accessScope": {"type": "cluster"}}),
         key,
     )
     stub.add_response(
@@ -224,14 +225,10 @@ def test_extra_access_policy_on_a_ci_role_is_removed(stubbed):
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
     stub.add_response(
         "list_associated_access_policies",
-        {
-            "clusterName": CLUSTER,
-            "principalArn": DEPLOY,
-            "associatedAccessPolicies": [
-                {"policyArn": ADMIN, "accessScope": SCOPE},
-                {"policyArn": cluster_admin, "accessScope": {"type": "cluster"}},
-            ],
-        },
+        associated(
+            {"policyArn": ADMIN, "accessScope": SCOPE},
+            {"policyArn": cluster_admin, "accessScope": {"type": "cluster"}},
+        ),
         key,
     )
     stub.add_response("disassociate_access_policy", {}, {**key, "policyArn": cluster_admin})
@@ -247,11 +244,7 @@ def test_access_entry_in_place_is_ok(stubbed):
     stub.add_response("describe_access_entry", {"accessEntry": {"principalArn": DEPLOY}}, key)
     stub.add_response(
         "list_associated_access_policies",
-        {
-            "clusterName": CLUSTER,
-            "principalArn": DEPLOY,
-            "associatedAccessPolicies": [{"policyArn": ADMIN, "accessScope": SCOPE}],
-        },
+        associated({"policyArn": ADMIN, "accessScope": SCOPE}),
         key,
     )
     assert [

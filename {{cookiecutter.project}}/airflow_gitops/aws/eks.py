@@ -6,7 +6,7 @@ an add-on is handed a role (iam:PassRole), an access entry grants Kubernetes rig
 
 from __future__ import annotations
 
-from airflow_gitops.aws.converge import Converger, Result, Step, error_code
+from airflow_gitops.aws.converge import Converger, Result, Step, document_diff, error_code
 from airflow_gitops.aws.errors import AwsError
 from airflow_gitops.aws.iam import PROJECT_TAG
 
@@ -157,8 +157,6 @@ class EksAccess(Converger):
         else:
             current_groups = sorted(found["accessEntry"].get("kubernetesGroups") or [])
             if current_groups != groups:
-                from airflow_gitops.aws.converge import document_diff
-
                 entry_steps.append(
                     (
                         f"groups {', '.join(groups) or '(none)'}",
@@ -212,8 +210,6 @@ class EksAccess(Converger):
             )
         diff = []
         if steps and entry_exists:
-            from airflow_gitops.aws.converge import document_diff
-
             diff = document_diff(
                 f"access policies of {self.name}",
                 {a["policyArn"].rsplit("/", 1)[1]: a.get("accessScope") for a in associated},

@@ -144,6 +144,36 @@ def pin_sync_image_tag() -> str | None:
     return None
 
 
+# Jinja renders this hook first: no double braces here, placeholders are replaced instead.
+OVERLAY_TEXT = """\
+# NAME's values, merged by helm over helm/values.yaml (this file wins; a list replaces the
+# shared list whole). Keep it to what differs here, e.g. scheduler.replicas; a ${path} is filled
+# from stack.yaml's environments.NAME. `make validate` checks it against the chart's schema.
+EMPTY
+"""
+RELEASE_TEXT = """\
+# The commit NAME runs: everything (values, chart, images, DAGs) as of that commit. Written by
+# `make promote FROM=PREVIOUS TO=NAME`; merging that pull request deploys it. `make validate`
+# checks that PREVIOUS ran it. null: nothing promoted yet.
+commit: null
+"""
+
+
+def write_environment_files() -> None:
+    """With several environments: each one's values overlay and, after the first, its pin."""
+    names = ANSWERS["environments"].split(",")
+    if len(names) < 2:
+        return
+    for previous, name in zip([None, *names], names):
+        folder = PROJECT / "environments" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        overlay = OVERLAY_TEXT.replace("NAME", name).replace("EMPTY", "{" + "}")
+        (folder / "values.yaml").write_text(overlay)
+        if previous:
+            pin = RELEASE_TEXT.replace("PREVIOUS", previous).replace("NAME", name)
+            (folder / "release.yaml").write_text(pin)
+
+
 def next_steps() -> str:
     """Where the repo went and the first three commands, relative to where the user is."""
     try:
@@ -162,6 +192,7 @@ def next_steps() -> str:
 
 def main() -> int:
     remove_unused_files()
+    write_environment_files()
     record_answers()
     error = pin_sync_image_tag()
     if error:

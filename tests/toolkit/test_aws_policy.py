@@ -413,7 +413,7 @@ def delete_cloudwatch_pieces(target, stack: dict) -> None:
 
     cloudwatch, metrics = target.client("cloudwatch"), stack["metrics"]
     cloudwatch.delete_dashboards(DashboardNames=[metrics["dashboard"]])
-    names = [a["AlarmName"] for a in wanted_alarms(REPO, metrics["alarm_prefix"])]
+    names = [a["AlarmName"] for a in wanted_alarms(REPO, metrics["alarm_prefix"], stack)]
     cloudwatch.delete_alarms(AlarmNames=names)
 
 

@@ -49,22 +49,23 @@ def chart_facts(stack: dict[str, Any]) -> tuple[str, str, str]:
         ) from None
 
 
+def values_files(values: Path | str) -> list[str]:
+    """The rendered values file and, when `render` wrote one beside it, the environment's
+    overlay, in the order helm merges them (the overlay wins)."""
+    from airflow_gitops.render import OVERLAY_FILE
+
+    overlay = Path(values).with_name(OVERLAY_FILE)
+    return [str(values), *([str(overlay)] if overlay.is_file() else [])]
+
+
 def release_arguments(
     stack: dict[str, Any], values: Path | str, chart: str | None = None
 ) -> list[str]:
-    """``RELEASE CHART --version V --namespace NS --values FILE``: shared by every helm verb."""
+    """``RELEASE CHART --version V --namespace NS --values FILE…``: shared by every helm verb."""
     release, namespace, version = chart_facts(stack)
     source = [chart] if chart else [CHART_NAME, "--repo", CHART_REPOSITORY]
-    return [
-        release,
-        *source,
-        "--version",
-        version,
-        "--namespace",
-        namespace,
-        "--values",
-        str(values),
-    ]
+    files = [arg for path in values_files(values) for arg in ("--values", path)]
+    return [release, *source, "--version", version, "--namespace", namespace, *files]
 
 
 def helm_binary() -> str:

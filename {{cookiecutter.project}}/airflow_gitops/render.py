@@ -26,9 +26,18 @@ from typing import Any, Iterator
 
 from airflow_gitops.errors import ToolkitError, UsageError
 from airflow_gitops.image_tag import airflow_image_tag, sync_image_tag
-from airflow_gitops.stack import REPO_ROOT, load_stack
+from airflow_gitops.stack import (
+    ENVIRONMENTS_DIR,
+    REPO_ROOT,
+    choose_environment,
+    load_stack,
+    read_filled,
+    read_stack,
+)
 
 EFS_PROVISIONER = "efs.csi.aws.com"
+# The environment's values overlay, beside values.yaml; helm reads it second (helm.values_files).
+OVERLAY_FILE = "environment-values.yaml"
 
 
 def add_arguments(parser) -> None:
@@ -102,7 +111,7 @@ def render_values(root: Path, stack: dict[str, Any]) -> str:
     import yaml
 
     source = root / "helm" / "values.yaml"
-    text = pin_airflow_image(root, stack, source.read_text(encoding="utf-8"))
+    text = pin_airflow_image(root, stack, read_filled(source, stack))
     repository = sync_image_repository(stack)
     if repository is None:
         return text
@@ -194,7 +203,7 @@ def render_manifests(
     rendered: dict[str, str] = {}
     file_system_id: str | None = None
     for path in sorted((root / "k8s").glob("*.y*ml")):
-        text = path.read_text(encoding="utf-8")
+        text = read_filled(path, stack)
         if EFS_PROVISIONER not in text:
             rendered[path.name] = text
             continue
@@ -226,19 +235,38 @@ def _replace(target: Path, staged: Path) -> None:
         os.replace(staged, target)
 
 
+def environment_values(root: Path, stack: dict[str, Any]) -> str | None:
+    """environments/<env>/values.yaml of the environment acted on, filled; None when it has
+    none (a one-environment repo). helm takes it after helm/values.yaml (``values_files``)."""
+    env = choose_environment(read_stack(root))
+    path = root / ENVIRONMENTS_DIR / str(env) / "values.yaml"
+    if env is None or not path.is_file():
+        return None
+    return read_filled(path, stack)
+
+
 def render(root: Path, out: Path, session=None, offline: bool = False) -> list[Path]:
-    """Write ``out``/values.yaml and ``out``/k8s/; return what was written."""
+    """Write ``out``/values.yaml (and ``out``/environment-values.yaml when the environment has
+    an overlay) and ``out``/k8s/; return what was written."""
     stack = load_stack(root)
     values = render_values(root, stack)
+    overlay = environment_values(root, stack)
     manifests = render_manifests(root, stack, session, offline)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".render-") as tmp:
         staged = Path(tmp)
         (staged / "values.yaml").write_text(values, encoding="utf-8")
+        (staged / OVERLAY_FILE).write_text(overlay or "", encoding="utf-8")
         (staged / "k8s").mkdir()
         for name, text in manifests.items():
             (staged / "k8s" / name).write_text(text, encoding="utf-8")
         _replace(out / "values.yaml", staged / "values.yaml")
+        if overlay is None:
+            (out / OVERLAY_FILE).unlink(missing_ok=True)
+        else:
+            _replace(out / OVERLAY_FILE, staged / OVERLAY_FILE)
         _replace(out / "k8s", staged / "k8s")
     written = [out / "values.yaml", *(out / "k8s" / name for name in manifests)]
+    if overlay is not None:
+        written.insert(1, out / OVERLAY_FILE)
     return [p.relative_to(root) if p.is_relative_to(root) else p for p in written]

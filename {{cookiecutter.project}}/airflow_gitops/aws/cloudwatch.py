@@ -33,10 +33,13 @@ ALARMS_FILE = "monitoring/cloudwatch-alarms.json"
 ACTION_LISTS = ("AlarmActions", "OKActions", "InsufficientDataActions")
 
 
-def load_monitoring_file(root, relative: str) -> Any:
+def load_monitoring_file(root, relative: str, stack: dict) -> Any:
+    """monitoring/<file> as data, filled for the environment of ``stack``."""
+    from airflow_gitops.stack import read_filled
+
     path = Path(root) / relative
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_filled(path, stack))
     except FileNotFoundError:
         raise ToolkitError(
             f"{relative}: not found; it is generated with metrics.backend cloudwatch "
@@ -46,10 +49,10 @@ def load_monitoring_file(root, relative: str) -> Any:
         raise ToolkitError(f"{relative}: not valid JSON ({exc}); run `make validate`") from None
 
 
-def wanted_alarms(root, prefix: str) -> list[dict]:
+def wanted_alarms(root, prefix: str, stack: dict) -> list[dict]:
     """The alarm requests of monitoring/cloudwatch-alarms.json, each checked for a name this
     repo may write."""
-    alarms = load_monitoring_file(root, ALARMS_FILE)
+    alarms = load_monitoring_file(root, ALARMS_FILE, stack)
     if not isinstance(alarms, list) or not all(isinstance(a, dict) for a in alarms):
         raise ToolkitError(f"{ALARMS_FILE}: must be a list of alarm objects; run `make validate`")
     for alarm in alarms:
@@ -102,7 +105,7 @@ class CloudWatchDashboard(Converger):
         return json.loads(body)
 
     def steps(self, ctx) -> tuple[bool, list[Step]]:
-        wanted = load_monitoring_file(ctx.root, DASHBOARD_FILE)
+        wanted = load_monitoring_file(ctx.root, DASHBOARD_FILE, ctx.stack)
         current = self._current(ctx)
         if current is not None and canonical(current) == canonical(wanted):
             return True, []
@@ -144,7 +147,7 @@ class CloudWatchAlarms(Converger):
         return found
 
     def converge(self, ctx) -> list[Result]:
-        alarms = wanted_alarms(ctx.root, self.name)
+        alarms = wanted_alarms(ctx.root, self.name, ctx.stack)
         current = self._current(ctx, [a["AlarmName"] for a in alarms])
         results = []
         for alarm in alarms:
@@ -171,7 +174,7 @@ class CloudWatchAlarms(Converger):
 
     def destroy(self, ctx) -> list[Result]:
         try:
-            names = [a["AlarmName"] for a in wanted_alarms(ctx.root, self.name)]
+            names = [a["AlarmName"] for a in wanted_alarms(ctx.root, self.name, ctx.stack)]
         except ToolkitError:
             names = []
         present = sorted(self._current(ctx, names))

@@ -134,10 +134,13 @@ def error_code(exc) -> str:
 
 
 def load_document(ctx, filename: str) -> dict:
-    """iam/<filename> as a dict, with the cluster's OIDC issuer substituted when it asks for it."""
+    """iam/<filename> as a dict, filled for the environment acted on (``${path}`` references to
+    stack.yaml), with the cluster's OIDC issuer substituted when it asks for it."""
+    from airflow_gitops.stack import read_filled
+
     path = Path(ctx.root) / "iam" / filename
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_filled(path, ctx.stack)
     except FileNotFoundError:
         raise ToolkitError(
             f"{path}: not found; it is generated with the repo (mode-specific "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow_gitops.errors import UsageError
-from airflow_gitops.validate import rules
+from airflow_gitops.validate import environments, rules
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.repo import load_repo
 from airflow_gitops.validate.schemas import SchemaSet
@@ -19,18 +19,42 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
         raise UsageError(
             f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?"
         )
-    repo = load_repo(root, schemas)
+    names, shape = environments.names_in(root)
+    if not names:
+        repo = load_repo(root, schemas)
+        return capped(sorted(set(shape) | check_repo(repo))), len(repo.files)
+    # Each environment is checked in its own view; what every view finds is said once, what
+    # only some find names them.
+    found: dict[Finding, list[str]] = {}
+    for index, name in enumerate(names):
+        repo = load_repo(root, schemas, name, first=index == 0)
+        for finding in check_repo(repo):
+            found.setdefault(finding, []).append(name)
+    findings = set(shape)
+    for finding, where in found.items():
+        if len(where) < len(names):
+            message = f"{finding.message} (environment {', '.join(where)})"
+            finding = Finding(finding.path, finding.line, finding.col, message, finding.rule)
+        findings.add(finding)
+    findings.update(environments.check(root, schemas, names))
+    return capped(sorted(findings)), len(repo.files) + environments.file_count(root, names)
+
+
+def check_repo(repo) -> set[Finding]:
+    """Every finding of one view of the repository: its files, then the cross-file rules."""
     if not repo.files:
-        raise UsageError(f"{root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here")
-    findings = list(repo.findings)
+        raise UsageError(
+            f"{repo.root}: no stack.yaml, helm/, k8s/, iam/ or .github/workflows/ here"
+        )
+    findings = set(repo.findings)
     for path, what in (
         ("stack.yaml", "every rule reads it"),
         ("helm/values.yaml", "the chart's values"),
     ):
         if path not in repo.files:
-            findings.append(Finding(path, 1, 1, f"{path} is missing ({what})", "missing-file"))
-    findings.extend(rules.run_all(repo))
-    return capped(sorted(set(findings))), len(repo.files)
+            findings.add(Finding(path, 1, 1, f"{path} is missing ({what})", "missing-file"))
+    findings.update(rules.run_all(repo))
+    return findings
 
 
 # A damaged or hostile file can break one rule on every line; the first few say enough.

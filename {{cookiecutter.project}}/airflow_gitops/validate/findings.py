@@ -93,6 +93,11 @@ RULE_IDS = frozenset(
         "log-claim",
         "secrets-prefix",
         "airflow-image",
+        # environments (stack.yaml environments:, environments/<name>/)
+        "unknown-reference",
+        "environment-shape",
+        "environment-collision",
+        "release-pin",
     }
 )
 

@@ -13,6 +13,11 @@ from airflow_gitops.validate.schemas import SchemaSet
 
 STACK = "stack.yaml"
 VALUES = "helm/values.yaml"
+# Files every environment shares: their ${path} references are filled per environment.
+FILLED_KINDS = ("helm-values", "k8s", "iam")
+FILLED_PREFIXES = ("monitoring/cloudwatch-",)  # Grafana's dashboard has ${datasource} of its own
+# Written once, for the first environment: checked only in its view.
+DOC_FILES = ("README.md", "docs/")
 # Larger than any object the Kubernetes API stores (1.5 MiB) and than any values file we know;
 # a bigger file is reported, not parsed (a 50 MB file took 48 s and 2 GB).
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -44,6 +49,9 @@ class Repo:
     findings: list[Finding] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
     stack: Document | None = None
+    # The environment checked (None in a one-environment repo) and its filled facts.
+    environment: str | None = None
+    first_environment: bool = True
     values: Document | None = None
     manifests: list[Document] = field(default_factory=list)  # k8s/: one per YAML document
     iam: dict[str, Document] = field(default_factory=dict)  # "iam/x.json" -> document
@@ -161,8 +169,48 @@ def iam_kind(path: str, doc: Document) -> str:
     return "iam-policy"
 
 
-def load_repo(root: Path, schemas: SchemaSet) -> Repo:
-    repo = Repo(root)
+def fill_references(repo: Repo, path: str, text: str, view: dict) -> str:
+    """``text`` with this environment's facts in place of its ``${path}`` references; a
+    reference to no fact is a finding at its place (and stays as written)."""
+    from airflow_gitops.stack import REFERENCE, fill
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if "${" not in line:
+            continue
+        for match in REFERENCE.finditer(line):
+            problems: list[str] = []
+            fill(match.group(0), view, problems)
+            for why in problems:
+                finding = Finding(path, number, match.start() + 1, why, "unknown-reference")
+                repo.findings.append(finding)
+    return fill(text, view, [])
+
+
+def environment_document(repo: Repo, raw: Document, env: str) -> Document:
+    """stack.yaml as environment ``env`` sees it: the shared facts with its own merged over
+    them and every reference filled; each value keeps the place it is written at."""
+    from airflow_gitops.stack import ENVIRONMENTS, environment_view
+
+    problems: list[str] = []
+    data = environment_view(raw.data, env, problems)
+    own = (ENVIRONMENTS, env)
+
+    def placed(table: dict) -> dict:
+        shared = {p: v for p, v in table.items() if not (p and p[0] == ENVIRONMENTS)}
+        shared.update({p[2:]: v for p, v in table.items() if p[:2] == own and len(p) > 2})
+        return shared
+
+    doc = Document(raw.path, raw.index, data, placed(raw.positions), placed(raw.key_positions))
+    for why in dict.fromkeys(problems):
+        repo.findings.append(doc.finding((ENVIRONMENTS, env), why, "unknown-reference"))
+    return doc
+
+
+def load_repo(root: Path, schemas: SchemaSet, env: str | None = None, first: bool = True) -> Repo:
+    """The repository as environment ``env`` sees it (None: a one-environment repo); ``first``
+    says whether it is the first environment, the one the docs are written for."""
+    repo = Repo(root, environment=env, first_environment=first)
+    view = None
     for path, kind in discover(root):
         repo.files.append(path)
         text, problem = read_safely(root, path)
@@ -170,6 +218,8 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
             repo.findings.append(problem)
             repo.broken.add(path)
             continue
+        if view is not None and kind in FILLED_KINDS:
+            text = fill_references(repo, path, text, view)
         repo.texts[path] = text
         parsed: ParsedFile = parse_text(path, text, yaml11_checks=kind in ("helm-values", "k8s"))
         repo.findings.extend(parsed.findings)
@@ -197,6 +247,9 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
                 )
                 repo.broken.add(path)
                 continue
+            if kind == "stack" and env is not None:
+                doc = environment_document(repo, doc, env)
+                view = doc.data
             repo.findings.extend(schemas.check(schema_kind, doc))
             if kind == "stack":
                 repo.stack = doc
@@ -208,18 +261,24 @@ def load_repo(root: Path, schemas: SchemaSet) -> Repo:
                 repo.iam[path] = doc
             else:
                 repo.workflows.append(doc)
-    load_other_texts(repo)
+    load_other_texts(repo, view)
     return repo
 
 
-def load_other_texts(repo: Repo) -> None:
+def load_other_texts(repo: Repo, view: dict | None = None) -> None:
     """The text of every file not parsed above, for the secret scan and the facts in docs.
-    Binary and oversized files are skipped (no line to point at); a symlink out is a finding."""
+    Binary and oversized files are skipped (no line to point at); a symlink out is a finding.
+    With environments, monitoring/ is filled for the one checked, and the docs (written with
+    the first environment's facts) are read in the first environment's check only."""
     for path in all_files(repo.root):
         if path in repo.texts or path in repo.files or path.startswith("schemas/"):
+            continue
+        if not repo.first_environment and path.startswith(DOC_FILES):
             continue
         text, problem = read_safely(repo.root, path)
         if problem and problem.rule == "symlink-outside-repo":
             repo.findings.append(problem)
         if text is not None and "\x00" not in text:
+            if view is not None and path.startswith(FILLED_PREFIXES):
+                text = fill_references(repo, path, text, view)
             repo.other_texts[path] = text

@@ -147,8 +147,9 @@ def pin_sync_image_tag() -> str | None:
 # Jinja renders this hook first: no double braces here, placeholders are replaced instead.
 OVERLAY_TEXT = """\
 # NAME's values, merged by helm over helm/values.yaml (this file wins; a list replaces the
-# shared list whole). Keep it to what differs here, e.g. scheduler.replicas; a ${path} is filled
-# from stack.yaml's environments.NAME. `make validate` checks it against the chart's schema.
+# shared list whole). Keep it to what differs here, e.g. scheduler.replicas. A ${...} reference
+# is filled from stack.yaml's environments.NAME. `make validate` checks it against the chart's
+# values schema.
 EMPTY
 """
 RELEASE_TEXT = """\

@@ -88,7 +88,7 @@ CELERY = tuple(b for b in BAKES if b.endswith("celery"))
 REGION, ACCOUNT, CLUSTER = '"eu-west-1"', '"123456789012"', '"data-platform"'
 SUBJECT = "repo:example-org/airflow-gitops:environment:production"
 DEPLOY_IF = "if: github.ref_name == needs.facts.outputs.deploy_branch"
-ENV_NAME = "      name: ${{ needs.facts.outputs.environment }}"
+ENV_NAME = "      name: ${{ matrix.target.environment }}"
 
 
 def _others(first: str, group: tuple) -> tuple:

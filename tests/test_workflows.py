@@ -244,7 +244,7 @@ def test_workflows_are_copied_verbatim(repo):
         original = source / path.relative_to(repo / ".github")
         assert path.read_text() == original.read_text(), path.name
     assert (
-        "${{ needs.facts.outputs.environment }}"
+        "${{ matrix.target.environment }}"
         in (repo / ".github" / "workflows" / "deploy.yml").read_text()
     )
 

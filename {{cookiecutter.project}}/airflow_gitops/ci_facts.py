@@ -18,6 +18,17 @@ from airflow_gitops.stack import REPO_ROOT, load_stack
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     parser.add_argument("--get", metavar="NAME", help="print one fact's value (for make and shell)")
+    parser.add_argument(
+        "--targets",
+        metavar="BEFORE",
+        help="instead: `targets`, the environments a push from commit BEFORE to HEAD deploys, "
+        "as JSON (all of them when BEFORE is empty or unknown, as for a manual run)",
+    )
+    parser.add_argument(
+        "--first",
+        action="store_true",
+        help="with several environments and none chosen: the first one's facts (pull requests)",
+    )
 
 
 def _get(stack: dict[str, Any], dotted: str) -> Any:
@@ -85,8 +96,58 @@ def ci_facts(stack: dict[str, Any], root=None) -> dict[str, str]:
     return facts
 
 
+def targets(root, before: str | None) -> list[dict[str, str]]:
+    """The environments a push runs a workflow for, each {name, environment, ref}: the first
+    (at the pushed commit) unless the push changed only later environments' pins; a later one
+    (at the commit it pins) when its release.yaml changed. A one-environment repo: the one,
+    named "". With no ``before``, or one this clone lacks (a new branch, a manual or scheduled
+    run): every environment that has something to run. Each workflow's ``paths`` filter has
+    already said whether the push concerns it."""
+    from airflow_gitops.releases import git, read_pin, release_path
+    from airflow_gitops.stack import environment_names, environment_view, read_stack
+
+    stack = read_stack(root)
+    names = environment_names(stack)
+    head = git(root, "rev-parse", "HEAD").stdout.strip()
+    changed: list[str] | None = None
+    if before and set(before) != {"0"}:
+        diff = git(root, "diff", "--name-only", before, head)
+        changed = diff.stdout.splitlines() if diff.returncode == 0 else None
+    pins = {release_path(name) for name in names[1:]}
+
+    found = []
+    for index, name in enumerate(names or [None]):
+        view = environment_view(stack, name)
+        github = str((view.get("github") or {}).get("environment", ""))
+        if index == 0:
+            if changed is None or any(f not in pins for f in changed):
+                found.append({"name": name or "", "environment": github, "ref": head})
+            continue
+        pin = read_pin(root, name)
+        if pin and (changed is None or release_path(name) in changed):
+            found.append({"name": name, "environment": github, "ref": pin})
+    return found
+
+
 def run(args) -> int:
-    facts = ci_facts(load_stack(), REPO_ROOT)
+    if args.targets is not None:
+        from airflow_gitops.stack import read_stack
+
+        found = targets(REPO_ROOT, args.targets)
+        branch = str((read_stack().get("github") or {}).get("deploy_branch", ""))
+        shown = {"targets": json.dumps(found, separators=(",", ":")), "deploy_branch": branch}
+        return _write(shown, args)
+    env = None
+    if args.first:
+        from airflow_gitops.stack import ENV_VARIABLE, environment_names, read_stack
+
+        names = environment_names(read_stack())
+        env = None if os.environ.get(ENV_VARIABLE) or not names else names[0]
+    facts = ci_facts(load_stack(env=env), REPO_ROOT)
+    return _write(facts, args)
+
+
+def _write(facts: dict[str, str], args) -> int:
     if args.get:
         if args.get not in facts:
             raise UsageError(f"--get {args.get}: unknown fact; known: {', '.join(facts)}")

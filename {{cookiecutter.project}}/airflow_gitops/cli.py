@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from airflow_gitops.errors import ToolkitError
@@ -71,6 +72,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "airflow_gitops.airflow_secrets",
         "store one Airflow variable in Secrets Manager (value from $VALUE or stdin)",
     ),
+    "promote": (
+        "airflow_gitops.promote",
+        "pin what one environment runs for the next one (--diff: show the change only)",
+    ),
     "local-aws": (
         "airflow_gitops.local_aws",
         "a local AWS (moto) on 127.0.0.1 to try the AWS commands",
@@ -114,6 +119,12 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action=VersionAction, help="show the toolkit's version and exit"
     )
+    parser.add_argument(
+        "--env",
+        metavar="NAME",
+        help="the environment of stack.yaml to act on (default: $AIRFLOW_GITOPS_ENV, "
+        "else the only one)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -125,8 +136,16 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    selected = next((a for a in argv if not a.startswith("-")), None)
+    selected = next(
+        (a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1 : i] != ["--env"]),
+        None,
+    )
     args = build_parser(selected).parse_args(argv)
+    if args.env is not None:
+        # Every command reads the environment the same way (airflow_gitops.stack).
+        from airflow_gitops.stack import ENV_VARIABLE
+
+        os.environ[ENV_VARIABLE] = args.env
     try:
         return importlib.import_module(args._module).run(args)
     except ToolkitError as exc:

@@ -19,12 +19,19 @@ from typing import Any
 
 from airflow_gitops.helm import call, template_command
 from airflow_gitops.render import render
-from airflow_gitops.stack import REPO_ROOT, load_stack
+from airflow_gitops.stack import REPO_ROOT, environment_names, load_stack, read_stack
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--root", default=str(REPO_ROOT), help="repository to render")
-    parser.add_argument("--out", required=True, help="file to write the YAML stream to")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="file to write the YAML stream to")
+    where.add_argument(
+        "--each-environment",
+        metavar="DIR",
+        help="one stream per environment of stack.yaml: DIR/<name>.yaml (DIR/manifests.yaml "
+        "with one environment), for the pull request's diff per environment",
+    )
     parser.add_argument(
         "--offline", action="store_true", help="no AWS calls (EFS fileSystemId stays empty)"
     )
@@ -55,13 +62,15 @@ def _sort_key(doc: dict[str, Any]) -> tuple[str, str, str]:
     return (str(doc.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
-def manifest_stream(root: Path, offline: bool, chart: str | None = None) -> str:
+def manifest_stream(
+    root: Path, offline: bool, chart: str | None = None, env: str | None = None
+) -> str:
     import yaml
 
-    stack = load_stack(root)
+    stack = load_stack(root, env)
     with tempfile.TemporaryDirectory(prefix="manifests-") as tmp:
         build = Path(tmp)
-        render(root, build, offline=offline)
+        render(root, build, offline=offline, env=env)
         texts = [p.read_text(encoding="utf-8") for p in sorted((build / "k8s").glob("*.y*ml"))]
         texts.append(helm_template(stack, build / "values.yaml", chart))
     docs = [d for text in texts for d in yaml.safe_load_all(text) if isinstance(d, dict)]
@@ -72,14 +81,22 @@ def manifest_stream(root: Path, offline: bool, chart: str | None = None) -> str:
     )
 
 
-def run(args) -> int:
-    root = Path(args.root).resolve()
-    chart = str(Path(args.chart).resolve()) if args.chart else None
-    text = manifest_stream(root, args.offline, chart)
-    out = Path(args.out)
+def write_stream(out: Path, text: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")
     staged.write_text(text, encoding="utf-8")
     os.replace(staged, out)
     print(f"{out}: {text.count('---' + chr(10))} documents")
+
+
+def run(args) -> int:
+    root = Path(args.root).resolve()
+    chart = str(Path(args.chart).resolve()) if args.chart else None
+    if args.out:
+        write_stream(Path(args.out), manifest_stream(root, args.offline, chart))
+        return 0
+    names = environment_names(read_stack(root)) or [None]
+    for name in names:
+        text = manifest_stream(root, args.offline, chart, name or "")
+        write_stream(Path(args.each_environment) / f"{name or 'manifests'}.yaml", text)
     return 0

@@ -235,22 +235,24 @@ def _replace(target: Path, staged: Path) -> None:
         os.replace(staged, target)
 
 
-def environment_values(root: Path, stack: dict[str, Any]) -> str | None:
+def environment_values(root: Path, stack: dict[str, Any], env: str | None = None) -> str | None:
     """environments/<env>/values.yaml of the environment acted on, filled; None when it has
     none (a one-environment repo). helm takes it after helm/values.yaml (``values_files``)."""
-    env = choose_environment(read_stack(root))
+    env = choose_environment(read_stack(root), env)
     path = root / ENVIRONMENTS_DIR / str(env) / "values.yaml"
     if env is None or not path.is_file():
         return None
     return read_filled(path, stack)
 
 
-def render(root: Path, out: Path, session=None, offline: bool = False) -> list[Path]:
+def render(
+    root: Path, out: Path, session=None, offline: bool = False, env: str | None = None
+) -> list[Path]:
     """Write ``out``/values.yaml (and ``out``/environment-values.yaml when the environment has
     an overlay) and ``out``/k8s/; return what was written."""
-    stack = load_stack(root)
+    stack = load_stack(root, env)
     values = render_values(root, stack)
-    overlay = environment_values(root, stack)
+    overlay = environment_values(root, stack, env)
     manifests = render_manifests(root, stack, session, offline)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".render-") as tmp:

@@ -182,3 +182,21 @@ def read_filled(path: Path, view: dict[str, Any]) -> str:
         return fill(text, view)
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
+
+
+def _place(view: dict[str, Any]) -> tuple:
+    aws, eks = view.get("aws") or {}, view.get("eks") or {}
+    return str(aws.get("account_id")), aws.get("region"), eks.get("cluster_name")
+
+
+def sharing(stack: dict[str, Any], env: str | None) -> tuple[str | None, list[str]]:
+    """(the earlier environment on the same cluster, which owns the cluster's add-ons, their
+    roles and its OIDC provider, or None; the other environments in the same account, which
+    share the account's GitHub OIDC provider)."""
+    if env is None:
+        return None, []
+    views = {name: environment_view(stack, name, []) for name in environment_names(stack)}
+    mine = _place(views[env])
+    owner = next((n for n, v in views.items() if _place(v) == mine), None)
+    same_account = [n for n, v in views.items() if n != env and _place(v)[0] == mine[0]]
+    return (owner if owner != env else None), same_account

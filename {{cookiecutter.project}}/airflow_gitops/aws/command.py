@@ -15,7 +15,13 @@ from typing import Callable
 from airflow_gitops.aws.converge import BOOTSTRAP, Result
 from airflow_gitops.aws.errors import AwsError, aws_call
 from airflow_gitops.errors import ToolkitError
-from airflow_gitops.stack import REPO_ROOT, load_stack
+from airflow_gitops.stack import (
+    REPO_ROOT,
+    choose_environment,
+    environment_view,
+    read_stack,
+    sharing,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -73,6 +79,8 @@ def converge(
     http=None,
     dry_run: bool = False,
     delete_data: bool = False,
+    cluster_owner: str | None = None,
+    account_shared_with: tuple[str, ...] = (),
 ) -> list[Result]:
     """Run ``command`` (plan/apply/bootstrap/destroy) and return one Result per resource.
 
@@ -81,6 +89,7 @@ def converge(
     """
     from airflow_gitops.aws import github
     from airflow_gitops.aws.resources import (
+        GITHUB_OIDC,
         all_resources,
         apply_owned,
         bootstrap_owned,
@@ -91,7 +100,7 @@ def converge(
     bootstrap = command == "bootstrap" or bootstrap_set
     try:
         region = stack["aws"]["region"]
-        resources = all_resources(stack)
+        resources = all_resources(stack, cluster_owner)
     except (KeyError, TypeError) as exc:
         raise ToolkitError(f"stack.yaml: missing or malformed {exc}; run `make validate`") from None
     kwargs = {"sleep": sleep} if sleep else {}
@@ -111,6 +120,8 @@ def converge(
     try:
         check_identity(ctx)
         if command == "destroy":
+            if account_shared_with:  # the account's GitHub OIDC provider: theirs too
+                resources = [r for r in resources if r.name != GITHUB_OIDC]
             destroy(ctx, resources, results, echo, dry_run, delete_data)
             return results
         for role in ci_roles(stack):
@@ -198,7 +209,10 @@ def run(args, session=None, root: Path | str | None = None) -> int:
     bootstrap_set = getattr(args, "bootstrap", False)
     dry_run = getattr(args, "dry_run", False)
     try:
-        stack = load_stack(root)
+        raw = read_stack(root)
+        env = choose_environment(raw)
+        stack = environment_view(raw, env)
+        cluster_owner, account_shared_with = sharing(raw, env)
     except ToolkitError as exc:  # a UsageError's exit 2 would read as "plan found changes"
         print(f"ERROR [{type(exc).__name__}]: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -218,6 +232,8 @@ def run(args, session=None, root: Path | str | None = None) -> int:
             echo,
             dry_run=dry_run,
             delete_data=getattr(args, "delete_data", False),
+            cluster_owner=cluster_owner,
+            account_shared_with=tuple(account_shared_with),
         )
     except ConvergeError as exc:
         results, error = exc.results, str(exc)

@@ -45,6 +45,8 @@ from airflow_gitops.aws.iam import IamRole, ManagedPolicy, OidcProvider
 from airflow_gitops.aws.s3 import DagBucket, LogBucket
 
 S3_MODES = {"s3-sync", "s3-bundle"}
+# Where the CSI drivers' ServiceAccounts live: the cluster's, not an environment's.
+CLUSTER_NAMESPACE = "kube-system"
 GITHUB_OIDC = "token.actions.githubusercontent.com"
 
 DAG_READ_POLICY = "dag-read-policy.json"
@@ -165,7 +167,7 @@ def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
         ]
     if dag_source(stack) == "efs":
         items.append(
-            ("kube-system", "efs-csi-controller-sa", stack["dags"]["efs"]["csi_driver_role"])
+            (CLUSTER_NAMESPACE, "efs-csi-controller-sa", stack["dags"]["efs"]["csi_driver_role"])
         )
     logs = stack.get("logs")
     if logs:  # task logs and secrets: the pods that run tasks (S3 modes: the reader, above)
@@ -177,13 +179,18 @@ def pod_roles(stack: dict) -> list[tuple[str, str, str]]:
     if metrics:
         namespace = stack["airflow"]["namespace"]
         items.append((namespace, metrics["agent_service_account"], metrics["agent_role"]))
-    items.append(("kube-system", "ebs-csi-controller-sa", stack["aws"]["ebs_csi_driver_role"]))
+    items.append((CLUSTER_NAMESPACE, "ebs-csi-controller-sa", stack["aws"]["ebs_csi_driver_role"]))
     return items
 
 
-def all_resources(stack: dict) -> list[Converger]:
-    """Every resource of this repo, in dependency order (each knows its ``owner``)."""
+def all_resources(stack: dict, cluster_owner: str | None = None) -> list[Converger]:
+    """Every resource of this repo, in dependency order (each knows its ``owner``).
+
+    ``cluster_owner``: an earlier environment on the same cluster. It converges what the
+    cluster has once (its OIDC provider, the CSI and Pod Identity add-ons, their roles and
+    associations); this environment leaves them to it, so the two never undo each other."""
     source = dag_source(stack)
+    own_cluster = cluster_owner is None
     aws = stack["aws"]
     repository = stack["github"]["repository"]
     items: list[Converger] = [OidcProvider(GITHUB_OIDC)]
@@ -210,7 +217,7 @@ def all_resources(stack: dict) -> list[Converger]:
     if logs:
         items.append(LogBucket(logs["bucket"], logs["prefix"], logs["retention_days"]))
     by_pod_identity = pod_identity(stack)
-    if not by_pod_identity:
+    if not by_pod_identity and own_cluster:
         items.append(OidcProvider())
     worker_policies = worker_policy_files(stack) if logs else []
     if logs:
@@ -246,7 +253,7 @@ def all_resources(stack: dict) -> list[Converger]:
                 "Airflow API server",
             )
         )
-    if source == "efs":
+    if source == "efs" and own_cluster:
         items += [
             ManagedPolicy(EFS_CSI_POLICY, stack),
             IamRole(
@@ -267,28 +274,38 @@ def all_resources(stack: dict) -> list[Converger]:
                 "CloudWatch agent publishing Airflow's StatsD metrics",
             ),
         ]
-    items.append(
-        IamRole(
-            aws["ebs_csi_driver_role"],
-            EBS_CSI_TRUST,
-            [],
-            "EBS CSI driver controller",
-            managed=(EBS_CSI_MANAGED_POLICY,),
+    if own_cluster:
+        items.append(
+            IamRole(
+                aws["ebs_csi_driver_role"],
+                EBS_CSI_TRUST,
+                [],
+                "EBS CSI driver controller",
+                managed=(EBS_CSI_MANAGED_POLICY,),
+            )
         )
-    )
     for role in ci_roles(stack):
         if role.kube_access:
             # The deploy role's group is what k8s/deploy-extensions-rbac.yaml grants more to.
             groups = (stack["eks"]["deploy_kubernetes_group"],) if role is DEPLOY else ()
             items.append(EksAccess(aws[role.key], role.kube_access, groups))
     if by_pod_identity:  # the agent first; then each ServiceAccount's association
-        items.append(EksAddon(POD_IDENTITY_AGENT_ADDON, None))
-        items += [PodIdentityAssociation(*entry) for entry in pod_roles(stack)]
-    items.append(EksAddon(EBS_CSI_ADDON, None if by_pod_identity else aws["ebs_csi_driver_role"]))
+        if own_cluster:
+            items.append(EksAddon(POD_IDENTITY_AGENT_ADDON, None))
+        items += [
+            PodIdentityAssociation(*entry)
+            for entry in pod_roles(stack)
+            if own_cluster or entry[0] != CLUSTER_NAMESPACE
+        ]
+    if own_cluster:
+        ebs_role = None if by_pod_identity else aws["ebs_csi_driver_role"]
+        items.append(EksAddon(EBS_CSI_ADDON, ebs_role))
     if source == "efs":
         efs = stack["dags"]["efs"]
+        if own_cluster:
+            efs_role = None if by_pod_identity else efs["csi_driver_role"]
+            items.append(EksAddon(EFS_CSI_ADDON, efs_role))
         items += [
-            EksAddon(EFS_CSI_ADDON, None if by_pod_identity else efs["csi_driver_role"]),
             EfsFileSystem(efs["creation_token"]),
             MountTargetSecurityGroup(f"{efs['creation_token']}-mount-targets"),
             MountTargets(efs["creation_token"]),

@@ -14,18 +14,23 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
+from airflow_gitops.releases import (
+    RELEASE_FILE,
+    deploy_ref,
+    git,
+    parse_pin,
+    pins_of,
+    release_path,
+)
 from airflow_gitops.stack import ENVIRONMENTS, ENVIRONMENTS_DIR, environment_view, fill
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.loader import Document, parse_text
 from airflow_gitops.validate.repo import STACK, read_safely
 
 NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-RELEASE_FILE = "release.yaml"
 OVERLAY_FILE = "values.yaml"
-SHA = re.compile(r"^[0-9a-f]{40}$")
 # Facts no two environments may share, and within what: a bucket name is global; a role, a
 # policy prefix or a secrets prefix is per account; a namespace is per cluster.
 GLOBAL = ("dags.bucket", "logs.bucket", "github.environment")
@@ -187,80 +192,46 @@ def _collisions(doc: Document, views: dict) -> list[Finding]:
     return findings
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, check=False, timeout=60
-    )
-
-
-def deploy_ref(root: Path, branch: str) -> str:
-    """The newest deploy-branch commit this clone knows: origin's, else the local branch's,
-    else HEAD (a fresh repository before its first push)."""
-    for ref in (f"refs/remotes/origin/{branch}", f"refs/heads/{branch}"):
-        if _git(root, "rev-parse", "--verify", "--quiet", ref).returncode == 0:
-            return ref
-    return "HEAD"
-
-
-def read_pin(root: Path, name: str) -> tuple[str | None, Finding | None]:
-    """(the commit environments/<name>/release.yaml pins, or None) or the finding that says
-    why it cannot be read."""
-    import yaml
-
-    path = f"{ENVIRONMENTS_DIR}/{name}/{RELEASE_FILE}"
-    text, problem = read_safely(root, path)
-    if problem:
-        return None, problem
+def _current_pin(root: Path, name: str) -> str | None:
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        return None, Finding(path, 1, 1, f"not valid YAML: {exc}", "release-pin")
-    commit = data.get("commit") if isinstance(data, dict) else data
-    if commit is None:
-        return None, None
-    if not isinstance(commit, str) or not SHA.match(commit):
-        why = f"commit: {commit!r} is not a full 40-character commit id (or null: nothing promoted yet)"
-        return None, Finding(path, 1, 1, why, "release-pin")
-    return commit, None
-
-
-def pins_of(root: Path, name: str) -> set[str]:
-    """Every commit environments/<name>/release.yaml has ever pinned, in this clone's history."""
-    path = f"{ENVIRONMENTS_DIR}/{name}/{RELEASE_FILE}"
-    log = _git(root, "log", "--all", "--format=", "-p", "--", path).stdout
-    found = set(re.findall(r"^[+ ]commit:\s*['\"]?([0-9a-f]{40})", log, re.M))
-    current, _ = read_pin(root, name)
-    return found | ({current} if current else set())
+        return parse_pin((root / release_path(name)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _pins(root: Path, names: list[str], views: dict) -> list[Finding]:
     findings: list[Finding] = []
-    is_git = _git(root, "rev-parse", "--git-dir").returncode == 0
+    is_git = git(root, "rev-parse", "--git-dir").returncode == 0
     for previous, name in zip(names, names[1:]):
-        path = f"{ENVIRONMENTS_DIR}/{name}/{RELEASE_FILE}"
-        if not (root / path).is_file():
-            why = f"environment {name} has no {path}: write one with `make promote FROM={previous} TO={name}`"
-            findings.append(Finding(path, 1, 1, why, "release-pin"))
+        path = release_path(name)
+        text, problem = read_safely(root, path) if (root / path).is_file() else (None, None)
+        if text is None:
+            why = f"environment {name} has no {path}; `make promote FROM={previous} TO={name}` writes it"
+            findings.append(problem or Finding(path, 1, 1, why, "release-pin"))
             continue
-        commit, problem = read_pin(root, name)
-        if problem:
-            findings.append(problem)
+        try:
+            commit = parse_pin(text)
+        except ValueError as exc:
+            findings.append(Finding(path, 1, 1, str(exc), "release-pin"))
+            continue
         if commit is None or not is_git:
             continue  # nothing promoted yet, or no history to check against (not a clone)
-        if _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        if git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
             why = f"commit {commit[:12]} is not in this repository's history"
         elif previous == names[0]:
-            branch = str(_get(views[previous], "github.deploy_branch") or "main")
-            ref = deploy_ref(root, branch)
-            ran = _git(root, "merge-base", "--is-ancestor", commit, ref).returncode == 0
+            ref = deploy_ref(root, str(_get(views[previous], "github.deploy_branch") or "main"))
+            ran = git(root, "merge-base", "--is-ancestor", commit, ref).returncode == 0
             why = "" if ran else f"commit {commit[:12]} is not on {ref}: {previous} never ran it"
         else:
-            ran = commit in pins_of(root, previous)
+            ran = commit in pins_of(root, previous) | {_current_pin(root, previous)}
             why = (
                 ""
                 if ran
                 else f"commit {commit[:12]} was never pinned for {previous}: it never ran there"
             )
         if why:
-            findings.append(Finding(path, 1, 1, why + f"; promote from {previous}", "release-pin"))
+            line = text[: text.find("commit:")].count("\n") + 1 if "commit:" in text else 1
+            findings.append(
+                Finding(path, line, 1, f"{why}; promote from {previous}", "release-pin")
+            )
     return findings

@@ -27,6 +27,11 @@ _REF_VS_BRANCH = re.compile(
 )
 
 
+# A role-assuming job runs in the GitHub environment of the stack.yaml environment it deploys:
+# each entry of the `targets` that ci-facts --targets lists (a matrix over them).
+ENVIRONMENT_EXPRESSION = "${{ matrix.target.environment }}"
+
+
 def check(repo) -> Iterator[Finding]:
     github = as_dict(repo.fact("github"))
     if not all(
@@ -170,15 +175,15 @@ def _workflow(doc, github: dict, in_environment: bool = True) -> Iterator[Findin
         elif not isinstance(name, str) or "${{" not in name:
             yield doc.finding(
                 epath,
-                f"environment {name!r} is hard-coded; use ${{{{ needs.facts.outputs.environment }}}} "
+                f"environment {name!r} is hard-coded; use {ENVIRONMENT_EXPRESSION} "
                 f"(stack.yaml's github.environment, {github['environment']!r}, which the role trusts)",
                 "oidc-job",
             )
-        elif "outputs.environment" not in name:
+        elif ENVIRONMENT_EXPRESSION.strip("${} ") not in name:
             yield doc.finding(
                 epath,
                 f"environment {name!r} is not stack.yaml's github.environment "
-                "(read it with ci-facts: ${{ needs.facts.outputs.environment }})",
+                f"(read it with ci-facts --targets: {ENVIRONMENT_EXPRESSION})",
                 "oidc-job",
             )
         if not _gated_on_deploy_branch(jobs, job_id, set()):

@@ -255,6 +255,38 @@ def name_length_problems(answers: dict) -> list[str]:
     return []
 
 
+def environment_problems(answers: dict, schema: dict) -> list[str]:
+    """Each environment once; a later one's names (project, namespace and DAG bucket with
+    "-<name>" added, as names.jinja derives them) within the limits the schema sets."""
+    names = answers["environments"].split(",")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return [
+            problem(
+                "environments",
+                answers["environments"],
+                f"each name once ({', '.join(twice)} repeated)",
+            )
+        ]
+    limits = [("project", "projectName"), ("namespace", "dns1123Label")]
+    if answers["dag_source"] in ("s3-sync", "s3-bundle"):
+        limits.append(("dag_bucket", "s3BucketName"))
+    found = []
+    longest = max(names[1:], key=len, default="")
+    for field, rule in limits:
+        limit = schema["$defs"][rule]["maxLength"]
+        if longest and len(answers[field]) + 1 + len(longest) > limit:
+            found.append(
+                problem(
+                    "environments",
+                    answers["environments"],
+                    f"names short enough that {field} + '-{longest}' stays within {limit} "
+                    f"characters ({answers[field]!r} is {len(answers[field])})",
+                )
+            )
+    return found
+
+
 def alb_certificate_problems(answers: dict) -> list[str]:
     """An ALB can only use an ACM certificate of its own region, and we deploy to one account."""
     if answers["ui_access"] != "alb":
@@ -319,7 +351,7 @@ def main() -> int:
     found = schema_problems(answers, schema)
     bad_fields = {field for field, _ in found}
     lines = [line for _, line in found]
-    for rule in RULES:
+    for rule in (*RULES, lambda answers: environment_problems(answers, schema)):
         try:
             lines += [p for p in rule(answers) if p.split(" ", 1)[0] not in bad_fields]
         except (KeyError, TypeError, AttributeError, ValueError):

@@ -161,7 +161,7 @@ def test_a_later_environment_gets_names_of_its_own(baked):
     assert ":environment:prod:" in subject
     policy = files["iam/dag-read-policy.json"]
     assert "arn:aws:s3:::airflow-gitops-dags-123456789012-eu-west-1-prod" in policy
-    assert "airflow-gitops-dags-123456789012-eu-west-1\"" not in policy
+    assert 'airflow-gitops-dags-123456789012-eu-west-1"' not in policy
     manifests = yaml.safe_load_all(files["k8s/serviceaccounts.yaml"])
     assert {d["metadata"]["namespace"] for d in manifests if d} == {"airflow-prod"}
 

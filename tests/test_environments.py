@@ -105,7 +105,7 @@ def test_one_environment_repo_has_no_environments_and_no_references(baked):
     assert not (repo / "environments").exists()
     for glob in SHARED_GLOBS:
         for path in repo.glob(glob):
-            assert "${" not in path.read_text() or path.name == "airflow-dashboard.json", path
+            assert "${stack." not in path.read_text(), path
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -226,9 +226,9 @@ MUTATIONS = {
     ),
     "reference": (
         "iam/deploy-role-policy.json",
-        "${aws.account_id}",
-        "${aws.acount_id}",
-        "${aws.acount_id}: stack.yaml has no such fact [unknown-reference]",
+        "${stack.aws.account_id}",
+        "${stack.aws.acount_id}",
+        "${stack.aws.acount_id}: stack.yaml has no such fact [unknown-reference]",
     ),
     "folder": ("environments/prod/values.yaml", "{}", "{}", None),
 }

@@ -4,8 +4,8 @@ A repository with one environment states every fact directly. With several, stac
 ``environments:``, in promotion order, each holding the facts that differ (project prefix,
 account, region, cluster, namespace, GitHub environment, DAG bucket; any other fact may be
 overridden the same way). An environment's *view* is the shared facts with its own merged over
-them. A value may refer to another fact as ``${path.to.fact}``: the derived names in stack.yaml
-(``${project}-deploy``) and the files every environment shares (iam/, k8s/, helm/values.yaml,
+them. A value may refer to another fact as ``${stack.path.to.fact}``: the derived names in
+stack.yaml (``${stack.project}-deploy``) and the files every environment shares (iam/, k8s/, helm/values.yaml,
 monitoring/) are filled from the view of the environment being acted on.
 
 The environment is chosen by ``--env`` where a command has it, else ``AIRFLOW_GITOPS_ENV``
@@ -28,8 +28,9 @@ ENVIRONMENTS = "environments"
 ENV_VARIABLE = "AIRFLOW_GITOPS_ENV"
 # Folder of each environment's own files (values overlay, release pin).
 ENVIRONMENTS_DIR = "environments"
-# ${path.to.fact}: lowercase, so a shell's ${VAR} in a script is never taken for one.
-REFERENCE = re.compile(r"\$\{([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)\}")
+# ${stack.path.to.fact}: a shell variable cannot have a dot in its name, so a script's ${name}
+# (the aws-cli sync script in the values has several) is never taken for one.
+REFERENCE = re.compile(r"\$\{stack\.([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)\}")
 # A fact may refer to a fact that refers to another; deeper than this is a loop.
 MAX_REFERENCE_DEPTH = 5
 
@@ -108,7 +109,7 @@ def lookup(view: dict[str, Any], dotted: str) -> Any:
 
 
 def fill(text: str, view: dict[str, Any], problems: list[str] | None = None) -> str:
-    """``text`` with every ``${path}`` replaced by that fact of ``view``. An unknown path or a
+    """``text`` with every ``${stack.path}`` replaced by that fact of ``view``. An unknown path or a
     fact that is not a plain value is a UsageError, or, given ``problems``, noted there and left
     as written."""
 
@@ -118,9 +119,9 @@ def fill(text: str, view: dict[str, Any], problems: list[str] | None = None) -> 
             value = lookup(view, path)
         except KeyError:
             value = None
-            why = f"${{{path}}}: {STACK_FILE} has no such fact"
+            why = f"${{stack.{path}}}: {STACK_FILE} has no such fact"
         else:
-            why = f"${{{path}}}: a {type(value).__name__}, not a single value"
+            why = f"${{stack.{path}}}: a {type(value).__name__}, not a single value"
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         if problems is None:

@@ -134,7 +134,7 @@ def error_code(exc) -> str:
 
 
 def load_document(ctx, filename: str) -> dict:
-    """iam/<filename> as a dict, filled for the environment acted on (``${path}`` references to
+    """iam/<filename> as a dict, filled for the environment acted on (``${stack.path}`` references to
     stack.yaml), with the cluster's OIDC issuer substituted when it asks for it."""
     from airflow_gitops.stack import read_filled
 

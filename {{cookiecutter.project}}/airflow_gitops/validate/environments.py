@@ -176,7 +176,9 @@ def _collisions(doc: Document, views: dict) -> list[Finding]:
                 if _get(a, fact) is not None and _get(a, fact) == _get(b, fact)
             ]
             if "project" in shared:  # one cause: say it once, not for every name it prefixes
-                shared = [f for f in shared if "${project}" not in str(doc.get(*f.split(".")))]
+                shared = [
+                    f for f in shared if "${stack.project}" not in str(doc.get(*f.split(".")))
+                ]
             for fact in shared:
                 path = (ENVIRONMENTS, second, *fact.split("."))
                 if doc.get(*path) is None:

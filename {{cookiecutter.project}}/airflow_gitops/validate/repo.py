@@ -13,7 +13,7 @@ from airflow_gitops.validate.schemas import SchemaSet
 
 STACK = "stack.yaml"
 VALUES = "helm/values.yaml"
-# Files every environment shares: their ${path} references are filled per environment.
+# Files every environment shares: their ${stack.path} references are filled per environment.
 FILLED_KINDS = ("helm-values", "k8s", "iam")
 FILLED_PREFIXES = ("monitoring/cloudwatch-",)  # Grafana's dashboard has ${datasource} of its own
 # Written once, for the first environment: checked only in its view.
@@ -170,12 +170,12 @@ def iam_kind(path: str, doc: Document) -> str:
 
 
 def fill_references(repo: Repo, path: str, text: str, view: dict) -> str:
-    """``text`` with this environment's facts in place of its ``${path}`` references; a
+    """``text`` with this environment's facts in place of its ``${stack.path}`` references; a
     reference to no fact is a finding at its place (and stays as written)."""
     from airflow_gitops.stack import REFERENCE, fill
 
     for number, line in enumerate(text.splitlines(), 1):
-        if "${" not in line:
+        if "${stack." not in line:
             continue
         for match in REFERENCE.finditer(line):
             problems: list[str] = []

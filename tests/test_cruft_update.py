@@ -129,3 +129,50 @@ def test_cruft_check_and_update_keep_the_teams_edits(tmp_path, template_repo):
     assert "<<<<<<<" not in updated
     assert json.loads((repo / ".cruft.json").read_text())["commit"] == commit_b
     run(repo, *CRUFT, "check")
+
+
+def test_cruft_update_adds_environments_and_keeps_the_teams_edits(tmp_path, template_repo):
+    """The migration docs/environments.md describes: a one-environment repo asks cruft for
+    dev,prod; the environments arrive, the team's edit stays, and the repo validates."""
+    out = tmp_path / "work"
+    out.mkdir()
+    run(out, *CRUFT, "create", "--no-input", str(template_repo))
+    repo = out / "airflow-gitops"
+    values = repo / "helm" / "values.yaml"
+    values.write_text(values.read_text().replace("\nworkers:\n", "\nworkers:\n  replicas: 3\n", 1))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "generated, with our values")
+
+    run(
+        repo,
+        *CRUFT,
+        "update",
+        "--skip-apply-ask",
+        "--allow-untracked-files",
+        "--variables-to-update",
+        json.dumps({"environments": "dev,prod"}),
+    )
+
+    assert not list(repo.rglob("*.rej")), "cruft left a conflict"
+    import yaml
+
+    stack = yaml.safe_load((repo / "stack.yaml").read_text())
+    assert list(stack["environments"]) == ["dev", "prod"]
+    # dev keeps the facts (and so the AWS names) the repo had; prod gets its own
+    assert stack["environments"]["dev"]["project"] == "airflow-gitops"
+    assert stack["environments"]["prod"]["airflow"]["namespace"] == "airflow-prod"
+    assert "commit: null" in (repo / "environments" / "prod" / "release.yaml").read_text()
+    assert "\nworkers:\n  replicas: 3\n" in values.read_text(), "the team's value was lost"
+    assert "${stack.aws.account_id}" in (repo / "iam" / "deploy-role-policy.json").read_text()
+    assert (
+        json.loads((repo / ".cruft.json").read_text())["context"]["cookiecutter"]["environments"]
+        == "dev,prod"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "airflow_gitops", "validate"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -137,13 +137,7 @@ def run(args) -> int:
         branch = str((read_stack().get("github") or {}).get("deploy_branch", ""))
         shown = {"targets": json.dumps(found, separators=(",", ":")), "deploy_branch": branch}
         return _write(shown, args)
-    env = None
-    if args.first:
-        from airflow_gitops.stack import ENV_VARIABLE, environment_names, read_stack
-
-        names = environment_names(read_stack())
-        env = None if os.environ.get(ENV_VARIABLE) or not names else names[0]
-    facts = ci_facts(load_stack(env=env), REPO_ROOT)
+    facts = ci_facts(load_stack(first_by_default=args.first), REPO_ROOT)
     return _write(facts, args)
 
 

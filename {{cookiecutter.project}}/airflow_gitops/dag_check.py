@@ -54,7 +54,8 @@ def check_dags(dag_folder: Path, expected_version: str) -> tuple[list[str], dict
 
 
 def run(args) -> int:
-    stack = load_stack()
+    # With several environments and none chosen: the first's Airflow, the one a push deploys.
+    stack = load_stack(first_by_default=True)
     dag_folder = (REPO_ROOT / args.dags).resolve()
     if not dag_folder.is_dir():
         raise UsageError(f"{args.dags}: no such folder")

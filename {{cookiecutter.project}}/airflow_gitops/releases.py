@@ -93,7 +93,9 @@ def running(root: Path, names: list[str], name: str, deploy_branch: str) -> str 
 def write_pin(root: Path, name: str, commit: str) -> None:
     path = root / release_path(name)
     text = path.read_text(encoding="utf-8")
-    new, count = COMMIT_LINE.subn(f"commit: {commit}", text, count=1)
+    # A commit id of digits alone (one in ~10^8) would read as a number: quote it.
+    line = f'commit: "{commit}"' if commit.isdigit() else f"commit: {commit}"
+    new, count = COMMIT_LINE.subn(line, text, count=1)
     if not count:
-        new = text.rstrip("\n") + f"\ncommit: {commit}\n"
+        new = text.rstrip("\n") + f"\n{line}\n"
     path.write_text(new, encoding="utf-8")

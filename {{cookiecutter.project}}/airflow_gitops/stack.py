@@ -64,9 +64,12 @@ def environment_names(stack: dict[str, Any]) -> list[str]:
     return [str(name) for name in section]
 
 
-def choose_environment(stack: dict[str, Any], env: str | None = None) -> str | None:
+def choose_environment(
+    stack: dict[str, Any], env: str | None = None, first_by_default: bool = False
+) -> str | None:
     """The environment a command acts on (None in a one-environment repo), or a UsageError that
-    names the choices."""
+    names the choices. ``first_by_default``: with none chosen, the first (for what reads facts
+    the environments share, such as the Airflow version DAGs are checked with)."""
     names = environment_names(stack)
     if env is None:
         env = os.environ.get(ENV_VARIABLE) or None
@@ -78,7 +81,7 @@ def choose_environment(stack: dict[str, Any], env: str | None = None) -> str | N
             )
         return None
     if env is None:
-        if len(names) == 1:
+        if len(names) == 1 or first_by_default:
             return names[0]
         raise UsageError(
             f"{STACK_FILE} has environments {', '.join(names)}: say which one, "
@@ -170,10 +173,12 @@ def environment_view(
     return resolve(view, view, problems)
 
 
-def load_stack(root: Path | str | None = None, env: str | None = None) -> dict[str, Any]:
+def load_stack(
+    root: Path | str | None = None, env: str | None = None, first_by_default: bool = False
+) -> dict[str, Any]:
     """The facts of the repository at ``root`` (default: this one) for the chosen environment."""
     stack = read_stack(root)
-    return environment_view(stack, choose_environment(stack, env))
+    return environment_view(stack, choose_environment(stack, env, first_by_default))
 
 
 def read_filled(path: Path, view: dict[str, Any]) -> str:

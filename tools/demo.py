@@ -119,7 +119,7 @@ class Demo:
         if self.airflow_python:
             self.STEPS = [
                 *Demo.STEPS,
-                ("airflow", f"Airflow ({FIRST}): S3 task log + Secrets Manager", Demo.airflow),
+                ("airflow", f"Airflow: S3 task log + Secrets Manager ({FIRST})", Demo.airflow),
             ]
 
     # --- running things --------------------------------------------------------------------

@@ -271,7 +271,9 @@ class Demo:
         with self._step_log.open("a") as log:
             log.writelines(f"{fact}: {old} -> {new}\n" for fact, (old, new) in changes.items())
         sys.path.insert(0, str(self.repo))  # the generated repo's toolkit reads its facts
-        from airflow_gitops.stack import load_stack
+        from airflow_gitops.stack import ENV_VARIABLE, load_stack
+
+        os.environ.pop(ENV_VARIABLE, None)  # every step names its environment itself
 
         self.views = {name: load_stack(self.repo, name) for name in (FIRST, LATER)}
         self.facts["edited"] = changes
@@ -303,24 +305,25 @@ class Demo:
         return f"{branch} at {commit[:12]}"
 
     def start_aws(self) -> str:
-        """The generated repo's local AWS (moto with the EKS calls it lacks answered, as
-        `make local-aws` serves it) and, in each environment's region, the cluster `apply`
-        reads, made as that target makes it."""
+        """The generated repo's local AWS (moto with the EKS calls it lacks answered) with the
+        clusters `apply` reads, each environment's in its region, as `make local-aws` serves
+        them."""
         import boto3
-        from airflow_gitops.local_aws import MotoServer, create_cluster  # edit_stack's path
+        from airflow_gitops.local_aws import MotoServer, create_cluster, served_clusters
+        from airflow_gitops.stack import read_stack
 
-        accounts = {str(v["aws"]["account_id"]) for v in self.views.values()}
-        if len(accounts) != 1:
+        _, account, clusters = served_clusters(read_stack(self.repo))
+        missing = [
+            name for name in self.views if (self.region(name), self.cluster(name)) not in clusters
+        ]
+        if missing:
             raise StepFailed(
-                f"the environments are in accounts {', '.join(sorted(accounts))}; the demo "
-                "runs one moto account",
+                f"local AWS serves one account, {account}; not {', '.join(missing)}'s",
                 self._step_log,
             )
-        [account] = accounts
         self.server = MotoServer(account=account)  # assigned before start(): `finally` stops it
         self.server.start()
         self.endpoint = self.server.endpoint
-        clusters = sorted({(self.region(name), self.cluster(name)) for name in self.views})
         for region, cluster in clusters:
             session = boto3.Session(
                 aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region

@@ -116,6 +116,7 @@ def test_demo_runs_dev_then_prod_in_another_region_through_one_promotion(tmp_pat
     assert summary["ok"] is True
     assert [s["step"] for s in summary["steps"]] == STEPS
     assert summary["generated"]["dag_source"] == "s3-sync"
+    assert summary["generated"]["files"] > 20
     assert summary["generated"]["environments"] == ["dev", "prod"]
     assert summary["edited"]["aws.region"] == ["eu-west-1", "eu-west-2"]
     assert summary["validate"].startswith("0 findings"), summary["validate"]

@@ -28,7 +28,7 @@ test: $(VENV)/.installed ## the template's tests, without the slow ones (offline
 test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, make install, every interruption
 	$(PY) -m pytest -m slow -n 2 --dist loadgroup
 
-demo: $(VENV)/.installed ## the whole flow offline: generate, validate, AWS on a local moto, DAGs
+demo: $(VENV)/.installed ## the whole flow offline on a local moto: dev, a promotion, prod in another region
 	$(PY) tools/demo.py --out $(OUT)
 
 bench: $(VENV)/.installed ## print the benchmark figures

@@ -126,3 +126,30 @@ def test_local_aws_refuses_a_busy_port_in_one_line(default_repo):
         "(Address already in use); stop what uses it or pass another, e.g. "
         "make local-aws PORT=5124"
     ], result.stderr
+
+
+def test_local_aws_serves_every_environments_cluster(baked, tmp_path):
+    """With environments, `make local-aws` needs no ENV: it makes each environment's cluster in
+    its region (here prod's own, in another region, as the demo edits it), and ENV=<any> works."""
+    from test_demo import load_demo
+
+    demo = load_demo()
+    repo = tmp_path / "repo"
+    shutil.copytree(baked(**demo.ANSWERS), repo)
+    stack = repo / "stack.yaml"
+    stack.write_text(demo.place_environment(stack.read_text(), "prod", "eu-west-2")[0])
+    port = free_port()
+    process, exports, banner = start_local_aws(repo, port)
+    try:
+        assert (
+            "EKS cluster data-platform, EKS cluster data-platform-prod in eu-west-2." in banner
+        ), banner
+        assert "make bootstrap ENV=dev && make apply ENV=dev" in banner, banner
+        env = {**shell_env(), **exports}
+        for name in ("dev", "prod"):
+            result = run_make(repo, "bootstrap", f"ENV={name}", env=env)
+            assert "Bootstrap complete:" in result.stdout
+        assert "oidc.eks.eu-west-2.amazonaws.com" in result.stdout  # prod's cluster's issuer
+    finally:
+        rest = stop(process)
+    assert "local AWS stopped" in rest, rest

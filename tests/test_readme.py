@@ -29,11 +29,14 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in (TEMPLATE / ".ci" / "run").read_text()
 
 
-def test_readme_sample_output_has_the_real_file_count(default_repo):
-    """The demo's sample output in the README names the number of files a default bake has."""
+def test_readme_sample_output_has_the_real_file_count(baked):
+    """The demo's sample output in the README names the number of files its bake has."""
+    from test_demo import load_demo
+
+    repo = baked(**load_demo().ANSWERS)
     readme = (TEMPLATE / "README.md").read_text()
     shown = {int(n) for n in re.findall(r"out/airflow-gitops/?: (\d+) files", readme)}
-    files = [p for p in default_repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files = [p for p in repo.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert shown == {len(files)}
 
 

@@ -273,16 +273,41 @@ def add_arguments(parser) -> None:
     )
 
 
+def served_clusters(stack: dict) -> tuple[str | None, str, list[tuple[str, str]]]:
+    """(the environment the hints name, or None in a one-environment repo; the account served;
+    the (region, cluster) of every environment in that account, the named one's first).
+
+    Every environment's cluster is made, so ENV=<any of them> works against one server; the
+    named one is ENV's when given, else the first."""
+    from airflow_gitops.stack import (
+        ENV_VARIABLE,
+        choose_environment,
+        environment_names,
+        environment_view,
+    )
+
+    names = environment_names(stack)
+    chosen = names[0] if len(names) > 1 and not os.environ.get(ENV_VARIABLE) else None
+    chosen = chosen or choose_environment(stack)
+    views = [environment_view(stack, name) for name in [chosen, *names] if name or not names]
+    account = str(views[0]["aws"]["account_id"])
+    clusters = []
+    for view in views:
+        place = (view["aws"]["region"], view["eks"]["cluster_name"])
+        if str(view["aws"]["account_id"]) == account and place not in clusters:
+            clusters.append(place)
+    return chosen, account, clusters
+
+
 def run(args) -> int:
-    """Serve local AWS in the foreground with the cluster stack.yaml names, until Ctrl-C."""
+    """Serve local AWS in the foreground with the clusters stack.yaml names, until Ctrl-C."""
     import boto3
 
     from airflow_gitops.errors import UsageError
-    from airflow_gitops.stack import load_stack
+    from airflow_gitops.stack import read_stack
 
-    stack = load_stack()
-    account, region = str(stack["aws"]["account_id"]), stack["aws"]["region"]
-    cluster = stack["eks"]["cluster_name"]
+    env, account, clusters = served_clusters(read_stack())
+    region, cluster = clusters[0]
     try:
         server, _ = make_local_server(args.port, account)
     except OSError as exc:
@@ -292,27 +317,35 @@ def run(args) -> int:
         ) from None
     endpoint = f"http://{HOST}:{server.port}"
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
-    session = boto3.Session(
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        aws_session_token="testing",
-    )
-    create_cluster(
-        session.client("ec2", endpoint_url=endpoint),
-        session.client("eks", endpoint_url=endpoint),
-        cluster,
-        account,
-    )
+    for place_region, place_cluster in clusters:
+        session = boto3.Session(
+            region_name=place_region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+        )
+        create_cluster(
+            session.client("ec2", endpoint_url=endpoint),
+            session.client("eks", endpoint_url=endpoint),
+            place_cluster,
+            account,
+        )
     import moto
 
+    others = "".join(f", EKS cluster {c} in {r}" for r, c in clusters[1:])
     print(
         f"Local AWS (moto {moto.__version__}, with EKS access entries and add-ons) on "
-        f"{endpoint}: account {account}, region {region}, EKS cluster {cluster}."
+        f"{endpoint}: account {account}, region {region}, EKS cluster {cluster}{others}."
     )
     print("In another shell, in this repository:")
     print(f"  {exports(endpoint, region)}")
-    print("  make bootstrap && make apply && make push-dags && make pull-dags DEST=/tmp/dags")
+    print(
+        "  "
+        + " && ".join(
+            f"make {target}{f' ENV={env}' if env else ''}"
+            for target in ("bootstrap", "apply", "push-dags", "pull-dags DEST=/tmp/dags")
+        )
+    )
     print("Everything lives in memory; Ctrl-C stops it.", flush=True)
     stop = threading.Event()
     stop_on_signals(stop)

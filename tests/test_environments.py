@@ -108,12 +108,30 @@ def test_one_environment_repo_has_no_environments_and_no_references(baked):
             assert "${stack." not in path.read_text(), path
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_the_first_environment_is_the_one_environment_repo(baked, mode):
+# Every mode, and the options whose files hold the most facts (pod roles, the load balancer's
+# certificate, the Prometheus operator's objects, the CloudWatch agent).
+OPTIONS = [dict(dag_source=m, metrics_backend="cloudwatch") for m in MODES] + [
+    dict(
+        dag_source="s3-sync",
+        s3_sync_image="aws-cli",
+        aws_pod_credentials="pod-identity",
+        size="production",
+        ui_access="alb",
+        alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0b3c5a2e-1d4f-4e6a-9b7c-2f8e1a6d4c3b",
+        metrics_scrape="servicemonitor",
+        executor="KubernetesExecutor",
+    ),
+    dict(dag_source="efs", aws_pod_credentials="pod-identity", metrics_backend="cloudwatch"),
+]
+
+
+@pytest.mark.parametrize("answers", OPTIONS, ids=lambda a: "-".join(a.values())[:60])
+def test_the_first_environment_is_the_one_environment_repo(baked, answers):
     """Filled for dev, every shared file of a dev,prod repo is the file of a one-environment repo
     made with the same answers (dev's GitHub environment is its name); its facts are the same."""
-    single = baked(dag_source=mode, github_environment="dev", metrics_backend="cloudwatch")
-    multi = baked(dag_source=mode, environments=TWO, metrics_backend="cloudwatch")
+    mode = answers["dag_source"]
+    single = baked(github_environment="dev", **answers)
+    multi = baked(environments=TWO, **answers)
     expected = filled(single, "")
     got = filled(multi, "dev")
     assert sorted(got) == sorted(expected)

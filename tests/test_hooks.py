@@ -185,15 +185,15 @@ def answer_variants() -> list[dict]:
     other types, empty, too long, a trailing newline, each allowed choice and every other
     question's default (which fits some patterns and not others); one answer left out; one
     question too many."""
-    defaults = {
-        key: value[0] if isinstance(value, list) else value
+    questions = {
+        key: value
         for key, value in json.loads((TEMPLATE / "cookiecutter.json").read_text()).items()
         if not key.startswith("_")
     }
+    defaults = {key: v[0] if isinstance(v, list) else v for key, v in questions.items()}
     defaults["dag_bucket"] = "airflow-gitops-dags-123456789012-eu-west-1"
     defaults["git_repo_url"] = "git@github.com:example-org/airflow-gitops.git"
-    choices = [c for v in json.loads((TEMPLATE / "cookiecutter.json").read_text()).values()
-               if isinstance(v, list) for c in v]  # fmt: skip
+    choices = [choice for v in questions.values() if isinstance(v, list) for choice in v]
     values = [None, True, 0, 5, 3600, 3601, -1, [], {}, "", " ", "x" * 401, "Airflow", "30s"]
     values += [v for v in defaults.values() if isinstance(v, str)] + choices
     values += [v + "\n" for v in defaults.values() if isinstance(v, str)]

@@ -73,8 +73,11 @@ def combo_id(answers: dict) -> str:
     return "-".join(f"{v}" for v in answers.values()) or "defaults"
 
 
+# Template text that reached a generated file: what a file copied without rendering
+# (`_copy_without_render`) would carry if it used a variable, a derived name or a tag.
 UNRENDERED = re.compile(
-    r"\{\{ *cookiecutter\.|\{%-? *(if|for|raw|set|endif)\b|cookiecutter\.[a-z_]+ *\}\}"
+    r"\{\{-? *(cookiecutter|names|sizes|c)\.|cookiecutter\.[a-z_]+ *\}\}|\{#-? "
+    r"|\{%-? *(if|elif|else|endif|for|endfor|set|raw|import|from|include|macro|filter)\b"
 )
 
 

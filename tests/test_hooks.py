@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,87 @@ def test_whole_answers_error_is_one_line(tmp_path, template_copy):
     lines = bake_with_replay(tmp_path, template_copy, replay(tmp_path, template_copy))
     assert len(lines) == 2 and lines[0].startswith("answers: "), lines
     assert "\n" not in lines[0]
+
+
+ANSWERS_SCHEMA = json.loads((TEMPLATE / "schemas" / "answers.schema.json").read_text())
+HOOK_ANSWERS = 'r"""{{ cookiecutter | tojson }}"""'
+
+
+def pre_gen_hook(tmp_path: Path) -> Path:
+    """pre_gen_project.py as cookiecutter runs it, with empty answers (its source is a template)."""
+    source = (TEMPLATE / "hooks" / "pre_gen_project.py").read_text()
+    assert source.count(HOOK_ANSWERS) == 1
+    hook = tmp_path / "pre_gen_project.py"
+    hook.write_text(source.replace(HOOK_ANSWERS, '"{}"'))
+    return hook
+
+
+def answer_variants() -> list[dict]:
+    """The default answers, then each question given a value of every kind the schema judges:
+    other types, empty, too long, a trailing newline, each allowed choice and every other
+    question's default (which fits some patterns and not others); one answer left out; one
+    question too many."""
+    questions = {
+        key: value
+        for key, value in json.loads((TEMPLATE / "cookiecutter.json").read_text()).items()
+        if not key.startswith("_")
+    }
+    defaults = {key: v[0] if isinstance(v, list) else v for key, v in questions.items()}
+    defaults["dag_bucket"] = "airflow-gitops-dags-123456789012-eu-west-1"
+    defaults["git_repo_url"] = "git@github.com:example-org/airflow-gitops.git"
+    choices = [choice for v in questions.values() if isinstance(v, list) for choice in v]
+    values = [None, True, 0, 5, 3600, 3601, -1, [], {}, "", " ", "x" * 401, "Airflow", "30s"]
+    values += [v for v in defaults.values() if isinstance(v, str)] + choices
+    values += [v + "\n" for v in defaults.values() if isinstance(v, str)]
+    variants = [defaults]
+    for key in defaults:
+        variants += [{**defaults, key: value} for value in values]
+        variants.append({k: v for k, v in defaults.items() if k != key})
+    variants.append({**defaults, "colour": "blue"})
+    return variants
+
+
+def test_quick_answer_check_agrees_with_jsonschema(tmp_path):
+    """The hook skips jsonschema for answers it is sure meet the schema: sure must mean valid,
+    and for valid answers it must be sure (else every bake pays for jsonschema again)."""
+    from jsonschema import Draft202012Validator
+
+    hook = runpy.run_path(str(pre_gen_hook(tmp_path)), run_name="pre_gen_hook")
+    validator = Draft202012Validator(ANSWERS_SCHEMA)
+    variants = answer_variants()
+    disagreements, valid = [], 0
+    for answers in variants:
+        expected = not any(validator.iter_errors(answers))
+        valid += expected
+        if hook["surely_valid"](answers, ANSWERS_SCHEMA, ANSWERS_SCHEMA) != expected:
+            changed = {k: answers.get(k, "(missing)") for k in {*answers, *variants[0]}}
+            changed = {k: v for k, v in changed.items() if v != variants[0].get(k, "(missing)")}
+            disagreements.append((f"jsonschema says valid={expected}", changed))
+    assert not disagreements, disagreements[:5]
+    assert 1000 < valid < len(variants) - 1000  # both verdicts, many times over
+
+
+def test_good_answers_never_import_jsonschema(tmp_path):
+    """The point of the quick check: a bake with good answers does not import jsonschema; a
+    keyword the quick check does not know sends the answers to jsonschema, which reports."""
+    defaults = answer_variants()[0]
+    code = (
+        "import json, runpy, sys\n"
+        "hook = runpy.run_path(sys.argv[1], run_name='pre_gen_hook')\n"
+        "answers, schema = json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
+        "print(json.dumps([hook['schema_problems'](answers, schema), 'jsonschema' in sys.modules]))"
+    )
+    hook = str(pre_gen_hook(tmp_path))
+
+    def check(schema: dict) -> list:
+        result = subprocess.run(
+            [sys.executable, "-c", code, hook, json.dumps(defaults), json.dumps(schema)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(result.stdout)
+
+    assert check(ANSWERS_SCHEMA) == [[], False]
+    problems, imported = check({**ANSWERS_SCHEMA, "maxProperties": 3})
+    assert imported and [field for field, _ in problems] == ["answers"]

@@ -184,6 +184,24 @@ def test_a_later_environment_gets_names_of_its_own(baked):
     assert {d["metadata"]["namespace"] for d in manifests if d} == {"airflow-prod"}
 
 
+def test_each_environment_has_its_own_ui_name(baked, tmp_path):
+    alb = dict(
+        ui_access="alb",
+        alb_certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0b3c5a2e-1d4f-4e6a-9b7c-2f8e1a6d4c3b",
+    )
+    repo = baked(environments=TWO, **alb)
+    assert validate(repo).returncode == 0
+    prod = yaml.safe_load(filled(repo, "prod")["helm/values.yaml"])
+    assert prod["ingress"]["apiServer"]["hosts"][0]["name"] == "prod.airflow.example.com"
+    assert prod["config"]["api"]["base_url"] == "https://prod.airflow.example.com"
+    single = yaml.safe_load((baked(**alb) / "stack.yaml").read_text())
+    assert single["ui"]["hostname"] == "airflow.example.com"
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    edit(copy / "stack.yaml", '"prod.airflow.example.com"', '"airflow.example.com"')
+    assert "environments dev and prod share ui.hostname" in findings(copy)
+
+
 def test_commands_ask_which_environment(baked):
     repo = baked(environments=TWO)
     result = toolkit(repo, "render", "--out", "/nonexistent/never-written")

@@ -33,7 +33,7 @@ NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 OVERLAY_FILE = "values.yaml"
 # Facts no two environments may share, and within what: a bucket name is global; a role, a
 # policy prefix or a secrets prefix is per account; a namespace is per cluster.
-GLOBAL = ("dags.bucket", "logs.bucket", "github.environment")
+GLOBAL = ("dags.bucket", "logs.bucket", "github.environment", "ui.hostname")
 PER_ACCOUNT = (
     "project",
     "aws.deploy_role",

@@ -108,6 +108,20 @@ DERIVED = (
         "aws-region",
     ),
     Derived(
+        "ui.certificate_arn",
+        ("config",),
+        re.compile(r"certificate-arn:\s*[\"']?(arn:aws:acm:[^\s\"']+)"),
+        "the load balancer's certificate",
+        when=lambda repo: repo.fact("ui") is not None,
+    ),
+    Derived(
+        "ui.hostname",
+        ("config",),
+        re.compile(r"base_url:\s*[\"']?https://([a-z0-9.-]+)"),
+        "the API server's base_url host",
+        when=lambda repo: repo.fact("ui") is not None,
+    ),
+    Derived(
         "images.s3_sync_repository",
         ("config",),
         re.compile(

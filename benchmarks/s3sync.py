@@ -13,7 +13,8 @@ file set, uploaded by push-dags:
 - full sync into an empty folder: a whole process each (as an init container), the tools taking
   turns run by run (the load of a shared machine drifts alike for all), wall and CPU
   seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
-  shipped (packs + manifest); the others `aws s3 sync --delete --exact-timestamps` (as the
+  shipped (packs + manifest), from a copy of the files its Dockerfile copies, byte-compiled as
+  its image build does (`agent_image`); the others `aws s3 sync --delete --exact-timestamps` (as the
   aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
   `s5cmd sync --delete`, both excluding .dagsync/.
 - idle cycle (nothing changed): the agent is a long-running sidecar, so its cycle is one
@@ -219,6 +220,39 @@ def edit_one_line(folder: Path, version: int) -> Path:
     return path
 
 
+# --- the agent as its image holds it -----------------------------------------------------------
+
+DOCKERFILE = PROJECT / "images" / "s3-sync" / "Dockerfile"
+
+
+def agent_image(tmp: Path) -> Path:
+    """The agent's files as its image holds them, byte-compiled as its build does; returns /app.
+
+    The files are the Dockerfile's own COPY lines for the toolkit (one list, no second copy
+    here). The image runs with compiled .pyc files; this checkout has none when
+    PYTHONDONTWRITEBYTECODE is set, and compiling agent.py and s3.py at every start would cost
+    the agent about 20 ms that the image never pays (the reference tools' .pyc are installed).
+    Running from this copy also proves the agent needs nothing else of the toolkit.
+    """
+    app = tmp / "agent-image"
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] != ["COPY"] or not words[1].startswith("airflow_gitops"):
+            continue
+        *sources, target = words[1:]
+        for source in sources:
+            origin, copy = PROJECT / source, app / target.removeprefix("/app/")
+            if origin.is_dir():
+                shutil.copytree(origin, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                copy.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, copy / origin.name)
+    if not (app / "airflow_gitops" / "dagsync" / "agent.py").exists():
+        raise SystemExit(f"{DOCKERFILE}: no COPY of the agent's files found")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(app)], check=True)
+    return app
+
+
 # --- the agent in a warm process (child mode) -------------------------------------------------
 
 
@@ -251,6 +285,7 @@ def agent_child(dest: str, prefix: str, cycles: int) -> None:
 def bench_set(
     moto: Moto,
     env: dict,
+    agent_env: dict,
     tmp: Path,
     files: int,
     size: int,
@@ -329,7 +364,7 @@ def bench_set(
         for name, command in commands.items():
             dest = tmp / prefix / f"{name}-{run}"
             mark = moto.mark()
-            full_runs[name].append(run_child(command(dest), env))
+            full_runs[name].append(run_child(command(dest), agent_env if name == "agent" else env))
             if run == 0:
                 requests[name] = moto.requests_since(mark)
     for name in commands:
@@ -390,13 +425,20 @@ def bench_set(
         )
 
     out["latency"] = measure_latency(
-        env, tmp / prefix / "latency", source, push_cmd, prefix, interval
+        env, agent_env, tmp / prefix / "latency", source, push_cmd, prefix, interval
     )
     return out
 
 
 def measure_latency(
-    env, dest: Path, source: Path, push_cmd, prefix: str, interval: float, rounds: int = 3
+    env,
+    agent_env,
+    dest: Path,
+    source: Path,
+    push_cmd,
+    prefix: str,
+    interval: float,
+    rounds: int = 3,
 ) -> list[tuple[float, float]]:
     """push-dags of a change, then the looping agent's next cycle, then the bytes in current/."""
     loop = subprocess.Popen(
@@ -415,7 +457,7 @@ def measure_latency(
             "--log-level",
             "warning",
         ],
-        env=env,
+        env=agent_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -454,7 +496,9 @@ def measure_latency(
 # --- memory: 20,000 files plus one 200 MB file ------------------------------------------------
 
 
-def bench_memory(moto: Moto, env: dict, tmp: Path, files: int, big_mb: int) -> dict:
+def bench_memory(
+    moto: Moto, env: dict, agent_env: dict, tmp: Path, files: int, big_mb: int
+) -> dict:
     prefix = f"memory-{files}"
     source = tmp / prefix / "source"
     make_dags(source, files, 2048)
@@ -490,7 +534,7 @@ def bench_memory(moto: Moto, env: dict, tmp: Path, files: int, big_mb: int) -> d
             "--dest",
             str(tmp / prefix / "dest"),
         ],
-        env,
+        agent_env,
     )
     shutil.rmtree(tmp / prefix)
     return {"push_full": push_full, "push_change": push_change, "cold": cold}
@@ -718,6 +762,12 @@ def main() -> int:
                     "PYTHONPATH": str(PROJECT),
                     "HOME": str(tmp),
                 }
+                # The agent runs from a copy laid out and compiled as in its image.
+                agent_env = {
+                    **env,
+                    "PYTHONPATH": str(agent_image(tmp)),
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
                 boto3.client("s3").create_bucket(
                     Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
                 )
@@ -737,7 +787,7 @@ def main() -> int:
                 if args.startup:  # creates clients only: no request is sent
                     bench_startup(env, tmp, max(args.repeat, 7))
                 if args.memory:
-                    memory = bench_memory(moto, env, tmp, 20_000, 200)
+                    memory = bench_memory(moto, env, agent_env, tmp, 20_000, 200)
                     print("\n== memory: 20,000 files of 2 KB + one 200 MB file ==")
                     for label, key in [
                         ("push-dags, first push", "push_full"),
@@ -752,7 +802,16 @@ def main() -> int:
                 for key in [k for k in chosen if k != "none"]:
                     files, size = sets[key]
                     result = bench_set(
-                        moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools
+                        moto,
+                        env,
+                        agent_env,
+                        tmp,
+                        files,
+                        size,
+                        args.repeat,
+                        args.cycles,
+                        args.interval,
+                        tools,
                     )
                     report(result, args.interval)
                     print(f"load average after this set: {load_average()}")

@@ -211,6 +211,24 @@ def make_dags(folder: Path, files: int, size: int) -> None:
         path.write_bytes(body.encode()[:size].ljust(size, b"#"))
 
 
+def file_creation_probe(folder: Path, files: int, size: int) -> float:
+    """Seconds to create ``files`` files of ``size`` bytes in a fresh folder, as every tool must.
+
+    On this machine's ext4 (no journal) a new inode skips those freed in the last ~30 s, one by
+    one, so other work deleting many files on the same disk can make each creation cost up to a
+    millisecond instead of ~25 us. Every tool pays it per file; it weighs most on the agent's
+    full sync, which is otherwise a few hundred milliseconds. Printed so that a slow file
+    system can be told from a slow agent.
+    """
+    body = b"#" * size
+    started = time.perf_counter()
+    for i in range(files):
+        path = folder / f"team_{i % 10}" / f"probe_{i:05d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return time.perf_counter() - started
+
+
 def edit_one_line(folder: Path, version: int) -> Path:
     """Change one line of one file (same size, as a real one-line fix often is)."""
     path = folder / "team_3" / "dag_00003.py"
@@ -360,6 +378,7 @@ def bench_set(
     # minutes, and each tool should see the same drift.
     full_runs: dict[str, list[dict]] = {name: [] for name in commands}
     requests: dict[str, Counter] = {}
+    out["create_probe"] = [file_creation_probe(tmp / prefix / "probe-before", files, size)]
     for run in range(repeat):
         for name, command in commands.items():
             dest = tmp / prefix / f"{name}-{run}"
@@ -367,6 +386,7 @@ def bench_set(
             full_runs[name].append(run_child(command(dest), agent_env if name == "agent" else env))
             if run == 0:
                 requests[name] = moto.requests_since(mark)
+    out["create_probe"].append(file_creation_probe(tmp / prefix / "probe-after", files, size))
     for name in commands:
         synced = tmp / prefix / f"{name}-0"
         visible = synced / "current" if name == "agent" else synced
@@ -656,6 +676,11 @@ def report(result: dict, interval: float) -> None:
     names = list(tools)
     small = size < 100_000
     print(f"\n== {files:,} files of {size:,} bytes ==")
+    before, after = result["create_probe"]
+    print(
+        f"file system: creating {files:,} such files took {before:.3f} s before the full syncs, "
+        f"{after:.3f} s after (a quiet disk here: about 0.025 s per 1,000 small files)"
+    )
     header = f"{'measure':<26}" + "".join(f"{n:>12}" for n in names) + f"{'agent/aws':>11}"
     if "s5cmd" in tools:
         header += f"{'agent/s5cmd':>13}"

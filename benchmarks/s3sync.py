@@ -596,7 +596,7 @@ def bench_compression(tmp: Path, files: int = 2000, size: int = 2048) -> None:
 
 # --- start-up: imports and the S3 client, as in the image -------------------------------------
 
-STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; s3.make_s3_client()"
+STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; agent.client_for_life()"
 # What the agent ran before it stopped importing boto3: the same client from a boto3 session.
 STARTUP_BOTO3 = (
     "import boto3; from airflow_gitops.dagsync import agent, s3; "

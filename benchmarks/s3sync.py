@@ -13,7 +13,8 @@ file set, uploaded by push-dags:
 - full sync into an empty folder: a whole process each (as an init container), the tools taking
   turns run by run (the load of a shared machine drifts alike for all), wall and CPU
   seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
-  shipped (packs + manifest); the others `aws s3 sync --delete --exact-timestamps` (as the
+  shipped (packs + manifest), from a copy of the files its Dockerfile copies, byte-compiled as
+  its image build does (`agent_image`); the others `aws s3 sync --delete --exact-timestamps` (as the
   aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
   `s5cmd sync --delete`, both excluding .dagsync/.
 - idle cycle (nothing changed): the agent is a long-running sidecar, so its cycle is one
@@ -210,6 +211,24 @@ def make_dags(folder: Path, files: int, size: int) -> None:
         path.write_bytes(body.encode()[:size].ljust(size, b"#"))
 
 
+def file_creation_probe(folder: Path, files: int, size: int) -> float:
+    """Seconds to create ``files`` files of ``size`` bytes in a fresh folder, as every tool must.
+
+    On this machine's ext4 (no journal) a new inode skips those freed in the last ~30 s, one by
+    one, so other work deleting many files on the same disk can make each creation cost up to a
+    millisecond instead of ~25 us. Every tool pays it per file; it weighs most on the agent's
+    full sync, which is otherwise a few hundred milliseconds. Printed so that a slow file
+    system can be told from a slow agent.
+    """
+    body = b"#" * size
+    started = time.perf_counter()
+    for i in range(files):
+        path = folder / f"team_{i % 10}" / f"probe_{i:05d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return time.perf_counter() - started
+
+
 def edit_one_line(folder: Path, version: int) -> Path:
     """Change one line of one file (same size, as a real one-line fix often is)."""
     path = folder / "team_3" / "dag_00003.py"
@@ -217,6 +236,39 @@ def edit_one_line(folder: Path, version: int) -> Path:
     marker = f"# edit {version:04d}\n"
     path.write_text(marker + text[len(marker) :])
     return path
+
+
+# --- the agent as its image holds it -----------------------------------------------------------
+
+DOCKERFILE = PROJECT / "images" / "s3-sync" / "Dockerfile"
+
+
+def agent_image(tmp: Path) -> Path:
+    """The agent's files as its image holds them, byte-compiled as its build does; returns /app.
+
+    The files are the Dockerfile's own COPY lines for the toolkit (one list, no second copy
+    here). The image runs with compiled .pyc files; this checkout has none when
+    PYTHONDONTWRITEBYTECODE is set, and compiling agent.py and s3.py at every start would cost
+    the agent about 20 ms that the image never pays (the reference tools' .pyc are installed).
+    Running from this copy also proves the agent needs nothing else of the toolkit.
+    """
+    app = tmp / "agent-image"
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] != ["COPY"] or not words[1].startswith("airflow_gitops"):
+            continue
+        *sources, target = words[1:]
+        for source in sources:
+            origin, copy = PROJECT / source, app / target.removeprefix("/app/")
+            if origin.is_dir():
+                shutil.copytree(origin, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                copy.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, copy / origin.name)
+    if not (app / "airflow_gitops" / "dagsync" / "agent.py").exists():
+        raise SystemExit(f"{DOCKERFILE}: no COPY of the agent's files found")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(app)], check=True)
+    return app
 
 
 # --- the agent in a warm process (child mode) -------------------------------------------------
@@ -251,6 +303,7 @@ def agent_child(dest: str, prefix: str, cycles: int) -> None:
 def bench_set(
     moto: Moto,
     env: dict,
+    agent_env: dict,
     tmp: Path,
     files: int,
     size: int,
@@ -325,13 +378,15 @@ def bench_set(
     # minutes, and each tool should see the same drift.
     full_runs: dict[str, list[dict]] = {name: [] for name in commands}
     requests: dict[str, Counter] = {}
+    out["create_probe"] = [file_creation_probe(tmp / prefix / "probe-before", files, size)]
     for run in range(repeat):
         for name, command in commands.items():
             dest = tmp / prefix / f"{name}-{run}"
             mark = moto.mark()
-            full_runs[name].append(run_child(command(dest), env))
+            full_runs[name].append(run_child(command(dest), agent_env if name == "agent" else env))
             if run == 0:
                 requests[name] = moto.requests_since(mark)
+    out["create_probe"].append(file_creation_probe(tmp / prefix / "probe-after", files, size))
     for name in commands:
         synced = tmp / prefix / f"{name}-0"
         visible = synced / "current" if name == "agent" else synced
@@ -390,13 +445,20 @@ def bench_set(
         )
 
     out["latency"] = measure_latency(
-        env, tmp / prefix / "latency", source, push_cmd, prefix, interval
+        env, agent_env, tmp / prefix / "latency", source, push_cmd, prefix, interval
     )
     return out
 
 
 def measure_latency(
-    env, dest: Path, source: Path, push_cmd, prefix: str, interval: float, rounds: int = 3
+    env,
+    agent_env,
+    dest: Path,
+    source: Path,
+    push_cmd,
+    prefix: str,
+    interval: float,
+    rounds: int = 3,
 ) -> list[tuple[float, float]]:
     """push-dags of a change, then the looping agent's next cycle, then the bytes in current/."""
     loop = subprocess.Popen(
@@ -415,7 +477,7 @@ def measure_latency(
             "--log-level",
             "warning",
         ],
-        env=env,
+        env=agent_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -454,7 +516,9 @@ def measure_latency(
 # --- memory: 20,000 files plus one 200 MB file ------------------------------------------------
 
 
-def bench_memory(moto: Moto, env: dict, tmp: Path, files: int, big_mb: int) -> dict:
+def bench_memory(
+    moto: Moto, env: dict, agent_env: dict, tmp: Path, files: int, big_mb: int
+) -> dict:
     prefix = f"memory-{files}"
     source = tmp / prefix / "source"
     make_dags(source, files, 2048)
@@ -490,7 +554,7 @@ def bench_memory(moto: Moto, env: dict, tmp: Path, files: int, big_mb: int) -> d
             "--dest",
             str(tmp / prefix / "dest"),
         ],
-        env,
+        agent_env,
     )
     shutil.rmtree(tmp / prefix)
     return {"push_full": push_full, "push_change": push_change, "cold": cold}
@@ -532,7 +596,7 @@ def bench_compression(tmp: Path, files: int = 2000, size: int = 2048) -> None:
 
 # --- start-up: imports and the S3 client, as in the image -------------------------------------
 
-STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; s3.make_s3_client()"
+STARTUP_AGENT = "from airflow_gitops.dagsync import agent, s3; agent.client_for_life()"
 # What the agent ran before it stopped importing boto3: the same client from a boto3 session.
 STARTUP_BOTO3 = (
     "import boto3; from airflow_gitops.dagsync import agent, s3; "
@@ -612,6 +676,11 @@ def report(result: dict, interval: float) -> None:
     names = list(tools)
     small = size < 100_000
     print(f"\n== {files:,} files of {size:,} bytes ==")
+    before, after = result["create_probe"]
+    print(
+        f"file system: creating {files:,} such files took {before:.3f} s before the full syncs, "
+        f"{after:.3f} s after (a quiet disk here: about 0.025 s per 1,000 small files)"
+    )
     header = f"{'measure':<26}" + "".join(f"{n:>12}" for n in names) + f"{'agent/aws':>11}"
     if "s5cmd" in tools:
         header += f"{'agent/s5cmd':>13}"
@@ -718,6 +787,12 @@ def main() -> int:
                     "PYTHONPATH": str(PROJECT),
                     "HOME": str(tmp),
                 }
+                # The agent runs from a copy laid out and compiled as in its image.
+                agent_env = {
+                    **env,
+                    "PYTHONPATH": str(agent_image(tmp)),
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
                 boto3.client("s3").create_bucket(
                     Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
                 )
@@ -737,7 +812,7 @@ def main() -> int:
                 if args.startup:  # creates clients only: no request is sent
                     bench_startup(env, tmp, max(args.repeat, 7))
                 if args.memory:
-                    memory = bench_memory(moto, env, tmp, 20_000, 200)
+                    memory = bench_memory(moto, env, agent_env, tmp, 20_000, 200)
                     print("\n== memory: 20,000 files of 2 KB + one 200 MB file ==")
                     for label, key in [
                         ("push-dags, first push", "push_full"),
@@ -752,7 +827,16 @@ def main() -> int:
                 for key in [k for k in chosen if k != "none"]:
                     files, size = sets[key]
                     result = bench_set(
-                        moto, env, tmp, files, size, args.repeat, args.cycles, args.interval, tools
+                        moto,
+                        env,
+                        agent_env,
+                        tmp,
+                        files,
+                        size,
+                        args.repeat,
+                        args.cycles,
+                        args.interval,
+                        tools,
                     )
                     report(result, args.interval)
                     print(f"load average after this set: {load_average()}")

@@ -146,15 +146,49 @@ def test_client_from_a_boto3_or_botocore_session(server):
         assert client.meta.config.max_pool_connections == s3.DEFAULT_WORKERS
 
 
+def test_own_session_looks_up_only_the_service_it_loads(server, monkeypatch):
+    """The agent's own botocore session answers "is this service known?" from that service's
+    folder alone, and the answers are botocore's for every service (STS included: IRSA
+    credentials build an STS client from the same session)."""
+    import botocore.loaders
+    import botocore.session
+
+    session = botocore.session.get_session()
+    s3._check_services_on_demand(session)
+    loader, plain = session.get_component("data_loader"), botocore.loaders.Loader()
+    for type_name in ("service-2", "endpoint-rule-set-1"):
+        known, full = (
+            loader.list_available_services(type_name),
+            plain.list_available_services(type_name),
+        )
+        assert list(known) == full and len(known) == len(full) > 300
+        assert all(name in known for name in full)
+        assert {"s3", "sts"} <= set(full)
+        for name in ("no-such-service", "..", "s3/../s3", ""):
+            assert name not in known
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(path) or real_listdir(path))
+    assert s3.make_s3_client().meta.service_model.service_name == "s3"
+    walked = len(listed)
+    listed.clear()
+    botocore.session.get_session().create_client("s3", region_name="eu-west-1")
+    assert walked < 10 < 300 < len(listed)  # botocore alone walks every service folder
+    sts = session.create_client("sts", region_name="eu-west-1")
+    assert sts.meta.service_model.service_name == "sts"
+
+
 def test_agent_process_never_imports_boto3(server, bucket, tmp_path):
     """The container entrypoint syncs with botocore alone (boto3 and s3transfer cost start-up
-    time and are not installed in the image)."""
+    time and are not installed in the image), and leaves the garbage collector on, with what
+    start-up made (botocore's models) frozen out of its walks."""
     pushed(tmp_path, dags(2))
     script = (
-        "import sys\n"
+        "import gc, sys\n"
         "from airflow_gitops.dagsync.agent import main\n"
         "code = main(sys.argv[1:])\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer'}))\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 10_000)\n"
         "raise SystemExit(code)\n"
     )
     result = subprocess.run(
@@ -167,7 +201,7 @@ def test_agent_process_never_imports_boto3(server, bucket, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.split("\n")[:2] == ["[]", "True True"]
     assert sorted(read_tree(tmp_path / "dest" / "current")) == sorted(dags(2))
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import json
 import logging
 import math
@@ -644,6 +645,26 @@ def sync_into(
         return agent.sync_once()
 
 
+def client_for_life(session: Any = None, workers: int = s3.DEFAULT_WORKERS) -> Any:
+    """The agent's S3 client, made with the garbage collector paused, then frozen in place.
+
+    botocore's import and its S3 model are most of the objects this process will ever hold,
+    and all of them live as long as it does. Collecting while they are made finds nothing, and
+    the full collection that followed (during the first request) walked them all again: pausing
+    the collector, then moving everything start-up made out of its reach (gc.freeze), took the
+    CPU of a cold sync of 1,000 files from 0.39 s to 0.29 s (benchmarks/s3sync.py). Later
+    garbage is collected as usual, and costs less: the frozen objects are never walked again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return s3.make_s3_client(session, workers)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 # --- the loop ---------------------------------------------------------------------------------
 
 
@@ -907,7 +928,7 @@ def run(args: argparse.Namespace, session: Any = None) -> int:
     signals: dict[str, int] = {}
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers(stop, args.once, signals)
-    client = s3.make_s3_client(session, args.workers)
+    client = client_for_life(session, args.workers)
     with SyncAgent(
         client,
         args.bucket,

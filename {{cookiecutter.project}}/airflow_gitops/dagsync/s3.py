@@ -17,6 +17,7 @@ import base64
 import gzip
 import hashlib
 import json
+import os
 import re
 import threading
 import zlib
@@ -47,11 +48,15 @@ MANIFEST_KEY = f"{RESERVED_DIR}/manifest.json"
 PACKS_DIR = f"{RESERVED_DIR}/packs"
 MANIFEST_FORMAT = 1
 
-# Small files travel in packs as well (a cold start streams a few packs instead of one GET per
-# file); files above PACK_MAX_FILE_BYTES never do: one GET each moves their bytes as fast and
-# keeps packs small. Files land in one of PACK_COUNT packs by a hash of their path, so a
-# one-line change rebuilds one pack of 1/PACK_COUNT of the small files.
-PACK_MAX_FILE_BYTES = 256 * 1024
+# Files up to PACK_MAX_FILE_BYTES travel in packs as well (a cold start streams a few packs
+# instead of one GET per file). Up to a few MiB a GET costs more per request than per byte:
+# on benchmarks/s3sync.py's server a 1 MiB GET takes about 1.3 times a 2 KiB one, and on S3
+# each waits for its first byte; with 1 MiB files in the packs the cold start of 100 of them
+# went from 0.94 to 0.72 s (s5cmd 0.91 s). Larger files (models, data) travel alone: one GET
+# each moves them as fast, and packs stay small enough to rebuild. Files land in one of
+# PACK_COUNT packs by a hash of their path, so a one-line change rebuilds one pack of
+# 1/PACK_COUNT of the packed files.
+PACK_MAX_FILE_BYTES = 4 * 1024 * 1024
 PACK_COUNT = 16
 # gzip level of the packs. benchmarks/s3sync.py --compression measures 1, 6 and 9 on DAG-like
 # files: 6 is within a few percent of 9's size at a fraction of its CPU, and level 1 is larger
@@ -369,6 +374,54 @@ def _lean_list_objects_v2(response_dict, customized_response_dict, **_):
     response_dict["body"] = _CONTENTS.sub(b"", body)
 
 
+def _check_services_on_demand(session) -> None:
+    """Give ``session`` a data loader that looks up only the service it is asked for.
+
+    botocore's ``Loader.load_service_model`` asks ``name in list_available_services(type)``, and
+    that list walks every service folder of botocore/data (about 450 folders, each listed; twice
+    per S3 client: its model and its endpoint rules): about 17 ms of every start here, and a disk
+    read per folder in a fresh container. The loader below answers ``in`` from the one folder
+    asked about, with botocore's own test (a version folder holding that type); anything else
+    (iterating, ``len``) gets botocore's full list, so a botocore that uses the list in another
+    way is slower, never wrong. Its search paths are the session's loader's (AWS_DATA_PATH too).
+    """
+    import botocore.loaders
+
+    class KnownServices:
+        def __init__(self, loader: botocore.loaders.Loader, type_name: str) -> None:
+            self.loader, self.type_name = loader, type_name
+
+        def __contains__(self, name: object) -> bool:
+            if not isinstance(name, str) or not name or name in (".", "..") or os.sep in name:
+                return name in self.full()
+            exists = self.loader.file_loader.exists
+            for root in self.loader.search_paths:
+                folder = os.path.join(root, name)
+                if os.path.isdir(folder) and any(
+                    exists(os.path.join(folder, version, self.type_name))
+                    for version in os.listdir(folder)
+                ):
+                    return True
+            return False
+
+        def full(self) -> list[str]:
+            return botocore.loaders.Loader.list_available_services(self.loader, self.type_name)
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self.full())
+
+        def __len__(self) -> int:
+            return len(self.full())
+
+    class OnDemandLoader(botocore.loaders.Loader):
+        def list_available_services(self, type_name):
+            return KnownServices(self, type_name)
+
+    paths = session.get_component("data_loader").search_paths
+    loader = OnDemandLoader(extra_search_paths=list(paths), include_default_search_paths=False)
+    session.register_component("data_loader", loader)
+
+
 def make_s3_client(session: Any = None, workers: int = DEFAULT_WORKERS, region: str | None = None):
     """One S3 client for the whole process (thread-safe; reuse it, it holds the connection pool).
 
@@ -377,12 +430,16 @@ def make_s3_client(session: Any = None, workers: int = DEFAULT_WORKERS, region: 
     the agent never imports boto3, whose import (s3transfer and what it pulls in) cost about a
     sixth of the agent's start-up, for nothing it calls (benchmarks/s3sync.py --startup). botocore
     reads AWS_ENDPOINT_URL itself (botocore >= 1.31), which is how the tests reach the local
-    moto server. Short timeouts and few retries: see CONNECT_TIMEOUT.
+    moto server. That own session also skips botocore's walk of every service folder
+    (``_check_services_on_demand``); an injected session is left as it is. Short timeouts and
+    few retries: see CONNECT_TIMEOUT.
     """
     import botocore.session
     from botocore.config import Config
 
-    session = session or botocore.session.get_session()
+    if session is None:
+        session = botocore.session.get_session()
+        _check_services_on_demand(session)
     config = Config(
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max(workers, 10),

@@ -96,6 +96,7 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.slow  # the demo itself: two environments, 19 steps
 def test_demo_runs_dev_then_prod_in_another_region_through_one_promotion(tmp_path):
     result = subprocess.run(
         [PYTHON, str(DEMO), "--out", str(tmp_path / "out")],
@@ -242,6 +243,7 @@ def test_the_stack_edit_changes_three_lines_of_prod_only(baked, tmp_path):
         demo.place_environment((baked() / "stack.yaml").read_text(), "prod", "eu-west-2")
 
 
+@pytest.mark.slow  # the demo itself: two environments, 19 steps
 def test_a_failing_step_is_named_with_its_output_and_moto_is_stopped(tmp_path):
     """A `make` that fails for `bootstrap` only: step 6 (dev's) fails after moto is up."""
     fake_bin = tmp_path / "bin"
@@ -283,6 +285,7 @@ def test_a_failing_step_is_named_with_its_output_and_moto_is_stopped(tmp_path):
     assert (summary["ok"], summary["failed_step"]) == (False, "dev-bootstrap")
 
 
+@pytest.mark.slow  # the demo itself: two environments, 19 steps
 def test_ctrl_c_stops_moto_and_exits_130(tmp_path):
     demo = start_demo(tmp_path, demo_env())
     try:

@@ -96,12 +96,13 @@ def describe(root: Path, target: str, old: str | None, new: str) -> str:
     log = git(root, "log", "--oneline", "--no-decorate", f"{old}..{new}").stdout.splitlines()
     out = [f"{target}: {old[:12]} -> {new[:12]} ({len(log)} commits)"]
     out += version_changes(root, old, new)
+    heading = len(out)
     for title, paths in PARTS:
         specs = [p.format(to=target) for p in paths]
         stat = git(root, "diff", "--stat=100", old, new, "--", *specs).stdout.rstrip()
         if stat:
             out += [f"{title}:", *("  " + line.strip() for line in stat.splitlines())]
-    if len(out) == 1 + len(version_changes(root, old, new)):
+    if len(out) == heading:
         out.append("no file an environment runs from changed")
     return "\n".join(out) + "\n"
 

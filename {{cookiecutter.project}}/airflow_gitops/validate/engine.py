@@ -19,7 +19,8 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
         raise UsageError(
             f"{schema_folder}: missing {', '.join(missing)}; is this a generated repository?"
         )
-    names, shape = environments.names_in(root)
+    stack = environments.stack_document(root)
+    names, shape = environments.names_in(stack)
     if not names:
         repo = load_repo(root, schemas)
         return capped(sorted(set(shape) | check_repo(repo))), len(repo.files)
@@ -36,7 +37,7 @@ def validate(root: Path, schema_folder: Path) -> tuple[list[Finding], int]:
             message = f"{finding.message} (environment {', '.join(where)})"
             finding = Finding(finding.path, finding.line, finding.col, message, finding.rule)
         findings.add(finding)
-    findings.update(environments.check(root, schemas, names))
+    findings.update(environments.check(root, schemas, names, stack))
     return capped(sorted(findings)), len(repo.files) + environments.file_count(root, names)
 
 

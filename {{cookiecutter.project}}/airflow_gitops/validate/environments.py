@@ -22,9 +22,11 @@ from airflow_gitops.releases import (
     git,
     parse_pin,
     pins_of,
+    read_pin,
     release_path,
 )
-from airflow_gitops.stack import ENVIRONMENTS, ENVIRONMENTS_DIR, environment_view, fill
+from airflow_gitops.errors import UsageError
+from airflow_gitops.stack import ENVIRONMENTS, ENVIRONMENTS_DIR, environment_view, fill, lookup
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.loader import Document, parse_text
 from airflow_gitops.validate.repo import STACK, read_safely
@@ -53,7 +55,9 @@ PER_ACCOUNT = (
 PER_CLUSTER = ("airflow.namespace",)
 
 
-def _stack_document(root: Path) -> Document | None:
+def stack_document(root: Path) -> Document | None:
+    """stack.yaml parsed (with the place of every value), or None when it is missing or broken
+    (the per-environment checks report that)."""
     text, problem = read_safely(root, STACK)
     if problem or text is None:
         return None
@@ -62,10 +66,9 @@ def _stack_document(root: Path) -> Document | None:
     return docs[0] if docs and not parsed.broken else None
 
 
-def names_in(root: Path) -> tuple[list[str], list[Finding]]:
+def names_in(doc: Document | None) -> tuple[list[str], list[Finding]]:
     """The environments of stack.yaml in promotion order ([] for one), and what is wrong with
     their shape."""
-    doc = _stack_document(root)
     if doc is None or ENVIRONMENTS not in doc.data:
         return [], []
     section = doc.data[ENVIRONMENTS]
@@ -93,8 +96,7 @@ def file_count(root: Path, names: list[str]) -> int:
     )
 
 
-def check(root: Path, schemas, names: list[str]) -> list[Finding]:
-    doc = _stack_document(root)
+def check(root: Path, schemas, names: list[str], doc: Document | None) -> list[Finding]:
     if doc is None:
         return []
     views = {name: environment_view(doc.data, name, []) for name in names}
@@ -146,12 +148,10 @@ def _overlays(root: Path, schemas, views: dict) -> list[Finding]:
 
 
 def _get(view: dict, dotted: str):
-    node = view
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
+    try:
+        return lookup(view, dotted)
+    except KeyError:
+        return None
 
 
 def _collisions(doc: Document, views: dict) -> list[Finding]:
@@ -196,8 +196,8 @@ def _collisions(doc: Document, views: dict) -> list[Finding]:
 
 def _current_pin(root: Path, name: str) -> str | None:
     try:
-        return parse_pin((root / release_path(name)).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_pin(root, name)
+    except (UsageError, OSError):
         return None
 
 

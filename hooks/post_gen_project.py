@@ -19,68 +19,41 @@ from pathlib import Path
 ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 PROJECT = Path.cwd()
 
-S3_MODES = {"s3-sync", "s3-bundle"}
-
-
-def uses_own_sync_image(a: dict) -> bool:
-    return a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "own-image"
-
 
 def uses_prometheus(a: dict) -> bool:
     return a["metrics_backend"] == "prometheus"
 
 
-def uses_cloudwatch(a: dict) -> bool:
-    return a["metrics_backend"] == "cloudwatch"
-
-
-def uses_service_monitor(a: dict) -> bool:
-    return uses_prometheus(a) and a["metrics_scrape"] == "servicemonitor"
-
-
+# Mode-specific files come in two kinds. One that cookiecutter renders carries its rule in its
+# own name, as an `if` block around the name (see the template's iam/ and k8s/): cookiecutter
+# skips a file whose name renders empty, so the answers' unused files are never compiled (most
+# of a bake's time is Jinja compiling; docs/design-decisions.md, "Where a bake's time goes").
+# Copied files (`_copy_without_render`) cannot be skipped that way; they are removed here.
 # path (relative to the project) -> keep it when this is true for the answers.
 MODE_SPECIFIC_FILES = {
-    # S3 modes: the task-running pods are the DAG reader, whose role also writes task logs.
-    "iam/airflow-worker-trust.json": lambda a: a["dag_source"] not in S3_MODES,
-    "iam/dag-read-policy.json": lambda a: a["dag_source"] in S3_MODES,
-    "iam/dag-reader-trust.json": lambda a: a["dag_source"] in S3_MODES,
-    "k8s/efs-storageclass.yaml": lambda a: a["dag_source"] == "efs",
-    "k8s/efs-pvc.yaml": lambda a: a["dag_source"] == "efs",
-    "k8s/git-known-hosts.yaml": lambda a: (
-        a["dag_source"] == "git-bundle" and a["git_repo_url"].startswith(("git@", "ssh://"))
-    ),
-    "k8s/priorityclass.yaml": lambda a: a["size"] == "production",
-    "k8s/deploy-extensions-rbac.yaml": lambda a: (
-        a["executor"] == "CeleryExecutor" or uses_service_monitor(a)
-    ),
-    "k8s/servicemonitor.yaml": uses_service_monitor,
-    "k8s/prometheusrule.yaml": uses_service_monitor,
     # With the operator the rules live in k8s/prometheusrule.yaml only (one copy to edit).
     "monitoring/alert-rules.yaml": lambda a: (
         uses_prometheus(a) and a["metrics_scrape"] == "annotations"
     ),
     "monitoring/airflow-dashboard.json": uses_prometheus,
-    # metrics_backend cloudwatch: the agent, its role, the dashboard and alarms `make apply` keeps.
-    "k8s/cloudwatch-agent.yaml": uses_cloudwatch,
-    "iam/cloudwatch-agent-policy.json": uses_cloudwatch,
-    "iam/cloudwatch-agent-trust.json": uses_cloudwatch,
-    "monitoring/cloudwatch-dashboard.json": uses_cloudwatch,
-    "monitoring/cloudwatch-alarms.json": uses_cloudwatch,
-    "iam/efs-csi-driver-policy.json": lambda a: a["dag_source"] == "efs",
-    "iam/efs-csi-driver-trust.json": lambda a: a["dag_source"] == "efs",
-    "iam/sync-dags-role-policy.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},
-    "iam/sync-dags-role-trust.json": lambda a: a["dag_source"] in S3_MODES | {"efs"},
-    "iam/build-sync-image-role-policy.json": uses_own_sync_image,
-    "iam/build-sync-image-role-trust.json": uses_own_sync_image,
-    "images/s3-sync": uses_own_sync_image,
     # helm/values.yaml includes this script when rendered; the repo keeps it only where it runs.
     "images/aws-cli": lambda a: a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli",
     "tests/test_sync_script.py": lambda a: (
         a["dag_source"] == "s3-sync" and a["s3_sync_image"] == "aws-cli"
     ),
     "docs/dag-sync.md": lambda a: a["dag_source"] == "s3-sync",
-    ".github/workflows/build-sync-image.yml": uses_own_sync_image,
-    ".github/workflows/sync-dags.yml": lambda a: a["dag_source"] in S3_MODES | {"efs"},
+    # Rendered, but its rule tests for "ssh://", and a file name cannot hold a "/".
+    "k8s/git-known-hosts.yaml": lambda a: (
+        a["dag_source"] == "git-bundle" and a["git_repo_url"].startswith(("git@", "ssh://"))
+    ),
+}
+
+# A job's workflow, and the image it builds, stay exactly when the job's role does (its trust
+# document is rendered only for the answers that run the job).
+JOB_FILES = {
+    ".github/workflows/sync-dags.yml": "iam/sync-dags-role-trust.json",
+    ".github/workflows/build-sync-image.yml": "iam/build-sync-image-role-trust.json",
+    "images/s3-sync": "iam/build-sync-image-role-trust.json",
 }
 
 # The answers, for a repo made by plain cookiecutter; cruft records them (with the template and
@@ -99,11 +72,14 @@ def toolkit(module: str):
 
 
 def remove_unused_files() -> None:
-    for relative, keep in MODE_SPECIFIC_FILES.items():
+    unused = [path for path, keep in MODE_SPECIFIC_FILES.items() if not keep(ANSWERS)]
+    unused += [path for path, role in JOB_FILES.items() if not (PROJECT / role).exists()]
+    for relative in unused:
         path = PROJECT / relative
-        if keep(ANSWERS) or not path.exists():
-            continue
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     remove_other_airflow_constraints()
     remove_empty_folders()
 

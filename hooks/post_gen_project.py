@@ -7,13 +7,22 @@ template's folder, so it runs the same under cookiecutter and cruft. The generat
 toolkit is reached through `toolkit()`.
 """
 
-from __future__ import annotations
+import gc
+import os
+import sys
+
+# cookiecutter runs a hook from a rendered copy in the system's temp folder, and Python puts a
+# script's folder first on sys.path: every import would then search the temp folder (a listing
+# of all its files, which grows by two with every bake, as cookiecutter leaves its copies
+# there), and a module anyone left there would win over the standard library. Before any import.
+if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    del sys.path[0]
+# A hook lives for a fraction of a second: collecting garbage while it imports only costs time.
+gc.disable()
 
 import importlib
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
@@ -184,4 +193,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    gc.freeze()  # nothing to collect at exit: the teardown skips its walk over every object
+    raise SystemExit(status)

@@ -5,13 +5,22 @@ problem is printed as one line naming the question, the value given and what is 
 problems at once, then exit 1 (cookiecutter then removes the half-made project folder).
 """
 
-from __future__ import annotations
+import gc
+import os
+import sys
+
+# cookiecutter runs a hook from a rendered copy in the system's temp folder, and Python puts a
+# script's folder first on sys.path: every import would then search the temp folder (a listing
+# of all its files, which grows by two with every bake, as cookiecutter leaves its copies
+# there), and a module anyone left there would win over the standard library. Before any import.
+if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    del sys.path[0]
+# A hook lives for a fraction of a second: collecting garbage while it imports only costs time.
+gc.disable()
 
 import json
-import os
 import re
 import shutil
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -441,4 +450,6 @@ def carry_schemas(template: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    gc.freeze()  # nothing to collect at exit: the teardown skips its walk over every object
+    raise SystemExit(status)

@@ -72,6 +72,27 @@ def test_api_call_after_chdir_with_relative_path(tmp_path):
     assert (tmp_path / "out" / "airflow-gitops" / "schemas").is_dir()
 
 
+def test_hooks_never_import_from_the_temp_folder(tmp_path):
+    """cookiecutter renders each hook into the temp folder and runs it from there, so Python
+    puts that folder first on sys.path; a module anyone left there must not replace one of the
+    standard library's (before the hooks dropped that entry, this bake ran the planted json.py)."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    for name in ("json", "re", "shutil"):
+        (temp / f"{name}.py").write_text("raise SystemExit('imported from the temp folder')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path / "out"),
+         str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "imported from the temp folder" not in result.stdout + result.stderr
+    assert (tmp_path / "out" / "airflow-gitops" / "stack.yaml").is_file()
+
+
 def test_generation_says_where_the_repo_went_and_what_to_run(tmp_path):
     result = run(
         [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", str(TEMPLATE)],

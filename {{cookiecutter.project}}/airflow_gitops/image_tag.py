@@ -16,7 +16,6 @@ import shlex
 from pathlib import Path
 
 from airflow_gitops.errors import ToolkitError
-from airflow_gitops.stack import REPO_ROOT
 
 DOCKERFILE = Path("images/s3-sync/Dockerfile")
 AIRFLOW_DOCKERFILE = Path("image/Dockerfile")
@@ -95,9 +94,19 @@ def copy_sources(dockerfile_text: str, dockerfile: Path = DOCKERFILE) -> list[st
     return sources
 
 
+def repo_root(root: Path | str | None) -> Path:
+    """``root``, or this repo's. stack.py is imported only then: the bake's post_gen hook
+    passes its root and imports this module alone (a bake is mostly Jinja and imports)."""
+    if root:
+        return Path(root)
+    from airflow_gitops.stack import REPO_ROOT
+
+    return REPO_ROOT
+
+
 def image_sources(root: Path | str | None = None, dockerfile: Path = DOCKERFILE) -> list[Path]:
     """Every file (relative to ``root``) whose bytes end up in the image, Dockerfile included."""
-    root = Path(root or REPO_ROOT)
+    root = repo_root(root)
     try:
         text = (root / dockerfile).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -139,7 +148,7 @@ def airflow_image_tag(root: Path | str | None = None) -> str:
 
 def source_tag(root: Path | str | None = None, dockerfile: Path = DOCKERFILE) -> str:
     """``src-<digest>``: sha256 over the path and content of every image source file."""
-    root = Path(root or REPO_ROOT)
+    root = repo_root(root)
     digest = hashlib.sha256()
     for rel in image_sources(root, dockerfile):
         content = (root / rel).read_bytes()

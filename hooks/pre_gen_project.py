@@ -99,6 +99,18 @@ def template_dir() -> Path | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def schema_patterns() -> dict:
+    """The toolkit's airflow_gitops/validate/patterns.py, run from the template's copy: the one
+    definition of what a schema `pattern` means (ECMA-262's `$`, not Python's), which
+    `validate` uses too. The hook runs before the new repo has a toolkit."""
+    toolkit = next(template_dir().glob("*cookiecutter.project*"))  # the folder cookiecutter renders
+    path = toolkit / "airflow_gitops" / "validate" / "patterns.py"
+    namespace: dict = {"__name__": "schema_patterns"}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    return namespace
+
+
 def load_schema() -> dict | None:
     folder = template_dir()
     return json.loads((folder / SCHEMA).read_text(encoding="utf-8")) if folder else None
@@ -125,13 +137,14 @@ def same_scalar(value: object, expected: object) -> bool:
 
 
 # keyword -> (value, the keyword's argument, the root schema) -> met for sure. Each one reads as
-# jsonschema's Draft 2020-12 keyword does (`pattern` is re.search, lengths count code points);
+# jsonschema's Draft 2020-12 keyword does (`pattern` as the toolkit's patterns.py reads it,
+# the schema's ECMA-262 meaning; lengths count code points);
 # where it could differ (1 against 1.0, a remote $ref) it answers False, never a guess.
 SURE_CHECKS = {
     "type": lambda v, t, root: any(json_type_is(v, n) for n in ([t] if isinstance(t, str) else t)),
     "enum": lambda v, options, root: any(same_scalar(v, o) for o in options),
     "const": lambda v, c, root: same_scalar(v, c),
-    "pattern": lambda v, p, root: not isinstance(v, str) or re.search(p, v) is not None,
+    "pattern": lambda v, p, root: not isinstance(v, str) or schema_patterns()["search"](p, v),
     "minLength": lambda v, n, root: not isinstance(v, str) or len(v) >= n,
     "maxLength": lambda v, n, root: not isinstance(v, str) or len(v) <= n,
     "minimum": lambda v, n, root: type(v) not in (int, float) or v >= n,
@@ -174,7 +187,7 @@ def schema_problems(answers: dict, schema: dict) -> list[tuple[str, str]]:
     except (re.error, TypeError, AttributeError, RecursionError):
         pass  # a schema shape the quick check does not know: jsonschema decides
     try:
-        from jsonschema import Draft202012Validator
+        validator_class = schema_patterns()["validator_class"]()
     except ImportError:
         return [
             (
@@ -184,7 +197,7 @@ def schema_problems(answers: dict, schema: dict) -> list[tuple[str, str]]:
             )
         ]
     found: dict[str, str] = {}
-    errors = Draft202012Validator(schema).iter_errors(answers)
+    errors = validator_class(schema).iter_errors(answers)
     for error in sorted(errors, key=lambda e: [str(p) for p in e.path]):
         for field, line in describe(error, answers, schema):
             found.setdefault(field, line)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEMPLATE
+from conftest import DEFAULTS, TEMPLATE
 
 NOT_TEMPLATE = shutil.ignore_patterns(
     ".git", ".venv*", "out", "__pycache__", ".pytest_cache", ".ruff_cache", "build"
@@ -70,6 +70,22 @@ def test_api_call_after_chdir_with_relative_path(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "airflow-gitops" / "schemas").is_dir()
+
+
+@pytest.mark.parametrize("question", ["project", "namespace", "airflow_release", "aws_region"])
+def test_an_answer_ending_in_a_newline_is_one_line_error(tmp_path, question):
+    """A schema pattern's `$` is the end of the answer: Python's re alone let "airflow\\n" pass,
+    and the newline went into every name made from it."""
+    result = run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", "out", str(TEMPLATE),
+         f"{question}={DEFAULTS[question]}\n"],
+        cwd=tmp_path,
+        pwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert question in [line.split(" ", 1)[0] for line in errors(result.stderr)]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "airflow-gitops").exists()
 
 
 def test_hooks_never_import_from_the_temp_folder(tmp_path):
@@ -189,6 +205,9 @@ def test_whole_answers_error_is_one_line(tmp_path, template_copy):
 
 
 ANSWERS_SCHEMA = json.loads((TEMPLATE / "schemas" / "answers.schema.json").read_text())
+TOOLKIT_PATTERNS = (
+    next(TEMPLATE.glob("*cookiecutter.project*")) / "airflow_gitops/validate/patterns.py"
+)
 HOOK_ANSWERS = 'r"""{{ cookiecutter | tojson }}"""'
 
 
@@ -226,13 +245,18 @@ def answer_variants() -> list[dict]:
     return variants
 
 
+def schema_validator():
+    """jsonschema with a schema `pattern`'s own meaning (the toolkit's patterns.py, which the
+    hook uses too): `$` is the end of the text."""
+    namespace = runpy.run_path(str(TOOLKIT_PATTERNS))
+    return namespace["validator_class"]()(ANSWERS_SCHEMA)
+
+
 def test_quick_answer_check_agrees_with_jsonschema(tmp_path):
     """The hook skips jsonschema for answers it is sure meet the schema: sure must mean valid,
     and for valid answers it must be sure (else every bake pays for jsonschema again)."""
-    from jsonschema import Draft202012Validator
-
     hook = runpy.run_path(str(pre_gen_hook(tmp_path)), run_name="pre_gen_hook")
-    validator = Draft202012Validator(ANSWERS_SCHEMA)
+    validator = schema_validator()
     variants = answer_variants()
     disagreements, valid = [], 0
     for answers in variants:
@@ -243,7 +267,7 @@ def test_quick_answer_check_agrees_with_jsonschema(tmp_path):
             changed = {k: v for k, v in changed.items() if v != variants[0].get(k, "(missing)")}
             disagreements.append((f"jsonschema says valid={expected}", changed))
     assert not disagreements, disagreements[:5]
-    assert 1000 < valid < len(variants) - 1000  # both verdicts, many times over
+    assert 500 < valid < len(variants) - 500  # both verdicts, many times over
 
 
 def test_good_answers_never_import_jsonschema(tmp_path):

@@ -449,6 +449,15 @@ def test_wrong_type_and_missing_key_point_at_the_place(tmp_path):
     assert any(rule == "missing-key" and path == "stack.yaml" for rule, path, _ in found)
 
 
+def test_a_value_ending_in_a_newline_does_not_meet_its_pattern(tmp_path):
+    """`$` in a schema pattern is the end of the text (ECMA-262), not also the place before a
+    final newline (Python's re): "af\\n" is no namespace."""
+    root = build(tmp_path)
+    line = edit(root / "stack.yaml", "  namespace: af\n", '  namespace: "af\\n"\n')
+    found = [(f.rule, f.line) for f in findings(root) if f.path == "stack.yaml"]
+    assert ("invalid-value", line) in found
+
+
 # --- rules --------------------------------------------------------------------------------
 
 

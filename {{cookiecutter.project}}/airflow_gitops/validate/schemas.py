@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from airflow_gitops.errors import UsageError
+from airflow_gitops.validate import patterns
 from airflow_gitops.validate.findings import Finding
 from airflow_gitops.validate.loader import Document
 
@@ -66,9 +67,7 @@ class SchemaSet:
         branch_key, schema = pick_branches(schema, data)
         key = (kind, branch_key)
         if key not in self._validators:
-            from jsonschema import Draft202012Validator
-
-            self._validators[key] = Draft202012Validator(schema)
+            self._validators[key] = patterns.validator_class()(schema)
         return self._validators[key]
 
     def check(self, kind: str, doc: Document) -> list[Finding]:

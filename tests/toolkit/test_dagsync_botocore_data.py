@@ -162,6 +162,31 @@ def test_endpoints_resolve_as_with_botocores_full_file(data):
     assert size < len(json.dumps(FULL.load_data("endpoints"))) / 20
 
 
+def test_credential_clients_on_the_slice_reach_the_same_endpoints(data, monkeypatch):
+    """IRSA builds an STS client from the agent's session: with the slice on the data path it
+    still loads STS's full model (botocore's folder) and resolves the same endpoint."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+
+    def endpoints(data_path: Path | None) -> list[tuple[str, int]]:
+        if data_path is None:
+            monkeypatch.delenv("AWS_DATA_PATH", raising=False)
+        else:
+            monkeypatch.setenv("AWS_DATA_PATH", str(data_path))
+        session = botocore.session.get_session()
+        s3._check_services_on_demand(session)  # as the agent's own session
+        found = []
+        for region in ("eu-west-1", "us-east-1", "cn-north-1", "us-gov-west-1"):
+            for service in ("sts", "sso"):
+                client = session.create_client(service, region_name=region)
+                found.append(
+                    (client.meta.endpoint_url, len(client.meta.service_model.operation_names))
+                )
+        return found
+
+    assert endpoints(data) == endpoints(None)
+
+
 # --- the same requests and responses, over HTTP ----------------------------------------------
 
 

@@ -13,8 +13,9 @@ file set, uploaded by push-dags:
 - full sync into an empty folder: a whole process each (as an init container), the tools taking
   turns run by run (the load of a shared machine drifts alike for all), wall and CPU
   seconds, requests, peak RSS. The agent runs `python -m airflow_gitops.dagsync --once` as
-  shipped (packs + manifest), from a copy of the files its Dockerfile copies, byte-compiled as
-  its image build does (`agent_image`); the others `aws s3 sync --delete --exact-timestamps` (as the
+  shipped (packs + manifest), from a copy of the files its Dockerfile copies, byte-compiled and
+  with its slice of botocore's data (AWS_DATA_PATH) as its image build does (`agent_image`);
+  the others `aws s3 sync --delete --exact-timestamps` (as the
   aws-cli option runs it; without --exact-timestamps a same-size edit is never fetched) and
   `s5cmd sync --delete`, both excluding .dagsync/.
 - idle cycle (nothing changed): the agent is a long-running sidecar, so its cycle is one

@@ -25,7 +25,7 @@ bake: $(VENV)/.installed ## generate a repo with the default answers into ./$(OU
 test: $(VENV)/.installed ## the template's tests, without the slow ones (offline)
 	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
-test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, make install, every interruption, a hung endpoint, the demo
+test-slow: $(VENV)/.installed ## the slow tests: Airflow install + DAG import, make install, every interruption, the demo
 	$(PY) -m pytest -m slow -n 2 --dist loadgroup
 
 demo: $(VENV)/.installed ## the whole flow offline on a local moto: dev, a promotion, prod in another region

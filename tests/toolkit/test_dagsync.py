@@ -997,7 +997,6 @@ def test_sigterm_during_a_hung_request_still_exits_within_two_seconds(
     assert not (tmp_path / "dest" / "current").exists()
 
 
-@pytest.mark.slow  # waits out the real timeouts: ~16 s of a 6-minute make test
 def test_a_hung_endpoint_fails_a_once_sync_in_seconds(tmp_path, blackhole):
     env = {
         **os.environ,

@@ -42,9 +42,11 @@ def search(pattern: str, text: str) -> bool:
     return compile_pattern(pattern).search(text) is not None
 
 
+@lru_cache(maxsize=1)
 def validator_class():
     """jsonschema's Draft 2020-12 validator with this ``pattern`` (imported only when called:
-    the hook does so only for answers its quick check is not sure of)."""
+    the hook does so only for answers its quick check is not sure of). Made once: validate
+    builds a validator per schema branch from it."""
     from jsonschema import Draft202012Validator, ValidationError, validators
 
     def pattern(validator, patrn, instance, schema):
